@@ -1,0 +1,3 @@
+from ganfuse.cli import entry_point
+
+entry_point()

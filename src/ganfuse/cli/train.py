@@ -1,0 +1,38 @@
+"""``ganfuse train``: train a GAN from a preset or YAML config."""
+
+from __future__ import annotations
+
+import argparse
+
+from ganfuse.cli import add_command
+
+
+def register(subparsers) -> None:
+    p = add_command(subparsers, "train", "Train a GAN from a preset or a YAML config.",
+                    "ganfuse train digits --out runs/digits --max-minutes 3")
+    p.add_argument("config", metavar="PRESET_OR_YAML", help="preset name (see `ganfuse info --presets`) or YAML file")
+    p.add_argument("--out", required=True, help="run directory for checkpoints, samples and logs")
+    p.add_argument("--steps", type=int, help="total generator steps (default: the config's train.steps)")
+    p.add_argument("--max-minutes", type=float, help="wall-clock budget; stops at whichever comes first")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr_g=1e-4 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last good checkpoint")
+    p.add_argument("--seed", type=int, help="random seed (train.seed)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (train.device)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ganfuse.config import load_config
+    from ganfuse.train.loop import train
+
+    overrides = list(args.overrides)
+    for key, value in (("train.steps", args.steps), ("train.max_minutes", args.max_minutes),
+                       ("train.seed", args.seed), ("train.device", args.device)):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    config = load_config(args.config, overrides)
+    run_dir = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    print(f"run saved in {run_dir} (checkpoints/, samples/, metrics.jsonl, config.yaml)")
+    return 0

@@ -1,0 +1,296 @@
+"""Typed configs: dataclasses are the single source of every default.
+
+A config is built from a preset shipped in ``ganfuse/presets/*.yaml`` (or a user's YAML file with
+the same layout), then ``key=value`` overrides with dotted keys (``train.lr_g=1e-4``), then
+validated. Every mistake raises :class:`~ganfuse.errors.ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ganfuse.errors import ConfigError
+
+LOSSES = ("nonsaturating", "hinge", "wgan-gp", "lsgan")
+ARCHS = ("dcgan", "resnet")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUGMENTS = ("translation", "cutout", "color")
+DATASETS = ("digits", "folder", "mnist", "cifar10", "shapes")
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # one of DATASETS
+    path: str | None = None  # image folder (``folder``) or download root (``mnist``, ``cifar10``)
+    image_size: int = 32
+    use_labels: bool = True  # ``folder``: class = sub-folder name
+    num_workers: int = 0  # DataLoader workers for datasets read from disk
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "dcgan"  # one of ARCHS; ``dcgan`` is the founding document's network
+    z_dim: int = 100
+    conditional: bool = False  # class-conditional G (conditional BN) and projection D
+    g_width: int = 256  # channels of G's first feature map (the document's DCGAN: 256)
+    d_width: int = 64  # channels of D's first conv (the document's DCGAN: 64)
+    spectral_norm_d: bool = False
+    spectral_norm_g: bool = False
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    max_minutes: float | None = None  # wall-clock budget; whichever of steps/minutes comes first
+    batch_size: int = 64
+    loss: str = "nonsaturating"  # one of LOSSES
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_critic: int = 1  # discriminator updates per generator update
+    r1_gamma: float = 0.0  # R1 weight on real data; 0 disables
+    r1_every: int = 16  # lazy regularisation interval (R1 is scaled by it)
+    gp_weight: float = 10.0  # WGAN-GP weight, used with loss=wgan-gp
+    ema_decay: float = 0.0  # generator EMA decay; 0 disables
+    ema_warmup_steps: int = 0  # decay ramps from 0 to ema_decay over these steps
+    augment: list[str] = field(default_factory=list)  # DiffAugment ops, subset of AUGMENTS
+    augment_p: float = 1.0  # probability of augmenting each image (fixed unless ada_target is set)
+    ada_target: float | None = None  # adaptive p: target for r_t = E[sign(D(real))]
+    ada_interval: int = 4  # steps between p updates
+    ada_kimg: float = 5.0  # images (thousands) for p to move by 1
+    precision: str = "auto"  # one of PRECISIONS; auto = bf16 where the device supports it
+    channels_last: bool = False
+    compile: bool = False
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    log_every: int = 10
+    sample_every: int = 250
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    eval_every: int = 0  # steps between Frechet-distance evaluations; 0 disables
+    eval_num: int = 1000
+    monitor_every: int = 0  # steps between mode-collapse diagnostics; 0 disables
+    guard: bool = True  # NaN/Inf guard: skip bad steps, restore last good state, lower lr
+
+
+@dataclass
+class Config:
+    preset: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# building
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("ganfuse") / "presets"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(source: str) -> tuple[str, dict[str, Any]]:
+    path = Path(source)
+    if source.endswith((".yaml", ".yml")) or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {source}")
+        text = path.read_text(encoding="utf-8")
+        name = path.stem
+    else:
+        preset = resources.files("ganfuse") / "presets" / f"{source}.yaml"
+        if not preset.is_file():
+            raise ConfigError(
+                f"unknown preset {source!r}; choose one of {', '.join(preset_names())} or give a YAML file"
+            )
+        text = preset.read_text(encoding="utf-8")
+        name = source
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections")
+    return name, data
+
+
+def load_config(source: str = "digits", overrides: list[str] | None = None) -> Config:
+    """Build a validated config from a preset name or YAML path plus ``key=value`` overrides."""
+    name, data = _read_yaml(source)
+    data.setdefault("preset", name)
+    config = from_dict(data)
+    for item in overrides or []:
+        key, value = parse_override(item)
+        set_value(config, key, value)
+    validate(config)
+    return config
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+    config = Config()
+    for key, value in _flatten(data).items():
+        set_value(config, key, value)
+    return config
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and dotted in ("data", "model", "train"):
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def valid_keys(config: Config | None = None) -> list[str]:
+    config = config or Config()
+    keys = ["preset"]
+    for section in ("data", "model", "train"):
+        keys += [f"{section}.{f.name}" for f in dataclasses.fields(getattr(config, section))]
+    return keys
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.lr_g=1e-4"`` -> ``("train.lr_g", 0.0001)``; values are parsed as YAML scalars."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key=value (for example train.lr_g=1e-4)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def set_value(config: Config, key: str, value: Any) -> None:
+    if key == "preset":
+        config.preset = str(value)
+        return
+    parts = key.split(".")
+    if len(parts) != 2 or parts[0] not in ("data", "model", "train"):
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+    section = getattr(config, parts[0])
+    fields = {f.name: f for f in dataclasses.fields(section)}
+    if parts[1] not in fields:
+        raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+    hints = typing.get_type_hints(type(section))
+    setattr(section, parts[1], _coerce(key, value, hints[parts[1]]))
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against a field's annotation, converting only where it is lossless."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(key, value, option)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is list:
+        (inner,) = typing.get_args(annotation)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(key, v, inner) for v in value]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if annotation in (int, float) and isinstance(value, str):
+        try:  # YAML 1.1 reads "1e-4" (no decimal point) as a string
+            value = float(value)
+        except ValueError:
+            kind = "an integer" if annotation is int else "a number"
+            raise ConfigError(f"{key} must be {kind}, got {value!r}") from None
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or float(value) != int(value):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return int(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be finite, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {annotation!r}")  # pragma: no cover
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key} {message}")
+
+
+def validate(config: Config) -> Config:
+    """Reject out-of-range values; each error names its key."""
+    d, m, t = config.data, config.model, config.train
+    _check(d.name in DATASETS, "data.name", f"must be one of {', '.join(DATASETS)}, got {d.name!r}")
+    _check(d.name != "folder" or bool(d.path), "data.path", "must be set when data.name is folder")
+    size = d.image_size
+    _check(size >= 8 and size & (size - 1) == 0, "data.image_size", f"must be a power of two >= 8, got {size}")
+    _check(d.num_workers >= 0, "data.num_workers", "must be >= 0")
+    _check(m.arch in ARCHS, "model.arch", f"must be one of {', '.join(ARCHS)}, got {m.arch!r}")
+    _check(m.arch != "dcgan" or size == 32, "data.image_size", "must be 32 for model.arch=dcgan (the founding document's network is 32x32)")
+    _check(m.arch != "resnet" or size in (32, 64), "data.image_size", "must be 32 or 64 for model.arch=resnet")
+    _check(m.z_dim >= 1, "model.z_dim", "must be >= 1")
+    _check(m.g_width >= 8, "model.g_width", "must be >= 8")
+    _check(m.d_width >= 8, "model.d_width", "must be >= 8")
+    _check(t.steps >= 1, "train.steps", "must be >= 1")
+    _check(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "must be > 0")
+    _check(t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
+    _check(t.loss in LOSSES, "train.loss", f"must be one of {', '.join(LOSSES)}, got {t.loss!r}")
+    for key in ("lr_g", "lr_d"):
+        _check(getattr(t, key) > 0, f"train.{key}", f"must be > 0, got {getattr(t, key)}")
+    for key in ("beta1", "beta2"):
+        _check(0 <= getattr(t, key) < 1, f"train.{key}", "must be in [0, 1)")
+    _check(t.n_critic >= 1, "train.n_critic", "must be >= 1")
+    _check(t.r1_gamma >= 0, "train.r1_gamma", "must be >= 0")
+    _check(t.r1_every >= 1, "train.r1_every", "must be >= 1")
+    _check(t.gp_weight >= 0, "train.gp_weight", "must be >= 0")
+    _check(0 <= t.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
+    _check(t.ema_warmup_steps >= 0, "train.ema_warmup_steps", "must be >= 0")
+    for op in t.augment:
+        _check(op in AUGMENTS, "train.augment", f"entries must be among {', '.join(AUGMENTS)}, got {op!r}")
+    _check(0 <= t.augment_p <= 1, "train.augment_p", "must be in [0, 1]")
+    _check(t.ada_target is None or 0 < t.ada_target < 1, "train.ada_target", "must be in (0, 1)")
+    _check(t.ada_target is None or bool(t.augment), "train.ada_target", "needs train.augment to name at least one op")
+    _check(t.ada_interval >= 1, "train.ada_interval", "must be >= 1")
+    _check(t.ada_kimg > 0, "train.ada_kimg", "must be > 0")
+    _check(t.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}")
+    _check(t.device == "auto" or t.device in ("cpu", "mps") or t.device.startswith("cuda"), "train.device", f"must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}")
+    for key in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "eval_num"):
+        _check(getattr(t, key) >= 1, f"train.{key}", "must be >= 1")
+    for key in ("eval_every", "monitor_every"):
+        _check(getattr(t, key) >= 0, f"train.{key}", "must be >= 0")
+    return config
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

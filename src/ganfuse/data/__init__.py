@@ -1,0 +1,30 @@
+"""Data sources. ``build_dataset(config.data)`` returns an :class:`~ganfuse.data.base.ImageDataset`."""
+
+from __future__ import annotations
+
+from ganfuse.config import DataConfig
+from ganfuse.data.base import ImageDataset, InMemoryImageDataset
+from ganfuse.errors import DataError
+
+__all__ = ["build_dataset", "ImageDataset", "InMemoryImageDataset"]
+
+
+def build_dataset(cfg: DataConfig, channels: int | None = None, progress: bool = False) -> ImageDataset:
+    if cfg.name == "digits":
+        from ganfuse.data.digits import DigitsDataset
+
+        return DigitsDataset(cfg.image_size)
+    if cfg.name == "folder":
+        from ganfuse.data.folder import FolderDataset
+
+        return FolderDataset(cfg.path, cfg.image_size, channels or 3, cfg.use_labels, progress=progress)
+    if cfg.name in ("mnist", "cifar10"):
+        from ganfuse.data.torchvision_sets import load_torchvision
+
+        return load_torchvision(cfg.name, cfg.path, cfg.image_size)
+    if cfg.name == "shapes":
+        from ganfuse.data.shapes import ShapesDataset
+
+        shapes = ShapesDataset(split="train", image_size=cfg.image_size)
+        return InMemoryImageDataset(shapes.images, shapes.labels["color_shape"], shapes.class_names, "shapes")
+    raise DataError(f"unknown dataset {cfg.name!r}")

@@ -1,0 +1,1 @@
+"""Networks: the founding document's DCGAN, SNGAN-style ResNets, conditioning layers, fusion models."""

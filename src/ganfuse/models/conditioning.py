@@ -1,0 +1,58 @@
+"""Class conditioning: conditional BatchNorm for generators, projection for discriminators.
+
+Conditional BN (de Vries et al. 2017; Miyato & Koyama 2018) normalises without its own affine
+parameters and takes a per-class scale and shift from embeddings. The projection discriminator
+(Miyato & Koyama 2018) adds ``<embed(y), phi(x)>`` to the unconditional logit.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import spectral_norm
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm2d whose affine scale and shift come from the class: ``(B, C, H, W), (B,) -> same``."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.scale = nn.Embedding(num_classes, channels)
+        self.shift = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.scale.weight)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        h = self.bn(x)
+        return h * self.scale(y)[:, :, None, None] + self.shift(y)[:, :, None, None]
+
+
+class Norm2d(nn.Module):
+    """BatchNorm2d, or its class-conditional form when ``num_classes > 0``; always called as ``(x, y)``."""
+
+    def __init__(self, channels: int, num_classes: int = 0):
+        super().__init__()
+        self.conditional = num_classes > 0
+        self.norm = ConditionalBatchNorm2d(channels, num_classes) if self.conditional else nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        return self.norm(x, y) if self.conditional else self.norm(x)
+
+
+class ProjectionHead(nn.Module):
+    """Final logit of a discriminator: ``linear(h) + <embed(y), h>``; ``(B, F), (B,) -> (B,)``."""
+
+    def __init__(self, features: int, num_classes: int = 0, use_spectral_norm: bool = False):
+        super().__init__()
+        wrap = spectral_norm if use_spectral_norm else (lambda m: m)
+        self.linear = wrap(nn.Linear(features, 1))
+        self.embed = wrap(nn.Embedding(num_classes, features)) if num_classes > 0 else None
+
+    def forward(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+        out = self.linear(h).squeeze(1)
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("a class-conditional discriminator needs labels")
+            out = out + (self.embed(y) * h).sum(dim=1)
+        return out

@@ -1,0 +1,96 @@
+"""The founding document's DCGAN (section 4.1), translated from its Keras sketch to PyTorch.
+
+Fixed where the sketch is broken: the discriminator's missing ``Flatten`` import, and its sigmoid
+output, which becomes a raw logit for ``BCEWithLogitsLoss`` (numerically stable). Keras'
+``padding='same'`` with stride 2 and kernel 5 is ``padding=2`` (plus ``output_padding=1`` for the
+transposed convolution), so each layer exactly halves or doubles the resolution.
+
+Optional class conditioning (conditional BN in G, projection in D) and spectral normalisation are
+additions for the quality recipes; with their defaults the networks are exactly the document's.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import spectral_norm
+
+from ganfuse.models.conditioning import Norm2d, ProjectionHead
+
+
+def _maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
+    return spectral_norm(module) if enabled else module
+
+
+def dcgan_init_(module: nn.Module) -> None:
+    """Radford et al.'s initialisation: conv and linear weights ~ N(0, 0.02), BN scales ~ N(1, 0.02)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            weight = getattr(m, "weight_orig", m.weight)
+            nn.init.normal_(weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+class DCGANGenerator(nn.Module):
+    """``z (B, z_dim)`` [, ``y (B,)``] -> images ``(B, channels, 32, 32)`` in [-1, 1].
+
+    Dense 4*4*W + ReLU -> reshape -> ConvT 5x5/2 to W/2 (BN, LeakyReLU) -> W/4 (BN, LeakyReLU)
+    -> ``channels``, tanh. The document uses ``W = 256``.
+    """
+
+    def __init__(self, z_dim: int = 100, channels: int = 1, width: int = 256, num_classes: int = 0,
+                 use_spectral_norm: bool = False):
+        super().__init__()
+        self.z_dim, self.channels, self.width, self.num_classes = z_dim, channels, width, num_classes
+        self.image_size = 32
+        sn = use_spectral_norm
+        self.fc = _maybe_sn(nn.Linear(z_dim, 4 * 4 * width), sn)
+        self.up1 = _maybe_sn(nn.ConvTranspose2d(width, width // 2, 5, 2, padding=2, output_padding=1), sn)
+        self.norm1 = Norm2d(width // 2, num_classes)
+        self.up2 = _maybe_sn(nn.ConvTranspose2d(width // 2, width // 4, 5, 2, padding=2, output_padding=1), sn)
+        self.norm2 = Norm2d(width // 4, num_classes)
+        self.up3 = _maybe_sn(nn.ConvTranspose2d(width // 4, channels, 5, 2, padding=2, output_padding=1), sn)
+        self.act = nn.LeakyReLU(0.2)  # Keras' LeakyReLU default slope is 0.3; DCGAN's paper uses 0.2
+        dcgan_init_(self)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = torch.relu(self.fc(z)).view(-1, self.width, 4, 4)
+        h = self.act(self.norm1(self.up1(h), y))
+        h = self.act(self.norm2(self.up2(h), y))
+        return torch.tanh(self.up3(h))
+
+
+class DCGANDiscriminator(nn.Module):
+    """images ``(B, channels, 32, 32)`` [, ``y (B,)``] -> logits ``(B,)``.
+
+    Conv 5x5/2 W (LeakyReLU) -> 2W (BN, LeakyReLU) -> 4W (BN, LeakyReLU) -> flatten -> 1 logit.
+    The document uses ``W = 64``. With spectral norm, BN is dropped (SN replaces it as D's
+    Lipschitz control, as in Miyato et al. 2018).
+    """
+
+    def __init__(self, channels: int = 1, width: int = 64, num_classes: int = 0,
+                 use_spectral_norm: bool = False):
+        super().__init__()
+        sn = use_spectral_norm
+        self.conv1 = _maybe_sn(nn.Conv2d(channels, width, 5, 2, padding=2), sn)
+        self.conv2 = _maybe_sn(nn.Conv2d(width, width * 2, 5, 2, padding=2), sn)
+        self.norm2 = nn.Identity() if sn else nn.BatchNorm2d(width * 2)
+        self.conv3 = _maybe_sn(nn.Conv2d(width * 2, width * 4, 5, 2, padding=2), sn)
+        self.norm3 = nn.Identity() if sn else nn.BatchNorm2d(width * 4)
+        self.act = nn.LeakyReLU(0.2)
+        self.head = ProjectionHead(width * 4 * 4 * 4, num_classes, sn)
+        dcgan_init_(self)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Flattened last feature map ``(B, 4W * 4 * 4)``."""
+        h = self.act(self.conv1(x))
+        h = self.act(self.norm2(self.conv2(h)))
+        h = self.act(self.norm3(self.conv3(h)))
+        return h.flatten(1)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.features(x), y)

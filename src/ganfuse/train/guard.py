@@ -1,0 +1,61 @@
+"""NaN/Inf guard: a non-finite loss never reaches the weights for more than one log interval.
+
+The loop records, on the device and without synchronising, whether any loss of the interval was
+non-finite. At each log step the guard looks once: if all was finite it snapshots the training
+state in memory (the "last good state"); if not, it restores that snapshot, which undoes the bad
+steps and skips the batches that caused them, and halves both learning rates. After
+``max_retries`` consecutive failures it stops the run with a clear message; the last good
+checkpoint on disk is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ganfuse.errors import UserError
+
+log = logging.getLogger("ganfuse")
+
+
+class TrainingDiverged(UserError):
+    """Training kept producing non-finite values after the guard lowered the learning rate."""
+
+
+class NaNGuard:
+    def __init__(self, get_state: Callable[[], dict[str, Any]], set_state: Callable[[dict[str, Any]], None],
+                 optimizers: list[torch.optim.Optimizer], max_retries: int = 5, lr_factor: float = 0.5):
+        self.get_state, self.set_state = get_state, set_state
+        self.optimizers, self.max_retries, self.lr_factor = optimizers, max_retries, lr_factor
+        self.snapshot: dict[str, Any] | None = None
+        self.retries = 0
+        self.recoveries = 0
+
+    def take_snapshot(self) -> None:
+        self.snapshot = copy.deepcopy(self.get_state())
+
+    def check(self, finite: bool, step: int) -> bool:
+        """Called at a log step with whether the interval was finite; returns False if it rolled back."""
+        if finite:
+            self.retries = 0
+            self.take_snapshot()
+            return True
+        self.retries += 1
+        self.recoveries += 1
+        if self.snapshot is None or self.retries > self.max_retries:
+            raise TrainingDiverged(
+                f"training diverged at step {step}: losses stayed NaN/Inf after {self.retries - 1} "
+                f"learning-rate reductions; the last good checkpoint is kept; lower train.lr_g/train.lr_d"
+            )
+        self.set_state(copy.deepcopy(self.snapshot))
+        for opt in self.optimizers:
+            for group in opt.param_groups:
+                group["lr"] *= self.lr_factor
+        lrs = [f"{g['lr']:.2e}" for opt in self.optimizers for g in opt.param_groups]
+        log.warning("non-finite loss before step %d: restored the last good state and lowered the "
+                    "learning rates to %s", step, ", ".join(lrs))
+        return False

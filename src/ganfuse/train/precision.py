@@ -1,0 +1,71 @@
+"""Device and numeric precision, resolved once at the start of a run and reported.
+
+``precision=auto`` picks the fastest setting that keeps quality on the device at hand:
+
+- CUDA: bf16 autocast where the GPU supports bf16, else fp16 autocast with a gradient scaler;
+- CPU: bf16 autocast only where the processor has native bf16 instructions (AVX-512 BF16 or AMX);
+  without them PyTorch emulates bf16 and it runs many times *slower* than fp32 (measured on an
+  AVX2-only EPYC: a 1024^2 matmul 38x slower), so auto keeps fp32;
+- MPS: fp32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from ganfuse.errors import ConfigError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {name!r} but no CUDA GPU is available; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device is 'mps' but MPS is not available; use --device cpu")
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name != "auto":
+        if name == "fp16" and device.type == "cpu":
+            raise ConfigError("train.precision fp16 is for GPUs; on CPU use bf16 or fp32")
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return "fp32"
+
+
+@dataclass
+class Precision:
+    """Autocast context and gradient scaling for one resolved precision."""
+
+    name: str
+    device: torch.device
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def grad_scaler(self) -> torch.amp.GradScaler | None:
+        return torch.amp.GradScaler(self.device.type) if self.name == "fp16" else None

@@ -1,0 +1,59 @@
+import torch
+
+from ganfuse.models.dcgan import DCGANDiscriminator, DCGANGenerator
+
+
+def test_generator_follows_the_founding_document():
+    g = DCGANGenerator(z_dim=100, channels=1)
+    # Dense 100 -> 4*4*256, then three 5x5 stride-2 transposed convolutions 256 -> 128 -> 64 -> 1
+    assert tuple(g.fc.weight.shape) == (4 * 4 * 256, 100)
+    assert tuple(g.up1.weight.shape) == (256, 128, 5, 5)
+    assert tuple(g.up2.weight.shape) == (128, 64, 5, 5)
+    assert tuple(g.up3.weight.shape) == (64, 1, 5, 5)
+    assert g.up1.stride == (2, 2)
+
+
+def test_generator_output_shape_and_range():
+    torch.manual_seed(0)
+    for channels in (1, 3):
+        g = DCGANGenerator(channels=channels)
+        out = g(torch.randn(5, 100) * 10)  # large inputs still land in [-1, 1] through tanh
+        assert out.shape == (5, channels, 32, 32)
+        assert out.min() >= -1 and out.max() <= 1
+        assert out.abs().max() > 0.5  # not a degenerate constant
+
+
+def test_discriminator_follows_the_founding_document():
+    d = DCGANDiscriminator(channels=3)
+    assert tuple(d.conv1.weight.shape) == (64, 3, 5, 5)
+    assert tuple(d.conv2.weight.shape) == (128, 64, 5, 5)
+    assert tuple(d.conv3.weight.shape) == (256, 128, 5, 5)
+    assert isinstance(d.norm2, torch.nn.BatchNorm2d) and isinstance(d.norm3, torch.nn.BatchNorm2d)
+    assert tuple(d.head.linear.weight.shape) == (1, 256 * 4 * 4)  # flatten -> 1 logit
+
+
+def test_discriminator_returns_unbounded_logits():
+    torch.manual_seed(0)
+    d = DCGANDiscriminator(channels=1)
+    logits = d(torch.randn(7, 1, 32, 32))
+    assert logits.shape == (7,)
+    # logits, not probabilities: the sigmoid lives inside BCEWithLogits
+    d.head.linear.bias.data.fill_(5.0)
+    assert d(torch.randn(7, 1, 32, 32)).min() > 1.0
+
+
+def test_conditional_networks_use_labels():
+    torch.manual_seed(0)
+    g = DCGANGenerator(channels=1, num_classes=10)
+    d = DCGANDiscriminator(channels=1, num_classes=10)
+    g.eval()
+    for m in g.modules():  # give each class a distinct scale so the labels matter
+        if hasattr(m, "scale") and isinstance(m.scale, torch.nn.Embedding):
+            torch.nn.init.normal_(m.scale.weight, 1.0, 0.5)
+    z = torch.randn(4, 100)
+    a = g(z, torch.zeros(4, dtype=torch.long))
+    b = g(z, torch.ones(4, dtype=torch.long))
+    assert not torch.allclose(a, b)
+    torch.nn.init.normal_(d.head.embed.weight)
+    x = torch.randn(4, 1, 32, 32)
+    assert not torch.allclose(d(x, torch.zeros(4, dtype=torch.long)), d(x, torch.ones(4, dtype=torch.long)))
