@@ -288,7 +288,9 @@ def validate(config: Config) -> Config:
     for key in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "eval_num"):
         _check(getattr(t, key) >= 1, f"train.{key}", "must be >= 1")
     for key in ("eval_every", "monitor_every"):
-        _check(getattr(t, key) >= 0, f"train.{key}", "must be >= 0")
+        every = getattr(t, key)
+        _check(every >= 0, f"train.{key}", "must be >= 0")
+        _check(every % t.log_every == 0, f"train.{key}", f"must be a multiple of train.log_every ({t.log_every})")
     return config
 
 

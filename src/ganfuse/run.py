@@ -75,12 +75,15 @@ class Run:
         return torch.cat(list(self.sample_batches(n, batch_size, seed, class_label, truncation)))
 
 
-def load_run(path: str | Path, device: str = "cpu", use_ema: bool = True) -> Run:
-    """Load the newest intact checkpoint of a GAN run for sampling."""
+def load_run(path: str | Path, device: str = "cpu", use_ema: bool = True, which: str = "latest") -> Run:
+    """Load a GAN run for sampling: its newest intact checkpoint, or with ``which="best"`` the one
+    with the best Frechet distance seen during training (``train.eval_every``)."""
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"run directory not found: {path}")
-    ckpt, manifest, weights, _ = latest_good_checkpoint(path)
+    if which not in ("latest", "best"):
+        raise UserError(f"which must be 'latest' or 'best', got {which!r}")
+    ckpt, manifest, weights, _ = latest_good_checkpoint(path, "checkpoints" if which == "latest" else "best")
     try:
         config = validate(from_dict(manifest["config"]))
         channels, num_classes = int(manifest["channels"]), int(manifest["num_classes"])

@@ -65,9 +65,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
+def checkpoint_dirs(run_dir: Path, folder: str = "checkpoints") -> list[Path]:
     """Complete-looking checkpoint folders, newest first."""
-    root = run_dir / "checkpoints"
+    root = run_dir / folder
     if not root.is_dir():
         return []
     dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
@@ -81,10 +81,13 @@ def save_checkpoint(
     state: dict[str, Any],
     meta: dict[str, Any],
     keep: int = 3,
-    protect: tuple[str, ...] = (),
+    folder: str = "checkpoints",
 ) -> Path:
-    """Write checkpoint ``step`` atomically, then prune all but the newest ``keep`` (and ``protect``)."""
-    root = run_dir / "checkpoints"
+    """Write checkpoint ``step`` atomically into ``run_dir/folder``, then prune all but the newest ``keep``.
+
+    ``folder="best"`` holds the checkpoint with the best Frechet distance so far (``keep=1``).
+    """
+    root = run_dir / folder
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp_step_{step:08d}_{os.getpid()}"
@@ -114,9 +117,8 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     atomic_write_text(root / "latest", final.name + "\n")
-    for old in checkpoint_dirs(run_dir)[keep:]:
-        if old.name not in protect:
-            shutil.rmtree(old, ignore_errors=True)
+    for old in checkpoint_dirs(run_dir, folder)[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
     return final
 
 
@@ -169,14 +171,14 @@ def safe_torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any
         raise CheckpointError(f"{path}: unreadable ({exc.__class__.__name__}: {str(exc)[:120]})") from None
 
 
-def latest_good_checkpoint(run_dir: Path) -> tuple[Path, dict, dict, dict]:
+def latest_good_checkpoint(run_dir: Path, folder: str = "checkpoints") -> tuple[Path, dict, dict, dict]:
     """The newest checkpoint that verifies, as ``(path, manifest, weights, state)``.
 
     Damaged checkpoints are skipped with a warning; none left is a :class:`CheckpointError`.
     """
-    candidates = checkpoint_dirs(run_dir)
+    candidates = checkpoint_dirs(run_dir, folder)
     if not candidates:
-        raise CheckpointError(f"no checkpoint found in {run_dir / 'checkpoints'}")
+        raise CheckpointError(f"no checkpoint found in {run_dir / folder}")
     for path in candidates:
         try:
             manifest, weights, state = load_checkpoint_files(path)
@@ -184,4 +186,4 @@ def latest_good_checkpoint(run_dir: Path) -> tuple[Path, dict, dict, dict]:
             log.warning("skipping damaged checkpoint: %s", exc)
             continue
         return path, manifest, weights, state
-    raise CheckpointError(f"every checkpoint in {run_dir / 'checkpoints'} is damaged; cannot resume or sample")
+    raise CheckpointError(f"every checkpoint in {run_dir / folder} is damaged; cannot resume or sample")

@@ -1,11 +1,122 @@
-"""Diagnostics attached to a training run at log steps (mode collapse, Frechet distance).
+"""Diagnostics for the founding document's FAQ, computed at log steps and written to metrics.jsonl.
 
-Filled in by the quality and evaluation work; the foundation attaches none by default.
+- Vanishing gradients: the loop already logs ``grad_norm_g``/``grad_norm_d`` and D's accuracy on
+  real and fake (``acc_real``/``acc_fake``): a D at 100% with a G gradient norm near 0 is the
+  textbook picture.
+- Mode collapse (:class:`ModeCollapseMonitor`): on labelled data with a dataset classifier
+  (``digits``), the share of a fixed batch of samples per predicted class, the number of classes
+  holding at least half their fair share (``mc_classes``), and the largest share
+  (``mc_max_share``); on any data, the mean pairwise L2 distance of the samples relative to that of
+  real images (``mc_diversity``; near 0 means the samples are all alike).
+- Quality over time (:class:`FrechetEvaluator`): Frechet distance of ``eval_num`` samples in the
+  dataset's features, and the ``best`` checkpoint kept beside the latest.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+
+import torch
+
+log = logging.getLogger("ganfuse")
+
+CLASSIFIER_EXTRACTORS = {"digits": "digits"}  # dataset name -> extractor with class probabilities
+
+
+@torch.no_grad()
+def _samples(trainer, n: int, seed: int) -> torch.Tensor:
+    """``n`` samples from the sampling generator (EMA when kept) in eval mode, float on CPU."""
+    g = trainer.sampling_generator
+    was_training = g.training
+    g.eval()
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, trainer.config.model.z_dim, generator=gen).to(trainer.device)
+    y = None
+    if trainer.num_classes:
+        y = torch.randint(0, trainer.num_classes, (n,), generator=gen).to(trainer.device)
+    out = []
+    for start in range(0, n, 256):
+        with trainer.precision.autocast():
+            out.append(g(z[start:start + 256], None if y is None else y[start:start + 256]).float().cpu())
+    g.train(was_training)
+    return torch.cat(out)
+
+
+def mean_pairwise_distance(x: torch.Tensor) -> float:
+    """Mean L2 distance over all distinct pairs of ``(N, ...)`` items."""
+    flat = x.flatten(1).double()
+    d = torch.cdist(flat, flat)
+    n = flat.shape[0]
+    return float(d.sum() / (n * (n - 1)))
+
+
+class ModeCollapseMonitor:
+    def __init__(self, trainer, num: int = 500, seed: int = 4242):
+        self.num, self.seed = num, seed
+        self.extractor = None
+        name = CLASSIFIER_EXTRACTORS.get(trainer.config.data.name)
+        if name is not None and trainer.dataset.num_classes:
+            from ganfuse.metrics.extractors import get_extractor
+
+            self.extractor = get_extractor(name)
+        real = trainer.dataset.batch(torch.arange(min(len(trainer.dataset), 256)))[0] \
+            if hasattr(trainer.dataset, "batch") else None
+        self.real_diversity = mean_pairwise_distance(real) if real is not None else math.nan
+
+    def __call__(self, trainer) -> dict[str, float]:
+        if trainer.step % trainer.config.train.monitor_every != 0:
+            return {}
+        fake = _samples(trainer, self.num, self.seed)
+        record = {"mc_diversity": round(mean_pairwise_distance(fake[:256]) / self.real_diversity, 4)}
+        if self.extractor is not None:
+            from ganfuse.metrics import to_uint8
+
+            probs = self.extractor.probs(to_uint8(fake))
+            k = probs.shape[1]
+            share = torch.bincount(probs.argmax(1), minlength=k).double() / len(fake)
+            record["mc_classes"] = int((share >= 0.5 / k).sum())
+            record["mc_max_share"] = round(float(share.max()), 4)
+        return record
+
+
+class FrechetEvaluator:
+    """FD of ``eval_num`` samples against the training dataset; saves ``best/`` when it improves."""
+
+    def __init__(self, trainer):
+        self.ref = trainer.config.data.name
+        self.n = trainer.config.train.eval_num
+
+    def __call__(self, trainer) -> dict[str, float]:
+        if trainer.step % trainer.config.train.eval_every != 0:
+            return {}
+        from ganfuse.metrics import frechet_distance_of_generator
+
+        fake = _samples(trainer, self.n, seed=2024)
+        cursor = {"i": 0}
+
+        def sample_fn(b: int) -> torch.Tensor:
+            start = cursor["i"]
+            cursor["i"] += b
+            return fake[start:start + b]
+
+        fd = frechet_distance_of_generator(sample_fn, self.ref, self.n)
+        record = {"fd": round(fd, 4)}
+        if fd < trainer.best_fd:
+            trainer.best_fd = fd
+            trainer.save(best=True)
+            record["fd_best"] = True
+        return record
+
 
 def attach_default_callbacks(trainer) -> None:
     """Attach the diagnostics the config asks for (``train.monitor_every``, ``train.eval_every``)."""
-    return None
+    t = trainer.config.train
+    if t.monitor_every > 0:
+        trainer.callbacks.append(ModeCollapseMonitor(trainer))
+    if t.eval_every > 0:
+        if trainer.config.data.name not in ("digits", "shapes"):
+            log.warning("train.eval_every: no built-in reference for %s; Frechet distance is not tracked",
+                        trainer.config.data.name)
+        else:
+            trainer.callbacks.append(FrechetEvaluator(trainer))

@@ -339,12 +339,15 @@ class Trainer:
                 continue  # a line cut by a kill
         atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
-    def save(self) -> Path:
+    def save(self, best: bool = False) -> Path:
+        """Write a checkpoint of the current step (into ``best/`` instead when ``best``)."""
         meta = {"config": self.config.to_dict(), "precision": self.precision.name,
                 "channels": self.channels, "num_classes": self.num_classes,
-                "class_names": list(self.dataset.class_names) if self.num_classes else []}
+                "class_names": list(self.dataset.class_names) if self.num_classes else [],
+                "best_fd": None if math.isinf(self.best_fd) else self.best_fd}
+        keep, folder = (1, "best") if best else (self.config.train.keep_checkpoints, "checkpoints")
         return save_checkpoint(self.run_dir, self.step, self.weights(), self.training_state(), meta,
-                               keep=self.config.train.keep_checkpoints)
+                               keep=keep, folder=folder)
 
     # ------------------------------------------------------------------ outputs
 

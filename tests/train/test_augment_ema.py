@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from ganfuse.train.augment import AdaptiveAugment, color, cutout, diff_augment, translate
+from ganfuse.train.ema import EMA
+
+
+def _images(b=6, c=3, s=16, seed=0):
+    return torch.rand(b, c, s, s, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_translation_shifts_by_whole_pixels_with_zero_fill():
+    x = torch.zeros(1, 1, 8, 8)
+    x[0, 0, 3, 4] = 1.0
+    seen = set()
+    for seed in range(40):
+        y = translate(x, torch.Generator().manual_seed(seed))
+        assert y.shape == x.shape and y.sum() == 1.0  # the pixel moves (shift <= 1 keeps it inside)
+        r, c = (y[0, 0] == 1).nonzero()[0].tolist()
+        assert abs(r - 3) <= 1 and abs(c - 4) <= 1
+        seen.add((r - 3, c - 4))
+    assert len(seen) >= 6  # several distinct shifts are drawn
+
+
+def test_cutout_zeroes_a_square_of_half_the_side():
+    x = torch.ones(4, 2, 16, 16)
+    y = cutout(x, torch.Generator().manual_seed(0))
+    zeros = (y[:, 0] == 0).flatten(1).sum(1)
+    assert y.shape == x.shape
+    assert ((zeros > 0) & (zeros <= 64)).all()  # an 8x8 square, possibly clipped by the border
+    assert torch.equal(y[:, 0], y[:, 1])  # same mask on every channel
+
+
+def test_color_keeps_shape_and_is_random():
+    x = _images()
+    a, b = color(x, torch.Generator().manual_seed(0)), color(x, torch.Generator().manual_seed(1))
+    assert a.shape == x.shape and not torch.allclose(a, b)
+
+
+@pytest.mark.parametrize("ops", [["translation"], ["cutout"], ["color"], ["translation", "cutout", "color"]])
+def test_augmentations_are_differentiable(ops):
+    x = _images().requires_grad_(True)
+    y = diff_augment(x, ops, p=1.0, generator=torch.Generator().manual_seed(0))
+    (y * torch.randn_like(y)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0 and torch.isfinite(x.grad).all()
+
+
+def test_probability_zero_is_identity_and_one_changes_every_image():
+    x = _images()
+    assert torch.equal(diff_augment(x, ["translation", "cutout"], p=0.0), x)
+    y = diff_augment(x, ["cutout"], p=1.0, generator=torch.Generator().manual_seed(0))
+    assert all(not torch.equal(a, b) for a, b in zip(x, y, strict=True))
+
+
+def test_ada_moves_p_toward_the_target():
+    aug = AdaptiveAugment(["translation"], target=0.6, interval=1, kimg=0.1)
+    assert aug.p == 0.0
+    for step in range(1, 4):  # D is overfitting: all real logits positive -> r_t = 1 > 0.6
+        aug.accumulate(torch.ones(50))
+        aug.update(step, batch_size=50)
+    assert aug.p == pytest.approx(1.0) and aug.last_rt == 1.0  # 3 * 50 / 100 capped at 1
+    aug.accumulate(-torch.ones(50))
+    aug.update(4, batch_size=50)
+    assert aug.p == pytest.approx(0.5)
+    restored = AdaptiveAugment(["translation"], target=0.6, interval=1, kimg=0.1)
+    restored.load_state_dict(aug.state_dict())
+    assert restored.p == aug.p and restored.last_rt == aug.last_rt
+
+
+def test_ema_update_math_and_buffer_copy():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    ema = EMA(model, decay=0.9, warmup_steps=10)
+    start = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    model.train()(torch.randn(8, 2))  # changes BN running stats
+    ema.update(model, step=5)  # decay at step 5 of a 10-step warm-up: 0.45
+    for e, s, live in zip(ema.model.parameters(), start, model.parameters(), strict=True):
+        assert torch.allclose(e, 0.45 * s + 0.55 * live)
+    assert torch.equal(ema.model[1].running_mean, model[1].running_mean)
+    assert ema.decay_at(0) == 0.0 and ema.decay_at(20) == 0.9
