@@ -81,6 +81,8 @@ class TrainConfig:
     eval_num: int = 1000
     monitor_every: int = 0  # steps between mode-collapse diagnostics; 0 disables
     guard: bool = True  # NaN/Inf guard: skip bad steps, restore last good state, lower lr
+    sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only; CPU ranks keep per-rank statistics)
+    profile: bool = False  # report the share of step time spent waiting for data
 
 
 @dataclass

@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # for commands that relaunch themselves
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

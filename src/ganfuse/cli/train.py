@@ -20,14 +20,46 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="random seed (train.seed)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (train.device)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="data-parallel processes on this machine: relaunches itself under torchrun")
+    p.add_argument("--profile", action="store_true", help="report the share of step time spent waiting for data")
     p.set_defaults(func=run)
 
 
+def launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """Re-run this command under ``torchrun --nproc_per_node nproc`` (without ``--nproc``)."""
+    import subprocess
+    import sys
+
+    cleaned, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+            continue
+        if item == "--nproc":
+            skip = True
+            continue
+        if not item.startswith("--nproc="):
+            cleaned.append(item)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "ganfuse", *cleaned]
+    return subprocess.call(cmd)
+
+
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from ganfuse.config import load_config
+    from ganfuse.errors import UserError
     from ganfuse.train.loop import train
 
+    if args.nproc < 1:
+        raise UserError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch_torchrun(args.nproc, args.argv)
     overrides = list(args.overrides)
+    if args.profile:
+        overrides.append("train.profile=true")
     for key, value in (("train.steps", args.steps), ("train.max_minutes", args.max_minutes),
                        ("train.seed", args.seed), ("train.device", args.device)):
         if value is not None:

@@ -32,8 +32,10 @@ from ganfuse.data import InMemoryImageDataset, build_dataset
 from ganfuse.data.sampler import EpochBatchSampler
 from ganfuse.errors import ConfigError, UserError
 from ganfuse.models.build import build_gan
+from ganfuse.train import distributed
 from ganfuse.train.augment import AdaptiveAugment
 from ganfuse.train.checkpoint import atomic_write_text, latest_good_checkpoint, save_checkpoint
+from ganfuse.train.distributed import DistributedContext
 from ganfuse.train.ema import EMA
 from ganfuse.train.guard import NaNGuard
 from ganfuse.train.losses import LOSS_FUNCTIONS, gradient_penalty, r1_penalty
@@ -80,26 +82,32 @@ class Trainer:
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True):
         self.config = validate(config)
         self.run_dir = Path(run_dir)
-        self.progress = progress
         t, m = config.train, config.model
-        prepare_run_dir(self.run_dir, resume)
+        self.dist = DistributedContext.from_env()
+        self.progress = progress and self.dist.is_main
+        if self.dist.is_main:
+            prepare_run_dir(self.run_dir, resume)
 
         torch.manual_seed(t.seed)
-        self.device = resolve_device(t.device)
+        self.device = self.dist.device_for(resolve_device(t.device))
+        self.dist.init(self.device)
         self.precision = Precision(resolve_precision(t.precision, self.device), self.device)
 
-        self.dataset = build_dataset(config.data, progress=progress)
-        if m.conditional and self.dataset.num_classes == 0:
-            raise ConfigError("model.conditional needs a labelled dataset; this one has no classes")
-        self.num_classes = self.dataset.num_classes if m.conditional else 0
+        self.dataset = self.build_data()
         self.channels = self.dataset.channels
-        self.sampler = EpochBatchSampler(len(self.dataset), t.batch_size, t.seed)
-        self.batch_size = self.sampler.batch_size
+        self.batch_size = min(t.batch_size, len(self.dataset)) if hasattr(self.dataset, "__len__") else t.batch_size
+        self.local_batch_size = self.dist.local_batch(self.batch_size)
+        self.sampler = EpochBatchSampler(len(self.dataset), self.batch_size, t.seed) \
+            if hasattr(self.dataset, "__len__") else None
+        self._stream = None  # iterator over a streaming (iterable) dataset
 
-        self.G, self.D = build_gan(config, self.channels, self.dataset.num_classes)
+        self.G, self.D = self.build_models()
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.G.to(self.device, memory_format=self.memory_format)
         self.D.to(self.device, memory_format=self.memory_format)
+        if t.sync_bn and self.dist.enabled and self.device.type == "cuda":
+            self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
+            self.D = nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
         fused = self.device.type == "cuda"
         adam = dict(betas=(t.beta1, t.beta2), foreach=None if fused else True, fused=fused or None)
         # Lazy R1 (Karras et al. 2020): the penalty is applied every k steps and scaled by k; Adam's
@@ -113,46 +121,100 @@ class Trainer:
         self.ema = EMA(self.G, t.ema_decay, t.ema_warmup_steps) if t.ema_decay > 0 else None
         self.augment = AdaptiveAugment(t.augment, t.augment_p, t.ada_target, t.ada_interval, t.ada_kimg)
         self.d_loss_fn, self.g_loss_fn = LOSS_FUNCTIONS[t.loss]
-        self.G_run = torch.compile(self.G) if t.compile else self.G
-        self.D_run = torch.compile(self.D) if t.compile else self.D
+        # G_train/D_train: the modules the training step calls (DDP-wrapped and/or compiled);
+        # D_frozen: D as seen by the generator step, which needs no gradient synchronisation for D.
+        self.G_train = distributed.wrap(self.G, self.dist, self.device)
+        self.D_train = distributed.wrap(self.D, self.dist, self.device)
+        self.D_frozen = self.D
+        if t.compile:
+            self.G_train, self.D_train = torch.compile(self.G_train), torch.compile(self.D_train)
+            self.D_frozen = torch.compile(self.D)
 
         self.noise_gen = torch.Generator(self.device).manual_seed(t.seed + 1)
-        self.aug_gen = torch.Generator(self.device).manual_seed(t.seed + 2)
+        self.aug_gen = torch.Generator(self.device)
         self.step = 0
         self.images_seen = 0
         self.best_fd = math.inf
+        self.data_seconds = 0.0
         self._stats = torch.zeros(len(STAT_NAMES), device=self.device)
         self._stat_counts = torch.zeros(len(STAT_NAMES), device=self.device)
         self.guard = NaNGuard(self._memory_state, self._load_memory_state, [self.opt_g, self.opt_d]) if t.guard else None
-        self.callbacks: list = []  # fn(trainer, step) called at each log step (diagnostics, evaluation)
+        self.callbacks: list = []  # fn(trainer) -> dict, called on rank 0 at each log step
 
         if resume:
             self._resume()
-        save_config(self.config, self.run_dir / "config.yaml")
+        if self.dist.is_main:
+            save_config(self.config, self.run_dir / "config.yaml")
         self.fixed_z = fixed_latents(m.z_dim, 64, t.seed, self.device)
-        self.fixed_y = (torch.arange(64, device=self.device) % self.num_classes) if self.num_classes else None
+        self.fixed_y = self.fixed_conditions(64)
+
+    # ------------------------------------------------------------------ what a subclass may change
+
+    def build_data(self):
+        """The training dataset; sets ``self.num_classes`` (0 for an unconditional model)."""
+        dataset = build_dataset(self.config.data, progress=self.progress)
+        if self.config.model.conditional and dataset.num_classes == 0:
+            raise ConfigError("model.conditional needs a labelled dataset; this one has no classes")
+        self.num_classes = dataset.num_classes if self.config.model.conditional else 0
+        return dataset
+
+    def build_models(self) -> tuple[nn.Module, nn.Module]:
+        return build_gan(self.config, self.channels, self.dataset.num_classes)
+
+    def fixed_conditions(self, n: int) -> torch.Tensor | None:
+        """Conditions for the sample grids: classes 0..K-1 repeated (None when unconditional)."""
+        return (torch.arange(n, device=self.device) % self.num_classes) if self.num_classes else None
+
+    def _fake_labels(self, n: int) -> torch.Tensor | None:
+        """Conditions for ``n`` fakes of the *global* batch (random classes; None when unconditional)."""
+        if not self.num_classes:
+            return None
+        return torch.randint(0, self.num_classes, (n,), device=self.device, generator=self.noise_gen)
+
+    def batch_conditions(self, indices: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
+        """The condition of each real image of a batch: its class label (None when unconditional)."""
+        return labels.to(self.device) if self.num_classes else None
 
     # ------------------------------------------------------------------ one training step
 
     def _noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.config.model.z_dim, device=self.device, generator=self.noise_gen)
 
-    def _fake_labels(self, n: int) -> torch.Tensor | None:
-        if not self.num_classes:
-            return None
-        return torch.randint(0, self.num_classes, (n,), device=self.device, generator=self.noise_gen)
-
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        indices = self.sampler.next_indices()
-        if isinstance(self.dataset, InMemoryImageDataset):
-            images, labels = self.dataset.batch(indices)
+        """This rank's slice of the next global batch: images ``(b, C, H, W)`` and their conditions."""
+        start = time.perf_counter()
+        if self.sampler is None:
+            images, labels = self._next_streamed()
+            indices = None
         else:
-            items = [self.dataset[int(i)] for i in indices]
-            images = torch.stack([it[0] for it in items])
-            labels = torch.tensor([it[1] for it in items])
+            indices = self.dist.local_slice(self.sampler.next_indices())
+            if isinstance(self.dataset, InMemoryImageDataset):
+                images, labels = self.dataset.batch(indices)
+            else:
+                items = [self.dataset[int(i)] for i in indices]
+                images = torch.stack([it[0] for it in items])
+                labels = torch.tensor([it[1] for it in items])
         images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        labels = labels.to(self.device) if self.num_classes else None
-        return images, labels
+        conditions = self.batch_conditions(indices, labels)
+        if self.config.train.profile:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.data_seconds += time.perf_counter() - start
+        return images, conditions
+
+    def _next_streamed(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch of a streaming dataset, read by DataLoader workers."""
+        if self._stream is None:
+            loader = torch.utils.data.DataLoader(
+                self.dataset, batch_size=self.local_batch_size, drop_last=True,
+                num_workers=self.config.data.num_workers, pin_memory=self.device.type == "cuda",
+                persistent_workers=self.config.data.num_workers > 0)
+            self._stream = iter(loader)
+        try:
+            return next(self._stream)[:2]
+        except StopIteration:
+            self._stream = None
+            return self._next_streamed()
 
     def _record(self, name: str, value: torch.Tensor) -> None:
         i = STAT_NAMES.index(name)
@@ -175,9 +237,11 @@ class Trainer:
 
     def generate(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Fresh fakes ``(n, C, H, W)`` float32 with their labels; keeps the graph when grad is enabled."""
-        labels = self._fake_labels(n)
+        z = self.dist.local_slice(self._noise(n * self.dist.world_size))
+        labels = self._fake_labels(n * self.dist.world_size)
+        labels = None if labels is None else self.dist.local_slice(labels)
         with self.precision.autocast():
-            fake = self.G_run(self._noise(n), labels)
+            fake = self.G_train(z, labels)
         return fake.float(), labels
 
     def d_step(self, real: torch.Tensor, labels: torch.Tensor | None, fake: torch.Tensor,
@@ -188,8 +252,8 @@ class Trainer:
         real_in = self.augment(real, self.aug_gen).detach().requires_grad_(r1_active)
         fake_in = self.augment(fake.detach(), self.aug_gen)
         with self.precision.autocast():
-            real_logits = self.D_run(real_in, labels).float()
-            fake_logits = self.D_run(fake_in, fake_labels).float()
+            real_logits = self.D_train(real_in, labels).float()
+            fake_logits = self.D_train(fake_in, fake_labels).float()
         loss = self.d_loss_fn(real_logits, fake_logits)
         if r1_active:
             r1 = r1_penalty(real_logits, real_in)
@@ -197,7 +261,7 @@ class Trainer:
             self._record("r1", r1)
         if t.loss == "wgan-gp":
             # interpolates between a real and a fake image take the real image's label
-            gp = gradient_penalty(lambda x: self.D_run(x, labels), real_in.detach(), fake_in, self.aug_gen)
+            gp = gradient_penalty(lambda x: self.D_train(x, labels), real_in.detach(), fake_in, self.aug_gen)
             loss = loss + t.gp_weight * gp
             self._record("gp", gp)
         norm = self._backward_step(loss, self.opt_d, self.scaler_d, list(self.D.parameters()))
@@ -214,7 +278,7 @@ class Trainer:
         """Gmain: one generator update through D's verdict on ``fake`` (which carries G's graph)."""
         fake_in = self.augment(fake, self.aug_gen)
         with self.precision.autocast():
-            logits = self.D_run(fake_in, labels).float()
+            logits = self.D_frozen(fake_in, labels).float()
         loss = self.g_loss_fn(logits)
         norm = self._backward_step(loss, self.opt_g, self.scaler_g, list(self.G.parameters()))
         self._record("loss_g", loss)
@@ -225,6 +289,8 @@ class Trainer:
         t = self.config.train
         self.G.train()
         self.D.train()
+        # Augmentation randomness is a pure function of (seed, step, rank): nothing to checkpoint.
+        self.aug_gen.manual_seed((t.seed * 1_000_003 + self.step) * 1009 + self.dist.rank + 2)
         for i in range(t.n_critic):
             real, labels = self._next_batch()
             last = i == t.n_critic - 1
@@ -233,14 +299,14 @@ class Trainer:
             with torch.set_grad_enabled(last):
                 fake, fake_labels = self.generate(real.shape[0])
             self.d_step(real, labels, fake, fake_labels, regularise=(self.step % t.r1_every == 0) and i == 0)
-            self.images_seen += real.shape[0]
+            self.images_seen += real.shape[0] * self.dist.world_size
         self.D.requires_grad_(False)
         self.g_step(fake, fake_labels)
         self.D.requires_grad_(True)
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.G, self.step)
-        self.augment.update(self.step, self.batch_size)
+        self.augment.update(self.step, self.local_batch_size)
 
     # ------------------------------------------------------------------ state
 
@@ -262,12 +328,11 @@ class Trainer:
             "best_fd": self.best_fd,
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
-            "sampler": self.sampler.state_dict(),
+            "sampler": self._sampler_state(),
             "augment": self.augment.state_dict(),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "noise": self.noise_gen.get_state(),
-                "aug": self.aug_gen.get_state(),
             },
         }
         for name, scaler in (("scaler_g", self.scaler_g), ("scaler_d", self.scaler_d)):
@@ -288,30 +353,33 @@ class Trainer:
             self.ema.model.load_state_dict(ema_weights or part("G."))
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        self.sampler.load_state_dict(state["sampler"])
+        if self.sampler is not None:
+            self.sampler.load_state_dict(state["sampler"])
         self.augment.load_state_dict(state["augment"])
         self.step = int(state["step"])
         self.images_seen = int(state["images_seen"])
         self.best_fd = float(state.get("best_fd", math.inf))
         torch.set_rng_state(state["rng"]["torch"])
         self.noise_gen.set_state(state["rng"]["noise"])
-        self.aug_gen.set_state(state["rng"]["aug"])
         if "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         for name, scaler in (("scaler_g", self.scaler_g), ("scaler_d", self.scaler_d)):
             if scaler is not None and name in state:
                 scaler.load_state_dict(state[name])
 
+    def _sampler_state(self) -> dict[str, int]:
+        return self.sampler.state_dict() if self.sampler is not None else {"epoch": 0, "position": 0, "seed": 0}
+
     def _memory_state(self) -> dict[str, Any]:
         return {"weights": {k: v.clone() for k, v in self.weights().items()}, "state": self.training_state()}
 
     def _load_memory_state(self, snapshot: dict[str, Any]) -> None:
         # keep the data order and RNG moving forward: the batches that produced NaN are skipped
-        sampler, rng = self.sampler.state_dict(), self.training_state()["rng"]
+        sampler, rng = self._sampler_state(), self.training_state()["rng"]
         self.load_training_state(snapshot["weights"], snapshot["state"])
-        self.sampler.load_state_dict(sampler)
+        if self.sampler is not None:
+            self.sampler.load_state_dict(sampler)
         self.noise_gen.set_state(rng["noise"])
-        self.aug_gen.set_state(rng["aug"])
 
     def _resume(self) -> None:
         path, manifest, weights, state = latest_good_checkpoint(self.run_dir)
@@ -339,8 +407,10 @@ class Trainer:
                 continue  # a line cut by a kill
         atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
-    def save(self, best: bool = False) -> Path:
-        """Write a checkpoint of the current step (into ``best/`` instead when ``best``)."""
+    def save(self, best: bool = False) -> Path | None:
+        """Write a checkpoint of the current step (into ``best/`` instead when ``best``); rank 0 only."""
+        if not self.dist.is_main:
+            return None
         meta = {"config": self.config.to_dict(), "precision": self.precision.name,
                 "channels": self.channels, "num_classes": self.num_classes,
                 "class_names": list(self.dataset.class_names) if self.num_classes else [],
@@ -352,7 +422,9 @@ class Trainer:
     # ------------------------------------------------------------------ outputs
 
     @torch.no_grad()
-    def save_grid(self) -> Path:
+    def save_grid(self) -> Path | None:
+        if not self.dist.is_main:
+            return None
         g = self.sampling_generator
         was_training = g.training
         g.eval()
@@ -365,6 +437,9 @@ class Trainer:
         return path
 
     def _flush_stats(self) -> dict[str, float]:
+        """Interval means of the step statistics, averaged over ranks (one synchronisation)."""
+        self.dist.mean(self._stats)
+        self.dist.mean(self._stat_counts)
         values = (self._stats / self._stat_counts.clamp(min=1)).tolist()
         counts = self._stat_counts.tolist()
         self._stats.zero_()
@@ -372,6 +447,8 @@ class Trainer:
         return {name: v for name, v, c in zip(STAT_NAMES, values, counts, strict=True) if c > 0}
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -392,8 +469,9 @@ class Trainer:
         interval_start, interval_images = time.perf_counter(), self.images_seen
         run_start = time.monotonic()
         last_saved = self.step if self.step > 0 else -1
+        interval_data = self.data_seconds
         try:
-            while self.step < steps and time.monotonic() < deadline:
+            while self.step < steps and not self._out_of_time(deadline):
                 self.train_step()
                 bar.update(1)
                 if self.step % t.log_every == 0 or self.step == steps:
@@ -404,15 +482,19 @@ class Trainer:
                         bar.refresh()
                         continue
                     now = time.perf_counter()
-                    img_s = (self.images_seen - interval_images) / max(now - interval_start, 1e-9)
+                    elapsed = max(now - interval_start, 1e-9)
+                    img_s = (self.images_seen - interval_images) / elapsed
                     interval_start, interval_images = now, self.images_seen
                     record = {"step": self.step, "time": round(time.monotonic() - run_start, 3),
                               "images": self.images_seen, "img_per_s": round(img_s, 1), **stats}
+                    if t.profile:  # share of the interval's wall clock spent waiting for data
+                        record["data_wait_share"] = round((self.data_seconds - interval_data) / elapsed, 4)
+                        interval_data = self.data_seconds
                     if self.augment.enabled:
                         record["augment_p"] = self.augment.p
                         if self.augment.target is not None:
                             record["ada_rt"] = self.augment.last_rt
-                    for callback in self.callbacks:
+                    for callback in self.callbacks if self.dist.is_main else ():
                         record.update(callback(self) or {})
                     record.pop("nonfinite", None)
                     self._write_metrics(record)
@@ -428,7 +510,19 @@ class Trainer:
         if last_saved != self.step:
             self.save()
         self.save_grid()
+        if t.profile and self.step:
+            log.info("profile: %.1f%% of training time was spent waiting for data",
+                     100 * self.data_seconds / max(time.monotonic() - run_start, 1e-9))
+        self.dist.barrier()
         return self.run_dir
+
+    def _out_of_time(self, deadline: float) -> bool:
+        """Whether the wall-clock budget is spent; rank 0's clock decides for every rank."""
+        if not self.dist.enabled:
+            return time.monotonic() >= deadline
+        flag = torch.tensor([float(time.monotonic() >= deadline)], device=self.device)
+        torch.distributed.broadcast(flag, src=0)
+        return bool(flag.item())
 
 
 def train(config: Config | str, out: str | Path, resume: bool = False, progress: bool = True,
@@ -440,4 +534,7 @@ def train(config: Config | str, out: str | Path, resume: bool = False, progress:
     from ganfuse.train.diagnostics import attach_default_callbacks
 
     attach_default_callbacks(trainer)
-    return trainer.fit(steps=steps, max_minutes=max_minutes)
+    try:
+        return trainer.fit(steps=steps, max_minutes=max_minutes)
+    finally:
+        trainer.dist.close()
