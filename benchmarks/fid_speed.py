@@ -5,13 +5,14 @@ FID-10k evaluation) and compute float64 statistics; the scipy path is the one mo
 (``np.cov`` + ``scipy.linalg.sqrtm(s1 @ s2)``). Prints one JSON object with the median seconds of
 each, their ratio and the relative difference of the two FID values.
 
-    nice python benchmarks/fid_speed.py [--n 10000] [--d 2048] [--repeats 5] [--scipy-repeats 1]
+    nice python benchmarks/fid_speed.py [--n 10000] [--d 2048] [--repeats 5] [--scipy-repeats 1] [--threads T]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -42,14 +43,16 @@ def feature_sets(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return a.numpy(), b.numpy()
 
 
-def median_seconds(fn: Callable[[], float], repeats: int) -> tuple[float, float]:
-    """Run ``fn`` ``repeats`` times; return (median seconds, last value)."""
-    times, value = [], float("nan")
+def median_seconds(fn: Callable[[], float], repeats: int) -> tuple[float, float, float]:
+    """Run ``fn`` ``repeats`` times; return (median wall seconds, median CPU seconds of this
+    process, last value). CPU time is what a busy shared machine distorts least."""
+    walls, cpus, value = [], [], float("nan")
     for _ in range(repeats):
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         value = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), value
+        walls.append(time.perf_counter() - wall)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus), value
 
 
 def main() -> None:
@@ -61,11 +64,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--scipy-repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
 
     a, b = feature_sets(args.n, args.d, args.seed)
-    ours_s, ours = median_seconds(lambda: fid_from_features(a, b), args.repeats)
-    scipy_s, reference = median_seconds(lambda: scipy_sqrtm_fid(a, b), args.scipy_repeats)
+    load_before = os.getloadavg()[0]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ours_s, ours_cpu, ours = median_seconds(lambda: fid_from_features(a, b), args.repeats)
+    scipy_s, scipy_cpu, reference = median_seconds(
+        lambda: scipy_sqrtm_fid(a, b), args.scipy_repeats
+    )
     print(
         json.dumps(
             {
@@ -74,11 +83,16 @@ def main() -> None:
                 "ours_median_s": round(ours_s, 3),
                 "scipy_sqrtm_median_s": round(scipy_s, 3),
                 "speedup": round(scipy_s / ours_s, 1),
+                "ours_cpu_median_s": round(ours_cpu, 3),
+                "scipy_sqrtm_cpu_median_s": round(scipy_cpu, 3),
                 "fid_ours": ours,
                 "fid_scipy": reference,
                 "relative_difference": abs(ours - reference) / abs(reference),
                 "repeats": {"ours": args.repeats, "scipy": args.scipy_repeats},
                 "torch_threads": torch.get_num_threads(),
+                # Other work on the machine slows both sides; the 1-minute load average says how much.
+                "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                "cpu_count": os.cpu_count(),
                 "machine": platform.processor() or platform.machine(),
             },
             indent=2,

@@ -1,0 +1,12 @@
+"""Evaluation defaults, in one place and free of heavy imports (the CLI reads them for ``--help``)."""
+
+from __future__ import annotations
+
+METRICS = ("fid", "kid", "is", "pr", "dc")
+DEFAULT_METRICS = METRICS
+DEFAULT_NUM = 10_000  # images per side; FID depends on N, so results always record it
+DEFAULT_RESIZE = "tf"  # Inception input resize: TF1-compatible bilinear, as the original FID code
+RESIZE_MODES = {
+    "tf": "TensorFlow-1-compatible bilinear (torch-fidelity; matches the original TF FID code)",
+    "clean": "PIL bicubic with antialiasing (as clean-fid), rounded to uint8",
+}
