@@ -21,19 +21,21 @@ import yaml
 from ganfuse.errors import ConfigError
 
 LOSSES = ("nonsaturating", "hinge", "wgan-gp", "lsgan")
-ARCHS = ("dcgan", "resnet")
+ARCHS = ("dcgan", "resnet", "t2i-dfgan", "t2i-concat")  # t2i-*: text-to-image (``text`` section)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUGMENTS = ("translation", "cutout", "color")
-DATASETS = ("digits", "folder", "mnist", "cifar10", "shapes")
+SECTIONS = ("data", "model", "train", "text")
+DATASETS = ("digits", "folder", "mnist", "cifar10", "shapes", "shards")
 
 
 @dataclass
 class DataConfig:
     name: str = "digits"  # one of DATASETS
-    path: str | None = None  # image folder (``folder``) or download root (``mnist``, ``cifar10``)
+    path: str | None = None  # image folder (``folder``), download root (``mnist``, ``cifar10``), shard folder/URL (``shards``)
     image_size: int = 32
     use_labels: bool = True  # ``folder``: class = sub-folder name
     num_workers: int = 0  # DataLoader workers for datasets read from disk
+    holdout: list[str] | None = None  # shapes, t2i: "colour shape" pairs never trained on; None = the dataset's default
 
 
 @dataclass
@@ -86,11 +88,29 @@ class TrainConfig:
 
 
 @dataclass
+class TextConfig:
+    """Text conditioning of the text-to-image archs (``model.arch: t2i-*``); unused otherwise."""
+
+    encoder: str = "minilm"  # minilm | small (trained from scratch) | sentence-transformers name/path
+    embed_dim: int = 0  # width of the frozen encoder's embeddings; filled in by training
+    vocab: list[str] = field(default_factory=list)  # small encoder's words; filled in by training
+    max_words: int = 32  # small encoder: longer prompts are truncated with a warning
+    cond_dim: int = 128  # learned text vector that G and D compute from the encoder's output
+    fusion: str = "every"  # t2i-dfgan G: text modulates every block, or enters only at the "input"
+    d_condition: str = "projection"  # t2i-dfgan D: concat | projection | both
+    mismatch_weight: float = 1.0  # matching-aware term: a real image with another caption is fake
+    magp_weight: float = 2.0  # matching-aware gradient penalty on real pairs (0 disables)
+    magp_power: float = 6.0
+    contrastive_weight: float = 0.0  # image-text InfoNCE in D's features, for D and G (0 disables)
+
+
+@dataclass
 class Config:
     preset: str = "custom"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    text: TextConfig = field(default_factory=TextConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -152,7 +172,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and dotted in ("data", "model", "train"):
+        if isinstance(value, dict) and dotted in SECTIONS:
             flat.update(_flatten(value, dotted + "."))
         else:
             flat[dotted] = value
@@ -162,7 +182,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def valid_keys(config: Config | None = None) -> list[str]:
     config = config or Config()
     keys = ["preset"]
-    for section in ("data", "model", "train"):
+    for section in SECTIONS:
         keys += [f"{section}.{f.name}" for f in dataclasses.fields(getattr(config, section))]
     return keys
 
@@ -185,7 +205,7 @@ def set_value(config: Config, key: str, value: Any) -> None:
         config.preset = str(value)
         return
     parts = key.split(".")
-    if len(parts) != 2 or parts[0] not in ("data", "model", "train"):
+    if len(parts) != 2 or parts[0] not in SECTIONS:
         raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
     section = getattr(config, parts[0])
     fields = {f.name: f for f in dataclasses.fields(section)}
@@ -255,6 +275,7 @@ def validate(config: Config) -> Config:
     d, m, t = config.data, config.model, config.train
     _check(d.name in DATASETS, "data.name", f"must be one of {', '.join(DATASETS)}, got {d.name!r}")
     _check(d.name != "folder" or bool(d.path), "data.path", "must be set when data.name is folder")
+    _check(d.name != "shards" or bool(d.path), "data.path", "must be set when data.name is shards (a folder of tar shards, a URL or hf://OWNER/NAME)")
     size = d.image_size
     _check(size >= 8 and size & (size - 1) == 0, "data.image_size", f"must be a power of two >= 8, got {size}")
     _check(d.num_workers >= 0, "data.num_workers", "must be >= 0")
@@ -293,6 +314,18 @@ def validate(config: Config) -> Config:
         every = getattr(t, key)
         _check(every >= 0, f"train.{key}", "must be >= 0")
         _check(every % t.log_every == 0, f"train.{key}", f"must be a multiple of train.log_every ({t.log_every})")
+    if m.arch.startswith("t2i-"):
+        x = config.text
+        _check(d.name in ("shapes", "folder"), "data.name", "must be shapes or folder (with captions) for a t2i arch")
+        _check(size in (32, 64), "data.image_size", "must be 32 or 64 for a t2i arch")
+        _check(bool(x.encoder.strip()), "text.encoder", "must name an encoder (minilm, small or a model)")
+        _check(x.cond_dim >= 8, "text.cond_dim", "must be >= 8")
+        _check(x.max_words >= 1, "text.max_words", "must be >= 1")
+        _check(x.fusion in ("every", "input"), "text.fusion", f"must be every or input, got {x.fusion!r}")
+        _check(x.d_condition in ("concat", "projection", "both"), "text.d_condition", f"must be concat, projection or both, got {x.d_condition!r}")
+        for key in ("mismatch_weight", "magp_weight", "contrastive_weight"):
+            _check(getattr(x, key) >= 0, f"text.{key}", "must be >= 0")
+        _check(x.magp_power > 0, "text.magp_power", "must be > 0")
     return config
 
 

@@ -1,4 +1,4 @@
-"""``ganfuse data``: export embedded datasets as image files."""
+"""``ganfuse data``: export embedded datasets as image files, pack datasets into tar shards."""
 
 from __future__ import annotations
 
@@ -23,6 +23,18 @@ def register(subparsers) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--image-size", type=int, default=32)
     e.set_defaults(func=export)
+    k = add_command(sub, "pack", "Write WebDataset tar shards (image .png, caption .txt, label .cls) plus a "
+                    "shards.json index, for training with --set data.name=shards --set data.path=DIR.",
+                    "ganfuse data pack shapes --out shards/shapes --shard-size 1000")
+    k.add_argument("source", help=f"an embedded dataset ({', '.join(EXPORTABLE)}) or an image folder (class = "
+                   "sub-folder; captions.jsonl or captions.csv optional); write ./NAME for a folder named like a dataset")
+    k.add_argument("--out", required=True, help="empty folder for the shards")
+    k.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    k.add_argument("--image-size", type=int,
+                   help="side of the stored square images; unset: 32 for embedded datasets, each image's own side for folders")
+    k.add_argument("--num", type=int, help="embedded datasets: number of samples; unset: all 1797 digits, 10000 shapes")
+    k.add_argument("--seed", type=int, default=0, help="seed of the sample order (and of the shapes generated)")
+    k.set_defaults(func=pack)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
@@ -51,4 +63,21 @@ def export(args: argparse.Namespace) -> int:
             save_image(image, out / name, normalize=True, value_range=(-1, 1))
             f.write(json.dumps({"file": name, "label": label, "class": ds.class_names[label]}) + "\n")
     print(f"wrote {args.num} images and labels.jsonl to {out}")
+    return 0
+
+
+def pack(args: argparse.Namespace) -> int:
+    from ganfuse.data import pack as packing
+
+    if args.image_size is not None and args.image_size < 1:
+        raise UserError(f"--image-size must be >= 1, got {args.image_size}")
+    if args.source in EXPORTABLE:
+        packer = packing.pack_digits if args.source == "digits" else packing.pack_shapes
+        summary = packer(args.out, args.shard_size, args.image_size or 32, args.num, args.seed)
+    else:
+        if args.num is not None:
+            raise UserError("--num applies to embedded datasets only; a folder is packed whole")
+        summary = packing.pack_folder(args.source, args.out, args.shard_size, args.image_size, args.seed)
+    print(f"wrote {summary.samples} samples in {summary.shards} shard(s) to {summary.out}"
+          + (f" (skipped {summary.skipped})" if summary.skipped else ""))
     return 0

@@ -66,5 +66,6 @@ def run(args: argparse.Namespace) -> int:
             overrides.append(f"{key}={value}")
     config = load_config(args.config, overrides)
     run_dir = train(config, args.out, resume=args.resume, progress=not args.no_progress)
-    print(f"run saved in {run_dir} (checkpoints/, samples/, metrics.jsonl, config.yaml)")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"run saved in {run_dir} (checkpoints/, samples/, metrics.jsonl, config.yaml)")
     return 0

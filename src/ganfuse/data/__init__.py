@@ -27,4 +27,12 @@ def build_dataset(cfg: DataConfig, channels: int | None = None, progress: bool =
 
         shapes = ShapesDataset(split="train", image_size=cfg.image_size)
         return InMemoryImageDataset(shapes.images, shapes.labels["color_shape"], shapes.class_names, "shapes")
+    if cfg.name == "shards":  # an endless training stream: tar shards, or hf://OWNER/NAME[:SPLIT]
+        if str(cfg.path).startswith("hf://"):
+            from ganfuse.data.huggingface import HuggingFaceStream
+
+            return HuggingFaceStream(cfg.path, cfg.image_size, channels or 3, repeat=True)
+        from ganfuse.data.shards import ShardDataset
+
+        return ShardDataset(cfg.path, cfg.image_size, channels, repeat=True)
     raise DataError(f"unknown dataset {cfg.name!r}")

@@ -460,9 +460,10 @@ class Trainer:
         steps = steps if steps is not None else t.steps
         max_minutes = max_minutes if max_minutes is not None else t.max_minutes
         deadline = time.monotonic() + 60 * max_minutes if max_minutes else math.inf
-        log.info("training %s on %s: device=%s precision=%s batch=%d steps=%d%s", self.config.model.arch,
-                 self.dataset.name, self.device, self.precision.name, self.batch_size, steps,
-                 f" max_minutes={max_minutes:g}" if max_minutes else "")
+        if self.dist.is_main:
+            log.info("training %s on %s: device=%s precision=%s batch=%d steps=%d%s", self.config.model.arch,
+                     self.dataset.name, self.device, self.precision.name, self.batch_size, steps,
+                     f" max_minutes={max_minutes:g}" if max_minutes else "")
         if self.guard is not None:
             self.guard.take_snapshot()
         bar = tqdm(total=steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
@@ -530,6 +531,10 @@ def train(config: Config | str, out: str | Path, resume: bool = False, progress:
     """Train a GAN from a config (or preset name) into ``out``; returns the run directory."""
     if isinstance(config, str):
         config = load_config(config)
+    if config.model.arch.startswith("t2i-"):  # text-to-image: captions as conditions
+        from ganfuse.train.t2i import train_t2i
+
+        return train_t2i(config, out, resume=resume, progress=progress, steps=steps, max_minutes=max_minutes)
     trainer = Trainer(config, out, resume=resume, progress=progress)
     from ganfuse.train.diagnostics import attach_default_callbacks
 

@@ -1,0 +1,163 @@
+"""``ganfuse data pack``: turn an image folder or an embedded dataset into WebDataset shards.
+
+Samples are written in a seeded random order, so that a reader's shuffle buffer (which only mixes
+nearby samples) never sees long runs of one class, as a folder sorted by class sub-folder would
+give. Each sample's key is its position in the source (``00000042``) and its ``.json`` says
+where it came from (``file``, ``class``, ``shapes`` attributes). The format is described in
+:mod:`ganfuse.data.shards`.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ganfuse.data.images import UnreadableImage, read_image
+from ganfuse.data.shards import ShardWriter
+from ganfuse.errors import DataError, UserError
+
+log = logging.getLogger("ganfuse")
+
+
+@dataclass
+class PackSummary:
+    out: Path
+    samples: int
+    shards: int
+    skipped: int
+
+
+def _shuffled(n: int, seed: int) -> list[int]:
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def _finish(
+    writer: ShardWriter, name: str, class_names: list[str], skipped: Counter[str]
+) -> PackSummary:
+    index = writer.close(name, class_names)
+    total = sum(skipped.values())
+    if total:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(skipped.items()))
+        log.warning("pack %s: skipped %d item(s) (%s)", name, total, reasons)
+    return PackSummary(writer.out, index["samples"], len(index["shards"]), total)
+
+
+def pack_digits(
+    out: str | Path, shard_size: int, image_size: int = 32, num: int | None = None, seed: int = 0
+) -> PackSummary:
+    """Shards of scikit-learn's digits (1 channel, labels 0-9), in a seeded random order."""
+    from ganfuse.data.digits import load_digits_tensors
+
+    images, labels = load_digits_tensors(image_size)
+    num = len(images) if num is None else num
+    if not 1 <= num <= len(images):
+        raise UserError(f"digits has {len(images)} images; --num must be between 1 and that")
+    pixels = ((images[:num] + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    writer = ShardWriter(out, shard_size)
+    for i in _shuffled(num, seed):
+        writer.write(f"{i:08d}", pixels[i], int(labels[i]), meta={"class": str(int(labels[i]))})
+    return _finish(writer, "digits", [str(d) for d in range(10)], Counter())
+
+
+def pack_shapes(
+    out: str | Path, shard_size: int, image_size: int = 32, num: int | None = None, seed: int = 0
+) -> PackSummary:
+    """Shards of the ``shapes`` train split: captions, colour-shape labels and attributes."""
+    from ganfuse.data.shapes import (
+        DEFAULT_SPLIT_SIZES,
+        ShapesDataset,
+        attribute_labels,
+        generate_shapes,
+    )
+
+    num = DEFAULT_SPLIT_SIZES["train"] if num is None else num
+    if num < 1:
+        raise UserError(f"--num must be >= 1, got {num}")
+    images, attributes, captions = generate_shapes(num, seed, "train", image_size)
+    labels = attribute_labels(attributes)["color_shape"]
+    names = list(ShapesDataset.class_names)
+    writer = ShardWriter(out, shard_size)
+    for i in _shuffled(num, seed):
+        label = int(labels[i])
+        writer.write(
+            f"{i:08d}",
+            images[i].transpose(2, 0, 1),
+            label,
+            captions[i],
+            meta={"class": names[label], "attributes": attributes[i].as_dict()},
+        )
+    return _finish(writer, "shapes", names, Counter())
+
+
+def _square_size(path: Path) -> int:
+    """The side of the largest centred square of an image, read from its header."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return min(img.size)
+    except Exception as exc:  # any parser failure means the file is unusable
+        raise UnreadableImage(str(exc) or exc.__class__.__name__) from None
+
+
+def pack_folder(
+    root: str | Path, out: str | Path, shard_size: int, image_size: int | None = None, seed: int = 0
+) -> PackSummary:
+    """Shards of an image folder, read one image at a time (the folder may exceed memory).
+
+    The class of an image is its first-level sub-folder when every image lies in one (as for
+    ``data.name=folder``). With a ``captions.jsonl``/``captions.csv`` each ``(image, caption)``
+    pair becomes a sample and uncaptioned images are left out. Images are stored as RGB PNGs,
+    centre-cropped to a square and resized to ``image_size`` (kept at their own side when None).
+    """
+    from ganfuse.data.captions import CAPTION_FILES, read_csv_captions, read_jsonl_captions
+    from ganfuse.data.images import list_images
+
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    skipped: Counter[str] = Counter()
+    caption_files = [root / name for name in CAPTION_FILES if (root / name).is_file()]
+    if caption_files:
+        items = []
+        for path in caption_files:
+            reader = read_jsonl_captions if path.suffix == ".jsonl" else read_csv_captions
+            items += [(r.file, r.caption, r.attributes) for r in reader(path, skipped)]
+    else:
+        items = [(p.relative_to(root).as_posix(), None, None) for p in list_images(root)]
+    if not items:
+        raise DataError(f"no images (png/jpg/webp/bmp) or caption records found under {root}")
+    parts = [Path(file).parts for file, _, _ in items]
+    in_classes = all(len(p) > 1 for p in parts)
+    class_names = sorted({p[0] for p in parts}) if in_classes else []
+    class_index = {name: i for i, name in enumerate(class_names)}
+
+    writer = ShardWriter(out, shard_size)
+    for i in _shuffled(len(items), seed):
+        file, caption, attributes = items[i]
+        path = root / file
+        if not path.is_file():
+            skipped["missing file"] += 1
+            continue
+        try:
+            side = image_size or _square_size(path)
+            pixels = read_image(path, side, 3)
+        except UnreadableImage:
+            skipped["unreadable image"] += 1
+            continue
+        meta: dict = {"file": file}
+        label = -1
+        if class_names:
+            label = class_index[parts[i][0]]
+            meta["class"] = class_names[label]
+        if attributes is not None:
+            meta["attributes"] = attributes.as_dict()
+        writer.write(f"{i:08d}", pixels, label, caption, meta)
+    return _finish(writer, f"folder:{root}", class_names, skipped)
