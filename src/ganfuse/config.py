@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class TrainConfig:
     guard: bool = True  # NaN/Inf guard: skip bad steps, restore last good state, lower lr
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only; CPU ranks keep per-rank statistics)
     profile: bool = False  # report the share of step time spent waiting for data
+    loggers: list[str] = field(default_factory=list)  # extra metric sinks beside metrics.jsonl: tensorboard
 
 
 @dataclass
@@ -235,6 +237,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         (inner,) = typing.get_args(annotation)
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+        if value is None:  # ``--set train.augment=`` clears a list
+            value = []
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list, got {value!r}")
         return [_coerce(key, v, inner) for v in value]
@@ -289,8 +293,8 @@ def validate(config: Config) -> Config:
     _check(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "must be > 0")
     _check(t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
     _check(t.loss in LOSSES, "train.loss", f"must be one of {', '.join(LOSSES)}, got {t.loss!r}")
-    for key in ("lr_g", "lr_d"):
-        _check(getattr(t, key) > 0, f"train.{key}", f"must be > 0, got {getattr(t, key)}")
+    for key in ("lr_g", "lr_d"):  # Adam moves each weight by about lr per step: above 1 is a typo
+        _check(0 < getattr(t, key) <= 1, f"train.{key}", f"must be in (0, 1], got {getattr(t, key)}")
     for key in ("beta1", "beta2"):
         _check(0 <= getattr(t, key) < 1, f"train.{key}", "must be in [0, 1)")
     _check(t.n_critic >= 1, "train.n_critic", "must be >= 1")
@@ -306,8 +310,11 @@ def validate(config: Config) -> Config:
     _check(t.ada_target is None or bool(t.augment), "train.ada_target", "needs train.augment to name at least one op")
     _check(t.ada_interval >= 1, "train.ada_interval", "must be >= 1")
     _check(t.ada_kimg > 0, "train.ada_kimg", "must be > 0")
+    for name in t.loggers:
+        _check(name in ("jsonl", "tensorboard"), "train.loggers", f"entries must be jsonl or tensorboard, got {name!r}")
     _check(t.precision in PRECISIONS, "train.precision", f"must be one of {', '.join(PRECISIONS)}")
-    _check(t.device == "auto" or t.device in ("cpu", "mps") or t.device.startswith("cuda"), "train.device", f"must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}")
+    _check(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device) is not None, "train.device", f"must be auto, cpu, cuda, cuda:N or mps, got {t.device!r}")
+    _check(0 <= t.seed < 2**32, "train.seed", f"must be in [0, 2**32), got {t.seed}")
     for key in ("log_every", "sample_every", "checkpoint_every", "keep_checkpoints", "eval_num"):
         _check(getattr(t, key) >= 1, f"train.{key}", "must be >= 1")
     for key in ("eval_every", "monitor_every"):

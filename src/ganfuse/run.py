@@ -89,6 +89,10 @@ def load_run(path: str | Path, device: str = "cpu", use_ema: bool = True, which:
         channels, num_classes = int(manifest["channels"]), int(manifest["num_classes"])
     except (KeyError, TypeError, ValueError, ConfigError) as exc:
         raise UserError(f"{ckpt}: checkpoint metadata is invalid ({exc})") from None
+    if config.model.arch.startswith("t2i-"):  # text-to-image: sampled with prompts, not classes
+        from ganfuse.generate import text_to_image_run
+
+        return text_to_image_run(path, ckpt, config, manifest, weights, resolve_device(device), use_ema)
     g, _ = build_gan(config, channels, num_classes)
     prefix = "G_ema." if use_ema and any(k.startswith("G_ema.") for k in weights) else "G."
     state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}

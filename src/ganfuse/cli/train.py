@@ -23,6 +23,8 @@ def register(subparsers) -> None:
     p.add_argument("--nproc", type=int, default=1,
                    help="data-parallel processes on this machine: relaunches itself under torchrun")
     p.add_argument("--profile", action="store_true", help="report the share of step time spent waiting for data")
+    p.add_argument("--logger", choices=("jsonl", "tensorboard"), default="jsonl",
+                   help="metrics.jsonl is always written; tensorboard adds event files (pip install -e '.[tensorboard]')")
     p.set_defaults(func=run)
 
 
@@ -60,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.profile:
         overrides.append("train.profile=true")
+    if args.logger == "tensorboard":
+        overrides.append("train.loggers=[tensorboard]")
     for key, value in (("train.steps", args.steps), ("train.max_minutes", args.max_minutes),
                        ("train.seed", args.seed), ("train.device", args.device)):
         if value is not None:

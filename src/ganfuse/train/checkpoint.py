@@ -5,21 +5,35 @@ Layout of ``RUN/checkpoints/step_00001000/``:
 - ``weights.safetensors``: model weights under prefixes (``G.``, ``D.``, ``G_ema.``);
 - ``state.pt``: optimiser states, counters and RNG states, plain tensors and numbers only, read
   with ``torch.load(weights_only=True)`` so a pickle that would run code is refused;
-- ``manifest.json``: step, SHA-256 of both files, the resolved config and library versions.
+- ``manifest.json``: step, SHA-256 of both files, the resolved config and library versions, and
+  the SHA-256 of the manifest's own content, so a flipped bit in any of the three files is found.
 
 A checkpoint is written into a temporary sibling folder and renamed into place, so a reader sees
-either the complete folder or nothing. On load, the newest checkpoint whose files match their
-recorded hashes wins; damaged ones are skipped with a warning.
+either the complete folder or nothing; folders being replaced or pruned are first renamed out of
+the ``step_*`` namespace, so a kill never leaves a half-deleted checkpoint that looks complete.
+Temporaries of a killed writer are removed, and a stale ``latest`` is fixed, by the next writer. On load, the newest checkpoint
+whose files match their recorded hashes wins; damaged ones are skipped with a warning. A file
+that would run code is not "damaged" (its hash matched, so someone made it): loading stops.
+
+Fault injection for the reliability suite (``tests/faults``), inert unless the variable is set:
+
+- ``GANFUSE_FAULT_CHECKPOINT_DELAY=SECONDS`` sleeps at every stage of a write, widening the
+  window in which a kill lands mid-write;
+- ``GANFUSE_FAULT_CHECKPOINT_KILL=STAGE[@STEP]`` sends SIGKILL to the writer at ``STAGE`` (one of
+  :data:`FAULT_STAGES`), optionally only while writing step ``STEP``.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import pickle
+import re
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -33,7 +47,37 @@ from ganfuse.errors import CheckpointError
 log = logging.getLogger("ganfuse")
 
 WEIGHTS, STATE, MANIFEST = "weights.safetensors", "state.pt", "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 adds ``manifest_sha256``; format 1 (without it) is still read
+READABLE_FORMATS = (1, 2)
+FAULT_STAGES = (
+    "tmp_created",
+    "weights_written",
+    "state_written",
+    "manifest_written",
+    "renamed",
+    "latest_written",
+    "pruning",
+)
+# Temporaries carry their writer's pid: ``.tmp_step_00000010_1234``, ``.trash_step_00000005_1234``,
+# ``.latest.tmp1234``, ``.metrics.jsonl.tmp1234``, ``.write_test_1234``.
+_TEMPORARY = re.compile(r"^\.(?:tmp_step_\d+_|trash_step_\d+_|write_test_|.+\.tmp)(\d+)$")
+_SPACE_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint file whose hash matches but which holds a pickle that could run code."""
+
+
+def _fault_point(stage: str, step: int) -> None:
+    """Test hook; does nothing unless a ``GANFUSE_FAULT_CHECKPOINT_*`` variable is set."""
+    delay = os.environ.get("GANFUSE_FAULT_CHECKPOINT_DELAY")
+    if delay:
+        time.sleep(float(delay))
+    kill = os.environ.get("GANFUSE_FAULT_CHECKPOINT_KILL")
+    if kill:
+        name, _, at = kill.partition("@")
+        if name == stage and (not at or int(at) == step):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def sha256_file(path: Path) -> str:
@@ -42,6 +86,11 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _manifest_digest(manifest: dict[str, Any]) -> str:
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -56,13 +105,20 @@ def _fsync_dir(path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename."""
+    """Write ``text`` to ``path`` through a temporary file and an atomic rename.
+
+    On failure (disk full) the temporary is removed and ``path`` keeps its old content.
+    """
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def checkpoint_dirs(run_dir: Path, folder: str = "checkpoints") -> list[Path]:
@@ -70,8 +126,99 @@ def checkpoint_dirs(run_dir: Path, folder: str = "checkpoints") -> list[Path]:
     root = run_dir / folder
     if not root.is_dir():
         return []
-    dirs = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
+    dirs = [
+        p
+        for p in root.iterdir()
+        if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()
+    ]
     return sorted(dirs, key=lambda p: int(p.name[5:]), reverse=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftovers are stale: this process is not writing them now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def recover_interrupted_writes(run_dir: Path) -> list[Path]:
+    """Undo what a killed writer left in ``run_dir``: delete its temporaries and point each
+    ``latest`` file at the newest checkpoint folder (a kill between the rename of a checkpoint and
+    the update of ``latest`` leaves it one behind). Returns the temporaries removed.
+
+    Only a writer calls this (the trainer, before it writes): a temporary whose process still
+    runs on this machine is kept, so a reader never disturbs a live writer.
+    """
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / "best"):
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            match = _TEMPORARY.match(entry.name)
+            if match is None or _pid_alive(int(match.group(1))):
+                continue
+            try:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+            except OSError:  # a read-only or vanishing leftover is not worth failing a run for
+                continue
+            removed.append(entry)
+        newest = checkpoint_dirs(run_dir, folder.name) if folder != run_dir else []
+        latest = folder / "latest"
+        if newest and (
+            not latest.is_file() or latest.read_text(encoding="utf-8").strip() != newest[0].name
+        ):
+            atomic_write_text(latest, newest[0].name + "\n")
+    return removed
+
+
+def _discard(path: Path, step: int) -> None:
+    """Remove a checkpoint folder so that a kill midway never leaves a partial ``step_*``."""
+    trash = path.with_name(f".trash_{path.name}_{os.getpid()}")
+    os.rename(path, trash)
+    _fault_point("pruning", step)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def estimate_checkpoint_bytes(weights: dict[str, torch.Tensor], optimizer_moments: int = 2) -> int:
+    """Upper estimate of one checkpoint's size: the weights plus ``optimizer_moments`` copies
+    (Adam keeps two per parameter) plus headroom for RNG states and the manifest."""
+    weight_bytes = sum(t.numel() * t.element_size() for t in weights.values())
+    return (1 + optimizer_moments) * weight_bytes + (1 << 20)
+
+
+def check_free_space(
+    run_dir: Path, checkpoint_bytes: int, keep: int, folder: str = "checkpoints"
+) -> None:
+    """Refuse to start when the disk of ``run_dir`` cannot hold the checkpoints the run will keep.
+
+    A run keeps ``keep`` checkpoints and briefly one more while writing; those already there count.
+    """
+    existing = len(checkpoint_dirs(run_dir, folder))
+    needed = max(1, keep + 1 - existing) * checkpoint_bytes
+    try:
+        free = shutil.disk_usage(run_dir).free
+    except OSError:  # pragma: no cover - file systems that do not report usage
+        return
+    if free < needed:
+        raise CheckpointError(
+            f"not enough free space in {run_dir}: its checkpoints need about {needed / 2**20:.1f} MiB "
+            f"({keep} kept, {checkpoint_bytes / 2**20:.1f} MiB each), {free / 2**20:.1f} MiB free; "
+            f"free some space, lower train.keep_checkpoints or choose another --out"
+        )
+
+
+def _nonfinite_tensors(weights: dict[str, torch.Tensor]) -> list[str]:
+    return [
+        k for k, v in weights.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
 
 
 def save_checkpoint(
@@ -86,40 +233,88 @@ def save_checkpoint(
     """Write checkpoint ``step`` atomically into ``run_dir/folder``, then prune all but the newest ``keep``.
 
     ``folder="best"`` holds the checkpoint with the best Frechet distance so far (``keep=1``).
+    Non-finite weights are never written: the last good checkpoint stays the newest. A write that
+    fails (disk full, read-only) leaves no temporary behind and raises :class:`CheckpointError`.
     """
     root = run_dir / folder
-    root.mkdir(parents=True, exist_ok=True)
+    bad = _nonfinite_tensors(weights)
+    if bad:
+        raise CheckpointError(
+            f"refusing to save step {step}: {len(bad)} weight tensor(s) hold NaN/Inf (first: {bad[0]}); "
+            f"the last good checkpoint in {root} is kept; lower train.lr_g/train.lr_d or enable train.guard"
+        )
     final = root / f"step_{step:08d}"
     tmp = root / f".tmp_step_{step:08d}_{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
     try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS))
-        torch.save(state, tmp / STATE)
-        manifest = {
-            "format": FORMAT_VERSION,
-            "step": step,
-            "time": time.time(),
-            "sha256": {WEIGHTS: sha256_file(tmp / WEIGHTS), STATE: sha256_file(tmp / STATE)},
-            "versions": {"ganfuse": _version(), "torch": torch.__version__},
-            **meta,
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        for name in (WEIGHTS, STATE, MANIFEST):
-            with open(tmp / name, "rb") as f:
-                os.fsync(f.fileno())
-        if final.exists():  # a re-save of the same step (e.g. after a resume) replaces it
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        _fsync_dir(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    atomic_write_text(root / "latest", final.name + "\n")
-    for old in checkpoint_dirs(run_dir, folder)[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
+        root.mkdir(parents=True, exist_ok=True)
+        recover_interrupted_writes(run_dir)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        try:
+            _fault_point("tmp_created", step)
+            save_file(
+                {k: v.detach().contiguous().cpu() for k, v in weights.items()}, str(tmp / WEIGHTS)
+            )
+            _fault_point("weights_written", step)
+            torch.save(state, tmp / STATE)
+            _fault_point("state_written", step)
+            manifest = {
+                "format": FORMAT_VERSION,
+                "step": step,
+                "time": time.time(),
+                "sha256": {WEIGHTS: sha256_file(tmp / WEIGHTS), STATE: sha256_file(tmp / STATE)},
+                "versions": {"ganfuse": _version(), "torch": torch.__version__},
+                **meta,
+            }
+            manifest["manifest_sha256"] = _manifest_digest(manifest)
+            (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+            _fault_point("manifest_written", step)
+            for name in (WEIGHTS, STATE, MANIFEST):
+                with open(tmp / name, "rb") as f:
+                    os.fsync(f.fileno())
+            if final.exists():  # a re-save of the same step (e.g. over a damaged one) replaces it
+                _discard(final, step)
+            os.rename(tmp, final)
+            _fsync_dir(root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    except (OSError, SafetensorError) as exc:  # safetensors reports I/O errors as its own type
+        previous = next((p.name for p in checkpoint_dirs(run_dir, folder)), None)
+        kept = (
+            f"the last good checkpoint ({previous}) is intact"
+            if previous
+            else "no earlier checkpoint exists"
+        )
+        raise CheckpointError(
+            f"could not write the checkpoint of step {step} into {root}: {_describe(exc)}; {kept}; "
+            f"fix the disk and continue with --resume"
+        ) from exc
+    _fault_point("renamed", step)
+    # The checkpoint is complete from here on; readers scan the folders, ``latest`` is for people.
+    try:
+        atomic_write_text(root / "latest", final.name + "\n")
+        _fault_point("latest_written", step)
+        for old in checkpoint_dirs(run_dir, folder)[keep:]:
+            _discard(old, step)
+    except OSError as exc:
+        log.warning(
+            "saved %s, but could not update %s or prune old checkpoints: %s",
+            final.name,
+            root / "latest",
+            _describe(exc),
+        )
     return final
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, OSError):
+        return "the disk is full" if exc.errno in _SPACE_ERRNOS else (exc.strerror or str(exc))
+    text = str(exc)
+    if any(f"os error {code})" in text for code in _SPACE_ERRNOS):
+        return "the disk is full"
+    return text
 
 
 def _version() -> str:
@@ -133,21 +328,50 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: manifest missing or unreadable ({exc.__class__.__name__})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: unknown checkpoint format {manifest.get('format')!r}")
-    for name, expected in manifest.get("sha256", {}).items():
+        raise CheckpointError(
+            f"{path}: manifest missing or unreadable ({exc.__class__.__name__})"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{path}: the manifest is not a JSON object")
+    fmt = manifest.get("format")
+    if type(fmt) is not int or fmt not in READABLE_FORMATS:
+        raise CheckpointError(
+            f"{path}: checkpoint format {manifest.get('format')!r}; this ganfuse reads formats "
+            f"{', '.join(map(str, READABLE_FORMATS))}: update ganfuse to read it"
+        )
+    recorded = manifest.get("manifest_sha256")
+    if fmt >= 2 and recorded != _manifest_digest(manifest):
+        raise CheckpointError(
+            f"{path}: {MANIFEST} does not match its recorded SHA-256 (edited or corrupted)"
+        )
+    hashes = manifest.get("sha256")
+    # checked before any file is opened, so a manifest cannot point the reader at other files
+    if not isinstance(hashes, dict) or set(hashes) != {WEIGHTS, STATE}:
+        raise CheckpointError(f"{path}: manifest does not list the checkpoint's files")
+    if path.name.startswith("step_") and manifest.get("step") != int(path.name[5:]):
+        raise CheckpointError(
+            f"{path}: manifest names step {manifest.get('step')!r}, the folder another"
+        )
+    config = manifest.get("config", {})
+    sections = ("data", "model", "train")
+    if not isinstance(config, dict) or not all(
+        isinstance(config.get(s, {}), dict) for s in sections
+    ):
+        raise CheckpointError(f"{path}: the manifest's config is not a mapping of sections")
+    for name, expected in hashes.items():
         file = path / name
         if not file.is_file():
             raise CheckpointError(f"{path}: {name} is missing")
         if sha256_file(file) != expected:
-            raise CheckpointError(f"{path}: {name} does not match its recorded SHA-256 (truncated or corrupted)")
-    if set(manifest.get("sha256", {})) != {WEIGHTS, STATE}:
-        raise CheckpointError(f"{path}: manifest does not list the checkpoint's files")
+            raise CheckpointError(
+                f"{path}: {name} does not match its recorded SHA-256 (truncated or corrupted)"
+            )
     return manifest
 
 
-def load_checkpoint_files(path: Path, map_location: str | torch.device = "cpu") -> tuple[dict, dict, dict]:
+def load_checkpoint_files(
+    path: Path, map_location: str | torch.device = "cpu"
+) -> tuple[dict, dict, dict]:
     """``(manifest, weights, state)`` of one verified checkpoint folder."""
     manifest = verify_checkpoint(path)
     try:
@@ -155,6 +379,8 @@ def load_checkpoint_files(path: Path, map_location: str | torch.device = "cpu") 
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: weights unreadable ({exc})") from None
     state = safe_torch_load(path / STATE, map_location)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: {STATE} does not hold a training state")
     return manifest, weights, state
 
 
@@ -163,27 +389,46 @@ def safe_torch_load(path: Path, map_location: str | torch.device = "cpu") -> Any
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
+        first = str(exc).splitlines()[0][:160] if str(exc) else exc.__class__.__name__
+        if "weights only" in str(exc).lower() or "unsupported global" in str(exc).lower():
+            raise UnsafeCheckpointError(
+                f"{path}: refused to load: the file holds Python objects beyond tensors and plain "
+                f"containers, and loading it could execute code; do not trust this run folder unless "
+                f"you made it ({first})"
+            ) from None
+        raise CheckpointError(f"{path}: unreadable ({first})") from None
+    # torch raises many types on a malformed archive; none may escape as a crash
+    except Exception as exc:
         raise CheckpointError(
-            f"{path}: refused to load: the file holds Python objects beyond tensors and plain "
-            f"containers, and loading it could execute code ({str(exc).splitlines()[0][:120]})"
+            f"{path}: unreadable ({exc.__class__.__name__}: {str(exc)[:120]})"
         ) from None
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"{path}: unreadable ({exc.__class__.__name__}: {str(exc)[:120]})") from None
 
 
-def latest_good_checkpoint(run_dir: Path, folder: str = "checkpoints") -> tuple[Path, dict, dict, dict]:
+def latest_good_checkpoint(
+    run_dir: Path, folder: str = "checkpoints"
+) -> tuple[Path, dict, dict, dict]:
     """The newest checkpoint that verifies, as ``(path, manifest, weights, state)``.
 
-    Damaged checkpoints are skipped with a warning; none left is a :class:`CheckpointError`.
+    Damaged checkpoints are skipped with a warning; none left is a :class:`CheckpointError`. A
+    checkpoint that would execute code stops the search (:class:`UnsafeCheckpointError`).
     """
     candidates = checkpoint_dirs(run_dir, folder)
     if not candidates:
         raise CheckpointError(f"no checkpoint found in {run_dir / folder}")
+    reasons = []
     for path in candidates:
         try:
             manifest, weights, state = load_checkpoint_files(path)
+        except UnsafeCheckpointError:
+            raise
         except CheckpointError as exc:
             log.warning("skipping damaged checkpoint: %s", exc)
+            reasons.append(str(exc))
             continue
+        if reasons:
+            log.warning("using %s, the newest intact checkpoint", path.name)
         return path, manifest, weights, state
-    raise CheckpointError(f"every checkpoint in {run_dir / folder} is damaged; cannot resume or sample")
+    raise CheckpointError(
+        f"all {len(candidates)} checkpoint(s) in {run_dir / folder} are damaged; cannot resume or sample "
+        f"(newest: {reasons[0]})"
+    )

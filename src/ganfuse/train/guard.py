@@ -3,9 +3,10 @@
 The loop records, on the device and without synchronising, whether any loss of the interval was
 non-finite. At each log step the guard looks once: if all was finite it snapshots the training
 state in memory (the "last good state"); if not, it restores that snapshot, which undoes the bad
-steps and skips the batches that caused them, and halves both learning rates. After
-``max_retries`` consecutive failures it stops the run with a clear message; the last good
-checkpoint on disk is kept.
+steps and skips the batches that caused them, and halves both learning rates (quarters them on
+a second failure in a row, and so on). After ``max_retries`` consecutive failures it stops the
+run with a clear message; the last good checkpoint on disk is kept. The loop also runs this check
+at every checkpoint step, so a checkpoint never holds a bad interval.
 """
 
 from __future__ import annotations
@@ -27,13 +28,22 @@ class TrainingDiverged(UserError):
 
 
 class NaNGuard:
-    def __init__(self, get_state: Callable[[], dict[str, Any]], set_state: Callable[[dict[str, Any]], None],
-                 optimizers: list[torch.optim.Optimizer], max_retries: int = 5, lr_factor: float = 0.5):
+    def __init__(
+        self,
+        get_state: Callable[[], dict[str, Any]],
+        set_state: Callable[[dict[str, Any]], None],
+        optimizers: list[torch.optim.Optimizer],
+        max_retries: int = 5,
+        lr_factor: float = 0.5,
+    ):
         self.get_state, self.set_state = get_state, set_state
         self.optimizers, self.max_retries, self.lr_factor = optimizers, max_retries, lr_factor
         self.snapshot: dict[str, Any] | None = None
         self.retries = 0
         self.recoveries = 0
+
+    def _learning_rates(self) -> list[float]:
+        return [group["lr"] for opt in self.optimizers for group in opt.param_groups]
 
     def take_snapshot(self) -> None:
         self.snapshot = copy.deepcopy(self.get_state())
@@ -47,15 +57,23 @@ class NaNGuard:
         self.retries += 1
         self.recoveries += 1
         if self.snapshot is None or self.retries > self.max_retries:
+            lrs = ", ".join(f"{lr:.2e}" for lr in self._learning_rates())
             raise TrainingDiverged(
                 f"training diverged at step {step}: losses stayed NaN/Inf after {self.retries - 1} "
-                f"learning-rate reductions; the last good checkpoint is kept; lower train.lr_g/train.lr_d"
+                f"learning-rate reductions (to {lrs}); the last good checkpoint is kept; lower "
+                f"train.lr_g/train.lr_d"
             )
+        # The snapshot holds the rates of the last good state: the k-th failure in a row retries
+        # with lr * factor**k, so reductions compound instead of retrying lr/2 forever.
         self.set_state(copy.deepcopy(self.snapshot))
         for opt in self.optimizers:
             for group in opt.param_groups:
-                group["lr"] *= self.lr_factor
-        lrs = [f"{g['lr']:.2e}" for opt in self.optimizers for g in opt.param_groups]
-        log.warning("non-finite loss before step %d: restored the last good state and lowered the "
-                    "learning rates to %s", step, ", ".join(lrs))
+                group["lr"] *= self.lr_factor**self.retries
+        lrs = [f"{lr:.2e}" for lr in self._learning_rates()]
+        log.warning(
+            "non-finite loss before step %d: restored the last good state and lowered the "
+            "learning rates to %s",
+            step,
+            ", ".join(lrs),
+        )
         return False

@@ -14,6 +14,7 @@ no host-device synchronisation on GPUs.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -30,11 +31,20 @@ from tqdm import tqdm
 from ganfuse.config import Config, load_config, save_config, validate
 from ganfuse.data import InMemoryImageDataset, build_dataset
 from ganfuse.data.sampler import EpochBatchSampler
-from ganfuse.errors import ConfigError, UserError
+from ganfuse.errors import CheckpointError, ConfigError, UserError
+from ganfuse.logging_backends import make_loggers
 from ganfuse.models.build import build_gan
 from ganfuse.train import distributed
 from ganfuse.train.augment import AdaptiveAugment
-from ganfuse.train.checkpoint import atomic_write_text, latest_good_checkpoint, save_checkpoint
+from ganfuse.train.checkpoint import (
+    atomic_write_text,
+    check_free_space,
+    checkpoint_dirs,
+    estimate_checkpoint_bytes,
+    latest_good_checkpoint,
+    recover_interrupted_writes,
+    save_checkpoint,
+)
 from ganfuse.train.distributed import DistributedContext
 from ganfuse.train.ema import EMA
 from ganfuse.train.guard import NaNGuard
@@ -66,12 +76,19 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
     if has_checkpoints and not resume:
         raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     if resume and not has_checkpoints:
-        raise UserError(f"--resume: no checkpoint in {run_dir / 'checkpoints'} to resume from")
+        # A run killed before its first checkpoint: the same command with --resume starts it over,
+        # so a supervisor can always restart with --resume. A missing folder is still a mistake.
+        if not run_dir.is_dir():
+            raise UserError(f"--resume: {run_dir} does not exist; there is no run to resume")
+        log.warning("--resume: no checkpoint in %s yet; starting from step 0", run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / f".write_test_{os.getpid()}"
         probe.write_bytes(b"\0" * 4096)
         probe.unlink()
+        recover_interrupted_writes(run_dir)
+        if not has_checkpoints:  # log lines of a run that died before its first checkpoint
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     except OSError as exc:
         raise UserError(f"cannot write to the run directory {run_dir}: {exc.strerror or exc}") from None
 
@@ -87,6 +104,7 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         if self.dist.is_main:
             prepare_run_dir(self.run_dir, resume)
+        resume = resume and bool(checkpoint_dirs(self.run_dir))
 
         torch.manual_seed(t.seed)
         self.device = self.dist.device_for(resolve_device(t.device))
@@ -141,8 +159,11 @@ class Trainer:
         self.guard = NaNGuard(self._memory_state, self._load_memory_state, [self.opt_g, self.opt_d]) if t.guard else None
         self.callbacks: list = []  # fn(trainer) -> dict, called on rank 0 at each log step
 
+        if self.dist.is_main:
+            check_free_space(self.run_dir, estimate_checkpoint_bytes(self.weights()), t.keep_checkpoints)
         if resume:
             self._resume()
+        self.logger = None  # metrics.jsonl (+ TensorBoard), opened on rank 0 when fit() starts
         if self.dist.is_main:
             save_config(self.config, self.run_dir / "config.yaml")
         self.fixed_z = fixed_latents(m.z_dim, 64, t.seed, self.device)
@@ -389,7 +410,11 @@ class Trainer:
                 raise ConfigError(
                     f"--resume: the {section} config differs from the checkpoint's; resume with the run's own "
                     f"config ({self.run_dir / 'config.yaml'})")
-        self.load_training_state({k: v.to(self.device) for k, v in weights.items()}, state)
+        try:
+            self.load_training_state({k: v.to(self.device) for k, v in weights.items()}, state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(f"--resume: {path} does not fit this run's models or optimisers "
+                                  f"({str(exc).splitlines()[0][:200]})") from None
         self._truncate_metrics(self.step)
         log.info("resumed from %s (step %d)", path.name, self.step)
 
@@ -447,10 +472,8 @@ class Trainer:
         return {name: v for name, v, c in zip(STAT_NAMES, values, counts, strict=True) if c > 0}
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
-        if not self.dist.is_main:
-            return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.logger is not None:
+            self.logger.log(record)
 
     # ------------------------------------------------------------------ the loop
 
@@ -466,6 +489,8 @@ class Trainer:
                      f" max_minutes={max_minutes:g}" if max_minutes else "")
         if self.guard is not None:
             self.guard.take_snapshot()
+        if self.dist.is_main and self.logger is None:
+            self.logger = make_loggers(self.run_dir, self.config.train.loggers)
         bar = tqdm(total=steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
         interval_start, interval_images = time.perf_counter(), self.images_seen
         run_start = time.monotonic()
@@ -475,7 +500,7 @@ class Trainer:
             while self.step < steps and not self._out_of_time(deadline):
                 self.train_step()
                 bar.update(1)
-                if self.step % t.log_every == 0 or self.step == steps:
+                if self.step % t.log_every == 0 or self.step == steps or self.step % t.checkpoint_every == 0:
                     stats = self._flush_stats()
                     finite = stats.get("nonfinite", 0.0) == 0.0 and all(math.isfinite(v) for v in stats.values())
                     if self.guard is not None and not self.guard.check(finite, self.step):
@@ -506,8 +531,16 @@ class Trainer:
                 if self.step % t.checkpoint_every == 0:
                     self.save()
                     last_saved = self.step
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EFBIG):
+                raise
+            raise UserError(f"writing to {self.run_dir} failed at step {self.step}: {exc.strerror}; the last "
+                            f"good checkpoint is kept; fix the disk and continue with --resume") from None
         finally:
             bar.close()
+            if self.logger is not None:
+                self.logger.close()
+                self.logger = None
         if last_saved != self.step:
             self.save()
         self.save_grid()

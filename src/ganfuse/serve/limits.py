@@ -1,0 +1,110 @@
+"""The limits of the web app, checked before any work so that a request over them costs nothing
+and gets a message that says what to change.
+
+Uploads are also bounded in bytes by Gradio itself (``max_file_size``) before they reach a
+handler; :func:`check_upload` repeats that check and adds the pixel size (read from the header,
+so an image bomb is refused without decoding it) and the folder the file lies in, so a request
+can never make the app read a file that was not uploaded to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from ganfuse.errors import UserError
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for, and how many requests the server takes on at once."""
+
+    max_prompt_chars: int = 500
+    max_images: int = 64
+    max_upload_bytes: int = 5 * 1024 * 1024
+    max_upload_side: int = 4096
+    max_interpolation_steps: int = 16
+    concurrency: int = 2  # requests computing at once; the rest wait in the queue
+    max_queue: int = 32  # requests waiting; more are refused with "queue is full"
+
+
+class LimitError(UserError):
+    """A request over one of the app's :class:`Limits`; the message is shown to the user."""
+
+
+def check_text(text: str | None, limits: Limits, what: str = "prompt") -> str:
+    """``text`` stripped; over ``max_prompt_chars`` is a :class:`LimitError`."""
+    text = (text or "").strip()
+    if len(text) > limits.max_prompt_chars:
+        raise LimitError(
+            f"the {what} is {len(text)} characters long; the limit is {limits.max_prompt_chars}. Shorten it."
+        )
+    return text
+
+
+def check_count(value: float | int | None, limits: Limits, what: str = "number of images") -> int:
+    """A whole number from 1 to ``max_images``."""
+    if value is None:
+        raise LimitError(f"give the {what} (1 to {limits.max_images})")
+    if float(value) != int(value):
+        raise LimitError(f"the {what} must be a whole number, got {value}")
+    n = int(value)
+    if not 1 <= n <= limits.max_images:
+        raise LimitError(f"the {what} must be from 1 to {limits.max_images} per request, got {n}")
+    return n
+
+
+def check_seed(value: float | int | None) -> int:
+    if value is None:
+        return 0
+    if float(value) != int(value) or not 0 <= int(value) < 2**63:
+        raise LimitError(f"the seed must be a whole number from 0 to 2^63-1, got {value}")
+    return int(value)
+
+
+def check_truncation(value: float | int | None) -> float | None:
+    """``None`` (off) for 0 or empty; otherwise a positive clamp for the latents."""
+    if value is None or float(value) == 0.0:
+        return None
+    if float(value) < 0:
+        raise LimitError(f"truncation must be 0 (off) or positive, got {value}")
+    return float(value)
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def check_upload(path: str | Path | None, limits: Limits, upload_folder: Path | None) -> Path:
+    """An uploaded image's path, checked: present, inside ``upload_folder`` (when given), at most
+    ``max_upload_bytes`` and ``max_upload_side`` pixels a side, and an image PIL can identify."""
+    if path is None or str(path) == "":
+        raise LimitError("upload an image first")
+    path = Path(path)
+    if upload_folder is not None and not is_inside(path, upload_folder):
+        raise LimitError("only images uploaded to this app can be analysed")
+    if not path.is_file():
+        raise LimitError("the uploaded image is gone from the server; upload it again")
+    size = path.stat().st_size
+    if size > limits.max_upload_bytes:
+        raise LimitError(
+            f"the image is {size / 2**20:.1f} MB; the limit is {limits.max_upload_bytes / 2**20:.0f} MB. Upload a smaller file."
+        )
+    try:
+        with Image.open(path) as image:  # reads the header only
+            width, height = image.size
+    except (UnidentifiedImageError, OSError):
+        raise LimitError(
+            "the upload is not an image PIL can read; use PNG, JPEG, WebP or BMP"
+        ) from None
+    if max(width, height) > limits.max_upload_side:
+        raise LimitError(
+            f"the image is {width}x{height} pixels; the limit is {limits.max_upload_side} a side. Resize it."
+        )
+    return path

@@ -1,0 +1,159 @@
+"""The "Multimodal" tab's work, free of any web framework: one uploaded image and one text,
+answered by every multimodal run given to serve (each loaded once).
+
+- a ``fusion`` run answers its task: ``matching`` gives the match score (probability that the
+  text describes the image), ``vqa`` the answer to the text as a question, attribute heads
+  their predicted values;
+- a ``zeroshot`` run gives the image-text cosine similarity and the colour-shape classes ranked
+  by their prompt-ensemble embeddings (zero-shot labels);
+- a ``caption`` run writes a caption of the image (the text is not needed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ganfuse.serve.limits import LimitError, Limits, check_text, check_upload
+
+NO_RUN_MESSAGE = (
+    "No multimodal run was given to ganfuse serve, so this tab cannot answer. Start it with a "
+    "fusion, zero-shot or caption run, or a benchmark folder, e.g. "
+    "`ganfuse serve runs/digits bench/fusion` after `ganfuse fuse benchmark --out bench/fusion`."
+)
+TOP_LABELS = 5
+
+
+@dataclass
+class MultimodalAnswer:
+    """Every answer the loaded runs give; a missing kind of run leaves its field empty and adds a note."""
+
+    match: dict[str, float] = field(default_factory=dict)  # label -> probability, for gr.Label
+    answer: str = ""
+    labels: dict[str, float] = field(default_factory=dict)  # zero-shot class -> probability
+    caption: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Loaded:
+    name: str
+    kind: str
+    image_size: int
+    model: torch.nn.Module
+    task: str = ""
+    class_embeddings: torch.Tensor | None = None
+
+
+def _load(name: str, path: Path) -> _Loaded:
+    from ganfuse.multimodal.checkpoint import read_run
+
+    record = read_run(path)
+    size = record.config.image_size
+    if record.kind == "caption":
+        from ganfuse.multimodal.captioning import load_captioner
+
+        return _Loaded(name, "caption", size, load_captioner(path).eval())
+    if record.kind == "zeroshot":
+        from ganfuse.data.shapes import COLOR_SHAPE_CLASSES
+        from ganfuse.multimodal.zeroshot import (
+            class_embeddings,
+            load_dual_encoder,
+            prompt_templates,
+        )
+
+        model = load_dual_encoder(path).eval()
+        with torch.no_grad():
+            classes = class_embeddings(model.encode_text, COLOR_SHAPE_CLASSES, prompt_templates())
+        return _Loaded(name, "zeroshot", size, model, class_embeddings=classes)
+    from ganfuse.multimodal.train import load_fusion_run
+
+    model, config, _ = load_fusion_run(path)
+    return _Loaded(name, "fusion", size, model.eval(), task=config.task)
+
+
+class MultimodalService:
+    """Loads the multimodal runs ``{name: folder}`` once and answers image + text requests."""
+
+    def __init__(self, runs: dict[str, Path], limits: Limits, upload_folder: Path | None = None):
+        self.limits = limits
+        self.upload_folder = upload_folder
+        self.runs = [_load(name, Path(path)) for name, path in runs.items()]
+
+    @property
+    def available(self) -> bool:
+        return bool(self.runs)
+
+    def describe(self) -> str:
+        if not self.runs:
+            return NO_RUN_MESSAGE
+        parts = [f"{r.name} ({r.kind}{': ' + r.task if r.task else ''})" for r in self.runs]
+        return "Runs answering: " + ", ".join(parts)
+
+    @torch.no_grad()
+    def answer(self, image_path: str | Path | None, text: str | None) -> MultimodalAnswer:
+        """Check the request against the limits, then ask every run."""
+        from ganfuse.data.shapes import COLOR_SHAPE_CLASSES
+        from ganfuse.multimodal.predict import LABELS, load_image
+
+        if not self.runs:
+            raise LimitError(NO_RUN_MESSAGE)
+        path = check_upload(image_path, self.limits, self.upload_folder)
+        text = check_text(text, self.limits, "text")
+        out = MultimodalAnswer()
+        needs_text = [r for r in self.runs if r.kind != "caption"]
+        if needs_text and not text:
+            out.notes.append(
+                "type a caption or a question to get the match score, answer and similarity"
+            )
+        images: dict[int, torch.Tensor] = {}
+        for run in self.runs:
+            if run.image_size not in images:
+                images[run.image_size] = load_image(path, run.image_size)
+            image = images[run.image_size]
+            if run.kind == "caption":
+                out.caption = run.model.caption(image)[0]
+            elif run.kind == "zeroshot":
+                emb = run.model.encode_image(image)
+                probs = (run.model.scale() * emb @ run.class_embeddings.t()).softmax(-1)[0]
+                top = probs.topk(min(TOP_LABELS, len(probs)))
+                labels = {
+                    " ".join(COLOR_SHAPE_CLASSES[int(i)]): float(p)
+                    for p, i in zip(top.values, top.indices, strict=True)
+                }
+                if (
+                    not out.labels
+                ):  # the first zero-shot run fills the labels, later ones add a note
+                    out.labels = labels
+                    out.notes.append(f"zero-shot labels from {run.name}")
+                else:
+                    best, p = next(iter(labels.items()))
+                    out.notes.append(f"{run.name}: zero-shot label {best} ({p:.2f})")
+                if text:
+                    similarity = float(emb[0] @ run.model.encode_text([text])[0])
+                    out.notes.append(f"{run.name}: image-text cosine similarity {similarity:.3f}")
+            elif text:
+                logits = run.model({"image": image, "text": [text]})
+                for head, values in logits.items():
+                    probs = values.float().softmax(-1)[0]
+                    best = int(probs.argmax())
+                    if head == "match":
+                        out.match = {"match": float(probs[1]), "no match": float(probs[0])}
+                    elif head == "answer":
+                        out.answer = f"{LABELS[head][best]} ({float(probs[best]):.2f})"
+                    else:
+                        out.notes.append(
+                            f"{run.name}: {head} = {LABELS[head][best]} ({float(probs[best]):.2f})"
+                        )
+        kinds = {r.kind for r in self.runs} | {r.task for r in self.runs}
+        for kind, what in (
+            ("matching", "match score"),
+            ("vqa", "answer"),
+            ("zeroshot", "zero-shot labels"),
+            ("caption", "caption"),
+        ):
+            if kind not in kinds and not (kind == "matching" and out.match):
+                out.notes.append(f"no {kind} run given: no {what}")
+        return out
