@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -25,6 +26,17 @@ TINY = [
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     return list(TINY)
+
+
+@pytest.fixture(autouse=True)
+def _ganfuse_log_in_caplog(caplog):
+    """``ganfuse.cli.main``, run in-process by some tests, stops the ganfuse logger from
+    propagating to the root logger; attach caplog to it directly so warnings can be asserted
+    whatever order the tests run in."""
+    logger = logging.getLogger("ganfuse")
+    logger.addHandler(caplog.handler)
+    yield
+    logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture(autouse=True)

@@ -48,6 +48,7 @@ class ModelConfig:
     d_width: int = 64  # channels of D's first conv (the document's DCGAN: 64)
     spectral_norm_d: bool = False
     spectral_norm_g: bool = False
+    minibatch_std: bool = False  # dcgan D: minibatch standard deviation feature against mode collapse
 
 
 @dataclass
@@ -104,6 +105,7 @@ class TextConfig:
     magp_weight: float = 2.0  # matching-aware gradient penalty on real pairs (0 disables)
     magp_power: float = 6.0
     contrastive_weight: float = 0.0  # image-text InfoNCE in D's features, for D and G (0 disables)
+    feature_matching_weight: float = 0.0  # G: L1 between D's features of its image and of the real image of the same caption
 
 
 @dataclass
@@ -330,7 +332,7 @@ def validate(config: Config) -> Config:
         _check(x.max_words >= 1, "text.max_words", "must be >= 1")
         _check(x.fusion in ("every", "input"), "text.fusion", f"must be every or input, got {x.fusion!r}")
         _check(x.d_condition in ("concat", "projection", "both"), "text.d_condition", f"must be concat, projection or both, got {x.d_condition!r}")
-        for key in ("mismatch_weight", "magp_weight", "contrastive_weight"):
+        for key in ("mismatch_weight", "magp_weight", "contrastive_weight", "feature_matching_weight"):
             _check(getattr(x, key) >= 0, f"text.{key}", "must be >= 0")
         _check(x.magp_power > 0, "text.magp_power", "must be > 0")
     return config

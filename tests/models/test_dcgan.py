@@ -57,3 +57,16 @@ def test_conditional_networks_use_labels():
     torch.nn.init.normal_(d.head.embed.weight)
     x = torch.randn(4, 1, 32, 32)
     assert not torch.allclose(d(x, torch.zeros(4, dtype=torch.long)), d(x, torch.ones(4, dtype=torch.long)))
+
+
+def test_minibatch_stddev_sees_collapse():
+    from ganfuse.models.dcgan import minibatch_stddev
+
+    same = torch.randn(1, 3, 4, 4).expand(8, 3, 4, 4).contiguous()
+    assert minibatch_stddev(same).abs().max() < 1e-3  # a collapsed batch has (almost) no spread
+    varied = torch.randn(8, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    out = minibatch_stddev(varied)
+    assert out.shape == (8, 1, 4, 4) and out.min() > 0.3
+    # by hand for the first group (samples 0, 2, 4, 6 with group 4 and batch 8)
+    expected = varied[0::2].var(dim=0, unbiased=False).add(1e-8).sqrt().mean()
+    assert torch.allclose(out[0, 0, 0, 0], expected, atol=1e-6)

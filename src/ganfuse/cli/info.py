@@ -37,8 +37,11 @@ def run(args: argparse.Namespace) -> int:
     ckpts = checkpoint_dirs(path)
     print(f"checkpoints: {', '.join(c.name for c in ckpts) or 'none'}")
     if ckpts:
-        manifest = json.loads((ckpts[0] / "manifest.json").read_text(encoding="utf-8"))
-        print(f"step: {manifest['step']}  precision: {manifest.get('precision')}")
+        try:
+            manifest = json.loads((ckpts[0] / "manifest.json").read_text(encoding="utf-8"))
+            print(f"step: {manifest['step']}  precision: {manifest.get('precision')}")
+        except (OSError, ValueError, KeyError, TypeError):
+            print(f"step: unknown (the manifest of {ckpts[0].name} is damaged)")
     metrics = path / "metrics.jsonl"
     if metrics.is_file():
         lines = metrics.read_text(encoding="utf-8").strip().splitlines()

@@ -103,7 +103,12 @@ def read_csv_captions(path: Path, skips: Counter[str]) -> list[CaptionRecord]:
     columns skips the whole file (every row counted as ``missing column``).
     """
     text = path.read_bytes().decode("utf-8", errors="surrogateescape").removeprefix("\ufeff")
-    rows = list(csv.reader(io.StringIO(text, newline="")))
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:  # e.g. an unterminated quote that swallows the rest of the file
+        skips["malformed csv"] += 1
+        warnings.warn(f"{path}: not a readable CSV ({exc}); skipping this file", stacklevel=3)
+        return []
     if not rows:
         return []
     header = [h.strip().lower() for h in rows[0]]

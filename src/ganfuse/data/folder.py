@@ -22,16 +22,26 @@ log = logging.getLogger("ganfuse")
 
 
 class FolderDataset(InMemoryImageDataset):
-    def __init__(self, root: str | Path, image_size: int = 32, channels: int = 3, use_labels: bool = True,
-                 progress: bool = False):
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: int = 32,
+        channels: int = 3,
+        use_labels: bool = True,
+        progress: bool = False,
+    ):
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"image folder not found: {root}")
         files = list_images(root)
         if not files:
             raise DataError(f"no images (png/jpg/webp/bmp) found under {root}")
-        classes = sorted({f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1})
-        use_classes = use_labels and bool(classes) and all(len(f.relative_to(root).parts) > 1 for f in files)
+        classes = sorted(
+            {f.relative_to(root).parts[0] for f in files if len(f.relative_to(root).parts) > 1}
+        )
+        use_classes = (
+            use_labels and bool(classes) and all(len(f.relative_to(root).parts) > 1 for f in files)
+        )
         index = {name: i for i, name in enumerate(classes)}
         arrays, labels, bad = [], [], []
         for path in tqdm(files, desc=f"reading {root.name}", disable=not progress, unit="img"):
@@ -42,12 +52,22 @@ class FolderDataset(InMemoryImageDataset):
                 continue
             labels.append(index[path.relative_to(root).parts[0]] if use_classes else -1)
         if bad:
-            log.warning("skipped %d unreadable image(s) of %d under %s (first: %s: %s)",
-                        len(bad), len(files), root, bad[0][0].name, bad[0][1])
+            log.warning(
+                "skipped %d unreadable image(s) of %d under %s (first: %s: %s)",
+                len(bad),
+                len(files),
+                root,
+                bad[0][0].name,
+                bad[0][1],
+            )
         if not arrays:
             raise DataError(f"none of the {len(files)} image files under {root} could be read")
         images = torch.from_numpy(np.stack(arrays))
-        super().__init__(images, torch.tensor(labels, dtype=torch.int64),
-                         class_names=classes if use_classes else None, name=f"folder:{root}")
+        super().__init__(
+            images,
+            torch.tensor(labels, dtype=torch.int64),
+            class_names=classes if use_classes else None,
+            name=f"folder:{root}",
+        )
         self.skipped = len(bad)
         self.skipped_files = [str(p) for p, _ in bad]

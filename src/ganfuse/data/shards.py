@@ -244,10 +244,15 @@ def _open(url: str):
     return open(url, "rb")
 
 
+MAX_MEMBER_BYTES = 64 * 2**20  # one sample's file; a larger one (a compressed bomb) fails the shard
+
+
 def _tar_members(stream) -> Iterator[tuple[str, bytes]]:
     """``(name, bytes)`` of each regular file of a tar stream, read sequentially."""
     with tarfile.open(fileobj=stream, mode="r|*") as tar:
         for info in tar:
+            if info.isreg() and info.size > MAX_MEMBER_BYTES:
+                raise ValueError(f"member {info.name} is {info.size} bytes, over the {MAX_MEMBER_BYTES} limit")
             if info.isreg():
                 handle = tar.extractfile(info)
                 assert handle is not None

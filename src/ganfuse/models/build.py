@@ -15,7 +15,7 @@ def build_gan(config: Config, channels: int, num_classes: int) -> tuple[nn.Modul
     classes = num_classes if m.conditional else 0
     if m.arch == "dcgan":
         g = DCGANGenerator(m.z_dim, channels, m.g_width, classes, m.spectral_norm_g)
-        d = DCGANDiscriminator(channels, m.d_width, classes, m.spectral_norm_d)
+        d = DCGANDiscriminator(channels, m.d_width, classes, m.spectral_norm_d, m.minibatch_std)
     else:
         size = config.data.image_size
         g = ResNetGenerator(m.z_dim, channels, size, m.g_width, classes, m.spectral_norm_g)

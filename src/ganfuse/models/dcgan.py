@@ -22,6 +22,19 @@ def _maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
     return spectral_norm(module) if enabled else module
 
 
+def minibatch_stddev(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """Karras et al. 2018: ``(B, C, H, W) -> (B, 1, H, W)``, the feature standard deviation across
+    groups of ``group`` samples, averaged over features. A collapsed generator produces batches with
+    near-zero spread, which D can then see and punish."""
+    b, c, hh, ww = h.shape
+    g = min(group, b)
+    while b % g:
+        g -= 1
+    y = h.float().view(g, b // g, c, hh, ww)
+    y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (B/g,)
+    return y.repeat(g).view(b, 1, 1, 1).expand(b, 1, hh, ww).to(h.dtype)
+
+
 def dcgan_init_(module: nn.Module) -> None:
     """Radford et al.'s initialisation: conv and linear weights ~ N(0, 0.02), BN scales ~ N(1, 0.02)."""
     for m in module.modules():
@@ -73,16 +86,17 @@ class DCGANDiscriminator(nn.Module):
     """
 
     def __init__(self, channels: int = 1, width: int = 64, num_classes: int = 0,
-                 use_spectral_norm: bool = False):
+                 use_spectral_norm: bool = False, minibatch_std: bool = False):
         super().__init__()
         sn = use_spectral_norm
+        self.minibatch_std = minibatch_std
         self.conv1 = _maybe_sn(nn.Conv2d(channels, width, 5, 2, padding=2), sn)
         self.conv2 = _maybe_sn(nn.Conv2d(width, width * 2, 5, 2, padding=2), sn)
         self.norm2 = nn.Identity() if sn else nn.BatchNorm2d(width * 2)
         self.conv3 = _maybe_sn(nn.Conv2d(width * 2, width * 4, 5, 2, padding=2), sn)
         self.norm3 = nn.Identity() if sn else nn.BatchNorm2d(width * 4)
         self.act = nn.LeakyReLU(0.2)
-        self.head = ProjectionHead(width * 4 * 4 * 4, num_classes, sn)
+        self.head = ProjectionHead(width * 4 * 4 * 4 + (16 if minibatch_std else 0), num_classes, sn)
         dcgan_init_(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,6 +104,8 @@ class DCGANDiscriminator(nn.Module):
         h = self.act(self.conv1(x))
         h = self.act(self.norm2(self.conv2(h)))
         h = self.act(self.norm3(self.conv3(h)))
+        if self.minibatch_std:
+            h = torch.cat([h, minibatch_stddev(h)], dim=1)
         return h.flatten(1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:

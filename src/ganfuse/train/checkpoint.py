@@ -11,9 +11,11 @@ Layout of ``RUN/checkpoints/step_00001000/``:
 A checkpoint is written into a temporary sibling folder and renamed into place, so a reader sees
 either the complete folder or nothing; folders being replaced or pruned are first renamed out of
 the ``step_*`` namespace, so a kill never leaves a half-deleted checkpoint that looks complete.
-Temporaries of a killed writer are removed, and a stale ``latest`` is fixed, by the next writer. On load, the newest checkpoint
-whose files match their recorded hashes wins; damaged ones are skipped with a warning. A file
-that would run code is not "damaged" (its hash matched, so someone made it): loading stops.
+The next writer removes a killed writer's temporaries and fixes a stale ``latest``. Weights with
+NaN/Inf are never written, and a full disk is a :class:`CheckpointError` that leaves nothing
+half-written. On load, the newest checkpoint whose files match their recorded hashes wins;
+damaged ones are skipped with a warning. A file that would run code is not "damaged" (its hash
+matched, so someone made it): loading stops with :class:`UnsafeCheckpointError`.
 
 Fault injection for the reliability suite (``tests/faults``), inert unless the variable is set:
 
@@ -139,7 +141,7 @@ def _pid_alive(pid: int) -> bool:
         return False  # our own leftovers are stale: this process is not writing them now
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except OSError:  # exists, owned by someone else
         return True
@@ -171,11 +173,12 @@ def recover_interrupted_writes(run_dir: Path) -> list[Path]:
                 continue
             removed.append(entry)
         newest = checkpoint_dirs(run_dir, folder.name) if folder != run_dir else []
-        latest = folder / "latest"
-        if newest and (
-            not latest.is_file() or latest.read_text(encoding="utf-8").strip() != newest[0].name
-        ):
-            atomic_write_text(latest, newest[0].name + "\n")
+        try:
+            pointed = (folder / "latest").read_text(encoding="utf-8").strip()
+        except (OSError, ValueError):
+            pointed = None
+        if newest and pointed != newest[0].name:
+            atomic_write_text(folder / "latest", newest[0].name + "\n")
     return removed
 
 
@@ -283,7 +286,7 @@ def save_checkpoint(
     except (OSError, SafetensorError) as exc:  # safetensors reports I/O errors as its own type
         previous = next((p.name for p in checkpoint_dirs(run_dir, folder)), None)
         kept = (
-            f"the last good checkpoint ({previous}) is intact"
+            f"earlier checkpoints are untouched (newest: {previous})"
             if previous
             else "no earlier checkpoint exists"
         )

@@ -76,10 +76,8 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
     if has_checkpoints and not resume:
         raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     if resume and not has_checkpoints:
-        # A run killed before its first checkpoint: the same command with --resume starts it over,
-        # so a supervisor can always restart with --resume. A missing folder is still a mistake.
-        if not run_dir.is_dir():
-            raise UserError(f"--resume: {run_dir} does not exist; there is no run to resume")
+        # A run killed before its first checkpoint (even before creating its folder): the same
+        # command with --resume starts it over, so a supervisor can always restart with --resume.
         log.warning("--resume: no checkpoint in %s yet; starting from step 0", run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -500,7 +498,7 @@ class Trainer:
             while self.step < steps and not self._out_of_time(deadline):
                 self.train_step()
                 bar.update(1)
-                if self.step % t.log_every == 0 or self.step == steps or self.step % t.checkpoint_every == 0:
+                if self.step % t.log_every == 0 or self.step == steps:
                     stats = self._flush_stats()
                     finite = stats.get("nonfinite", 0.0) == 0.0 and all(math.isfinite(v) for v in stats.values())
                     if self.guard is not None and not self.guard.check(finite, self.step):
@@ -529,6 +527,12 @@ class Trainer:
                 if self.step % t.sample_every == 0:
                     self.save_grid()
                 if self.step % t.checkpoint_every == 0:
+                    # An interval that went non-finite since the last guard check is not saved:
+                    # the next log step rolls it back, and a later checkpoint saves good weights.
+                    unchecked_bad = ~torch.isfinite(self._stats).all() | (self._stats[STAT_NAMES.index("nonfinite")] > 0)
+                    if self.guard is not None and bool(unchecked_bad):
+                        log.warning("step %d: not saving a checkpoint over non-finite losses", self.step)
+                        continue
                     self.save()
                     last_saved = self.step
         except OSError as exc:
