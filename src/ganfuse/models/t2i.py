@@ -1,0 +1,550 @@
+"""Text-to-image GAN networks, re-implemented from the papers (no code copied).
+
+Text reaches the networks as a *condition tensor* made by :class:`PromptEncoder`:
+
+- a frozen sentence encoder (MiniLM by default): float ``(B, E)`` sentence embeddings;
+- the small trainable encoder: int64 ``(B, T)`` word ids, 0 at padding.
+
+Inside G and D a :class:`TextConditioner` turns it into a learned text vector ``c (B, cond_dim)``.
+For embeddings that is standardisation with the training captions' statistics followed by a
+learned MLP: MiniLM's embeddings of captions that differ only in position have cosine 0.96, and
+standardising spreads them apart (a linear probe then reads every attribute, position included,
+from them). For word ids it is the small encoder's embeddings and bidirectional GRU.
+
+``t2i-dfgan`` (after Tao et al., "DF-GAN", CVPR 2022):
+
+- G: ``[z, c]`` -> 4x4 map, then up-sampling residual blocks whose features are modulated by
+  per-channel scale and shift predicted from ``[c, z]`` before every convolution ("deep fusion"),
+  so the text steers every resolution. ``fusion="input"`` is the ablation: text only enters
+  at the 4x4 input and the modulation sees ``z`` alone.
+- D: residual down-sampling blocks to a 4x4 map ``h``; its logit scores the *pair* (image, text):
+  ``concat`` replicates ``c`` over ``h`` and convolves (DF-GAN's one-way output), ``projection``
+  adds ``<P(c), flatten(h)>`` to an unconditional linear logit (Miyato & Koyama 2018, with a
+  position-aware projection because the text states *where* the shape is); ``both`` sums them.
+  D also embeds ``h`` and ``c`` into a joint space for the contrastive term (XMC-GAN / GALIP
+  style). It is called ``D(x, cond)`` -> logits ``(B,)``, or with ``mismatch=`` / ``embed=True``
+  for the matching-aware and contrastive terms (one trunk pass serves all).
+
+``t2i-concat``: the baseline, a DCGAN whose G takes ``[z, c]`` at its input (BatchNorm,
+transposed convolutions) and whose D concatenates ``c`` to its 4x4 map.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from ganfuse.errors import ConfigError, UserError
+
+T2I_ARCHS = ("t2i-dfgan", "t2i-concat")
+FUSIONS = ("every", "input")
+D_CONDITIONS = ("concat", "projection", "both")
+SMALL_ENCODER = "small"
+
+
+# ---------------------------------------------------------------------------------------------
+# Text -> condition tensor
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TextSpec:
+    """What a t2i model's condition tensor is; stored in the config so a run rebuilds it.
+
+    ``encoder``: ``"small"`` (word ids) or a sentence-transformers name/path (embeddings of
+    width ``embed_dim``). ``vocab``/``max_length``: the small encoder's words and word limit.
+    """
+
+    encoder: str
+    embed_dim: int = 0
+    vocab: list[str] = field(default_factory=list)
+    max_length: int = 32
+
+    @property
+    def kind(self) -> str:
+        return "tokens" if self.encoder == SMALL_ENCODER else "embedding"
+
+
+class PromptError(UserError):
+    """A prompt that cannot be turned into a condition (empty, not a string)."""
+
+
+def check_prompts(prompts: Sequence[str]) -> list[str]:
+    """Reject what no encoder can read: not a list of strings, or an empty/blank prompt."""
+    if isinstance(prompts, str):
+        raise PromptError("prompts must be a list of strings, got a single string")
+    prompts = list(prompts)
+    if not prompts:
+        raise PromptError("no prompts given; pass at least one prompt")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise PromptError(f"prompt {i} is a {type(prompt).__name__}, not text")
+        if not prompt.strip():
+            raise PromptError(f"prompt {i} is empty; describe the image, e.g. 'a red circle'")
+    return prompts
+
+
+def _cache_file(encoder: str, texts: Sequence[str]) -> Path:
+    from ganfuse.metrics.cache import cache_dir
+
+    digest = hashlib.sha256(json.dumps([encoder, sorted(set(texts))]).encode()).hexdigest()[:20]
+    name = "".join(ch if ch.isalnum() else "_" for ch in encoder)[-40:]
+    return cache_dir() / "text" / f"{name}-{digest}.safetensors"
+
+
+class PromptEncoder:
+    """Texts -> the condition tensor of a t2i model: ``(B, E)`` float32 for a frozen sentence
+    encoder, ``(B, T)`` int64 word ids (0 = padding) for the small encoder. On CPU.
+
+    The sentence encoder is loaded on first use (MiniLM takes seconds to load and encodes only
+    tens of captions per second on a CPU), and :meth:`encode_many` keeps a dataset's embeddings in
+    ``$GANFUSE_CACHE/text`` so a run encodes its captions once.
+    """
+
+    def __init__(self, spec: TextSpec):
+        self.spec = spec
+        self._encoder = None
+        self._tokenizer = None
+        if spec.kind == "tokens":
+            from ganfuse.text.encoders import WordTokenizer
+
+            self._tokenizer = WordTokenizer(spec.vocab)
+
+    @property
+    def sentence_encoder(self):
+        if self._encoder is None:
+            from ganfuse.text.encoders import build_text_encoder
+
+            self._encoder = build_text_encoder(self.spec.encoder)
+        return self._encoder
+
+    def embed_dim(self) -> int:
+        return self.sentence_encoder.dim
+
+    def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
+        prompts = check_prompts(prompts)
+        if self.spec.kind == "tokens":
+            ids, _, truncated = self._tokenizer.encode(prompts, self.spec.max_length)
+            if truncated:
+                warnings.warn(
+                    f"{truncated} prompt(s) exceed the small text encoder's limit of "
+                    f"{self.spec.max_length} words and are truncated",
+                    stacklevel=2,
+                )
+            unknown = [p for p, row in zip(prompts, ids, strict=True) if bool((row <= 1).all())]
+            if unknown:
+                warnings.warn(
+                    f"{len(unknown)} prompt(s) have no word the model was trained on, e.g. "
+                    f"{unknown[0][:60]!r}; their images follow no text",
+                    stacklevel=2,
+                )
+            return ids
+        return self.sentence_encoder.encode_cached(prompts).pooled.float().cpu()
+
+    def encode_many(self, texts: Sequence[str], cache: bool = True) -> torch.Tensor:
+        """Conditions of many texts (a dataset's captions), through the disk cache for sentence
+        encoders: ``(N, E)`` float32 or ``(N, T)`` int64, rows in the order of ``texts``."""
+        texts = check_prompts(texts)
+        if self.spec.kind == "tokens":
+            return self._tokenizer.encode(texts, self.spec.max_length)[0]
+        path = _cache_file(self.spec.encoder, texts)
+        if cache and path.is_file():
+            from safetensors import safe_open
+            from safetensors.torch import load_file
+
+            with safe_open(str(path), framework="pt") as handle:
+                order = json.loads((handle.metadata() or {})["texts"])
+            table = load_file(str(path))["pooled"]
+            row = {t: i for i, t in enumerate(order)}
+            return table[[row[t] for t in texts]].float()
+        unique = sorted(set(texts))
+        pooled = self.sentence_encoder.encode_cached(unique).pooled.float().cpu()
+        if cache:
+            from safetensors.torch import save_file
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            save_file({"pooled": pooled.contiguous()}, str(tmp), metadata={"texts": json.dumps(unique)})
+            tmp.replace(path)
+        row = {t: i for i, t in enumerate(unique)}
+        return pooled[[row[t] for t in texts]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Condition tensor -> learned text vector (inside G and D)
+# ---------------------------------------------------------------------------------------------
+
+
+class EmbeddingConditioner(nn.Module):
+    """Frozen sentence embeddings ``(B, E)`` -> text vector ``(B, cond_dim)``.
+
+    Standardised per dimension with the training captions' mean and std (buffers, saved with the
+    weights; set by :meth:`set_statistics`), then a learned two-layer MLP.
+    """
+
+    def __init__(self, embed_dim: int, cond_dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(embed_dim))
+        self.register_buffer("std", torch.ones(embed_dim))
+        self.net = nn.Sequential(
+            nn.Linear(embed_dim, cond_dim), nn.LeakyReLU(0.2), nn.Linear(cond_dim, cond_dim)
+        )
+
+    @torch.no_grad()
+    def set_statistics(self, embeddings: torch.Tensor) -> None:
+        """Standardise with the statistics of ``embeddings`` ``(N, E)``."""
+        self.mean.copy_(embeddings.mean(0))
+        self.std.copy_(embeddings.std(0).clamp(min=1e-4))
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        if cond.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+            raise ValueError(f"this model takes sentence embeddings, got a {cond.dtype} tensor")
+        return self.net((cond.float() - self.mean) / self.std)
+
+
+class TokenConditioner(nn.Module):
+    """Word ids ``(B, T)`` int64 (0 = padding, every row has a token) -> ``(B, cond_dim)``: the
+    small trainable encoder (word embeddings, bidirectional GRU, masked mean, linear)."""
+
+    def __init__(self, vocab_size: int, cond_dim: int, embed_dim: int = 64, hidden_dim: int = 64):
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.gru = nn.GRU(embed_dim, hidden_dim, batch_first=True, bidirectional=True)
+        self.project = nn.Linear(2 * hidden_dim, cond_dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if ids.dtype != torch.int64:
+            raise ValueError(f"this model takes word ids (int64), got a {ids.dtype} tensor")
+        mask = ids != 0
+        lengths = mask.sum(1).clamp(min=1)
+        packed = pack_padded_sequence(
+            self.embedding(ids), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        tokens, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=ids.shape[1])
+        return self.project(tokens.sum(1) / lengths[:, None].to(tokens.dtype))
+
+
+def build_conditioner(spec: TextSpec, cond_dim: int) -> nn.Module:
+    if spec.kind == "tokens":
+        return TokenConditioner(len(spec.vocab) + 2, cond_dim)  # + padding and unknown
+    return EmbeddingConditioner(spec.embed_dim, cond_dim)
+
+
+# ---------------------------------------------------------------------------------------------
+# t2i-dfgan
+# ---------------------------------------------------------------------------------------------
+
+
+class Affine(nn.Module):
+    """``x (B, C, H, W), s (B, S) -> gamma(s) * x + beta(s)``, gamma and beta per channel from
+    small MLPs; they start at exactly 1 and 0, so a new block passes its input through."""
+
+    def __init__(self, channels: int, cond_dim: int, hidden: int = 64):
+        super().__init__()
+        self.gamma = nn.Sequential(nn.Linear(cond_dim, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+        self.beta = nn.Sequential(nn.Linear(cond_dim, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+        for mlp, bias in ((self.gamma, 1.0), (self.beta, 0.0)):
+            nn.init.zeros_(mlp[2].weight)
+            nn.init.constant_(mlp[2].bias, bias)
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.beta(s)[:, :, None, None], self.gamma(s)[:, :, None, None], x)
+
+
+def upsample2x(x: torch.Tensor) -> torch.Tensor:
+    """Nearest-neighbour 2x up-sampling ``(B, C, H, W) -> (B, C, 2H, 2W)``; the same values as
+    ``F.interpolate(mode="nearest")``, several times faster on CPU as a broadcast copy."""
+    b, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        # stay channels-last: a layout change before the next conv would cost another copy
+        nhwc = x.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(b, h, 2, w, 2, c)
+        return nhwc.reshape(b, 2 * h, 2 * w, c).permute(0, 3, 1, 2)
+    return x[:, :, :, None, :, None].expand(b, c, h, 2, w, 2).reshape(b, c, 2 * h, 2 * w)
+
+
+class FusionUpBlock(nn.Module):
+    """``x (B, Cin, H, W), s (B, S) -> (B, Cout, 2H, 2W)``: nearest up-sampling, then twice
+    (affine modulation by ``s``, LeakyReLU, 3x3 conv), plus a 1x1-conv shortcut.
+
+    Per-pixel operations commute with nearest up-sampling, so the first modulation and the
+    shortcut's 1x1 conv run at the input resolution: the same function for a quarter of the work.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int):
+        super().__init__()
+        self.fuse1 = Affine(in_ch, cond_dim)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.fuse2 = Affine(out_ch, cond_dim)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(upsample2x(F.leaky_relu(self.fuse1(x, s), 0.2, inplace=True)))
+        h = self.conv2(F.leaky_relu(self.fuse2(h, s), 0.2, inplace=True))
+        return upsample2x(self.shortcut(x)) + h
+
+
+def _widths(first: int, blocks: int, grow: bool, floor: int = 8) -> list[int]:
+    """Channel widths of ``blocks + 1`` maps: halving from ``first`` (G) or doubling to it (D)."""
+    widths = [max(first // 2**i, floor) for i in range(blocks + 1)]
+    return widths[::-1] if grow else widths
+
+
+def _blocks_for(image_size: int) -> int:
+    if image_size < 8 or image_size & (image_size - 1):
+        raise ConfigError(f"t2i models need a power-of-two image size >= 8, got {image_size}")
+    return int(math.log2(image_size // 4))
+
+
+class FusionGenerator(nn.Module):
+    """``z (B, z_dim), cond`` -> images ``(B, 3, S, S)`` (DF-GAN-style deep fusion); in eval mode
+    clamped to [-1, 1], in train mode the unbounded linear output that D judges.
+
+    ``cond`` is the condition tensor (see :class:`PromptEncoder`). A linear map of ``[z, c]``
+    gives the 4x4 map (text needs a spatial entry point: "top left" is a place, and per-channel
+    modulation alone is the same everywhere); ``fusion="every"`` then modulates every block by
+    ``[c, z]``, ``"input"`` by ``z`` only (text enters at the input alone).
+    """
+
+    def __init__(self, spec: TextSpec, z_dim: int = 100, image_size: int = 32, width: int = 128,
+                 cond_dim: int = 128, fusion: str = "every", channels: int = 3):
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ConfigError(f"text.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+        self.z_dim, self.image_size, self.fusion = z_dim, image_size, fusion
+        self.text = build_conditioner(spec, cond_dim)
+        widths = _widths(width, _blocks_for(image_size), grow=False)
+        self.fc = nn.Linear(z_dim + cond_dim, widths[0] * 16)
+        style_dim = z_dim + (cond_dim if fusion == "every" else 0)
+        self.blocks = nn.ModuleList(
+            FusionUpBlock(a, b, style_dim) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.to_rgb = nn.Conv2d(widths[-1], channels, 3, padding=1)
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if cond is None:
+            raise ValueError("a text-to-image generator needs a condition (text) for every image")
+        c = self.text(cond)
+        s = torch.cat([c, z], dim=1) if self.fusion == "every" else z
+        h = self.fc(torch.cat([z, c], dim=1)).view(z.shape[0], -1, 4, 4)
+        for block in self.blocks:
+            h = block(h, s)
+        out = self.to_rgb(F.leaky_relu(h, 0.2))
+        # Linear output while training: shapes images are mostly exact black (-1), and a tanh
+        # saturates there, so G's gradient vanished and it stayed blank (measured: all-black
+        # samples after 200 steps with tanh, shapes appearing by step 100 without).
+        return out if self.training else out.clamp(-1.0, 1.0)
+
+
+class DownBlock(nn.Module):
+    """``(B, Cin, H, W) -> (B, Cout, H/2, W/2)``: 3x3 conv, LeakyReLU, 4x4 stride-2 conv,
+    LeakyReLU, added to an average-pooled 1x1-conv shortcut.
+
+    DF-GAN scales the residual by a learned gain that starts at 0; with Adam a scalar moves about
+    ``lr`` per step, so for a budget of a few thousand steps D stayed nearly linear (measured: D
+    told fakes from reals 10-20% of the time after 400 steps). No gain here.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 4, stride=2, padding=1)
+        self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.2)), 0.2)
+        return F.avg_pool2d(self.shortcut(x), 2) + h
+
+
+class DiscriminatorOutput(NamedTuple):
+    """``logits (B,)`` of the given pairs; ``mismatch (B,)`` logits of the same images with the
+    ``mismatch`` conditions (or None); ``image_embedding``/``text_embedding`` ``(B, K)`` unit
+    vectors (or None); ``text`` the learned text vectors ``(B, cond_dim)`` (for MA-GP);
+    ``features`` the image trunk's block outputs, finest first (with ``features=True``)."""
+
+    logits: torch.Tensor
+    mismatch: torch.Tensor | None
+    image_embedding: torch.Tensor | None
+    text_embedding: torch.Tensor | None
+    text: torch.Tensor
+    features: list[torch.Tensor] | None = None
+
+
+class PairHead(nn.Module):
+    """Scores (4x4 image features, text vector) pairs: ``h (B, C, 4, 4), c (B, cond_dim) -> (B,)``."""
+
+    def __init__(self, channels: int, cond_dim: int, condition: str):
+        super().__init__()
+        if condition not in D_CONDITIONS:
+            raise ConfigError(f"text.d_condition must be one of {', '.join(D_CONDITIONS)}, got {condition!r}")
+        self.condition = condition
+        self.concat = None
+        if condition in ("concat", "both"):
+            self.concat = nn.Sequential(
+                nn.Conv2d(channels + cond_dim, channels, 3, padding=1), nn.LeakyReLU(0.2),
+                nn.Conv2d(channels, 1, 4),
+            )
+        self.linear = self.project = None
+        if condition in ("projection", "both"):
+            self.linear = nn.Linear(channels * 16, 1)
+            self.project = nn.Linear(cond_dim, channels * 16, bias=False)
+
+    def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        out = h.new_zeros(h.shape[0])
+        if self.concat is not None:
+            grid = c[:, :, None, None].expand(-1, -1, *h.shape[-2:])
+            out = out + self.concat(torch.cat([h, grid], dim=1)).flatten()
+        if self.project is not None:
+            flat = h.flatten(1)
+            out = out + self.linear(flat).squeeze(1) + (self.project(c) * flat).sum(1)
+        return out
+
+
+class MatchingDiscriminator(nn.Module):
+    """Images ``(B, 3, S, S)`` and conditions -> logits ``(B,)`` of "real image matching its text".
+
+    ``forward(x, cond)`` gives the logits; with ``mismatch=other``, ``embed=True``,
+    ``features=True`` or ``full=True`` a :class:`DiscriminatorOutput` from a single pass of the
+    image trunk.
+    """
+
+    def __init__(self, spec: TextSpec, image_size: int = 32, width: int = 32, cond_dim: int = 128,
+                 condition: str = "projection", embed_dim: int = 0, channels: int = 3):
+        super().__init__()
+        self.text = build_conditioner(spec, cond_dim)
+        widths = _widths(width * 2 ** _blocks_for(image_size), _blocks_for(image_size), grow=True)
+        self.from_rgb = nn.Conv2d(channels, widths[0], 3, padding=1)
+        self.blocks = nn.Sequential(*(DownBlock(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)))
+        self.head = PairHead(widths[-1], cond_dim, condition)
+        # joint image-text space for the contrastive term; absent (embed_dim=0) when unused, so
+        # that every parameter takes part in every loss (as DDP requires)
+        self.image_embed = nn.Linear(widths[-1] * 16, embed_dim) if embed_dim else None
+        self.text_embed = nn.Linear(cond_dim, embed_dim) if embed_dim else None
+
+    def trunk(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every block's output, finest first; the last, after a LeakyReLU, is the ``(B, C, 4, 4)``
+        map the heads read."""
+        h, outs = self.from_rgb(x), []
+        for block in self.blocks:
+            h = block(h)
+            outs.append(h)
+        outs[-1] = F.leaky_relu(outs[-1], 0.2)
+        return outs
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mismatch: torch.Tensor | None = None,
+                embed: bool = False, full: bool = False,
+                features: bool = False) -> torch.Tensor | DiscriminatorOutput:
+        if cond is None:
+            raise ValueError("a text-to-image discriminator needs a condition for every image")
+        maps = self.trunk(x)
+        h = maps[-1]
+        c = self.text(cond)
+        logits = self.head(h, c)
+        if not (full or embed or features or mismatch is not None):
+            return logits
+        wrong = self.head(h, self.text(mismatch)) if mismatch is not None else None
+        img = txt = None
+        if embed:
+            if self.image_embed is None:
+                raise ValueError("this discriminator has no embedding heads (built with embed_dim=0)")
+            img = F.normalize(self.image_embed(h.flatten(1)), dim=1)
+            txt = F.normalize(self.text_embed(c), dim=1)
+        return DiscriminatorOutput(logits, wrong, img, txt, c, maps if features else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# t2i-concat (baseline)
+# ---------------------------------------------------------------------------------------------
+
+
+class ConcatGenerator(nn.Module):
+    """The baseline: ``[z, c]`` -> dense 4x4 map -> (2x transposed conv, BN, ReLU) blocks -> 3x3
+    conv, tanh: ``z (B, z_dim), cond -> (B, 3, S, S)`` in [-1, 1]."""
+
+    def __init__(self, spec: TextSpec, z_dim: int = 100, image_size: int = 32, width: int = 128,
+                 cond_dim: int = 128, channels: int = 3):
+        super().__init__()
+        self.z_dim, self.image_size = z_dim, image_size
+        self.text = build_conditioner(spec, cond_dim)
+        widths = _widths(width, _blocks_for(image_size), grow=False)
+        self.fc = nn.Linear(z_dim + cond_dim, widths[0] * 16)
+        layers: list[nn.Module] = [nn.BatchNorm2d(widths[0]), nn.ReLU()]
+        for a, b in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1), nn.BatchNorm2d(b), nn.ReLU()]
+        layers += [nn.Conv2d(widths[-1], channels, 3, padding=1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if cond is None:
+            raise ValueError("a text-to-image generator needs a condition (text) for every image")
+        h = self.fc(torch.cat([z, self.text(cond)], dim=1))
+        return self.net(h.view(z.shape[0], -1, 4, 4))
+
+
+class ConcatDiscriminator(nn.Module):
+    """The baseline: 4x4 stride-2 convs with LeakyReLU to a 4x4 map, the text vector replicated
+    and concatenated to it, a 3x3 conv and a 4x4 conv to one logit: ``(B, 3, S, S), cond -> (B,)``.
+    Accepts ``mismatch``/``full``/``features`` like :class:`MatchingDiscriminator` (it has no
+    embedding heads)."""
+
+    def __init__(self, spec: TextSpec, image_size: int = 32, width: int = 32, cond_dim: int = 128,
+                 channels: int = 3):
+        super().__init__()
+        self.text = build_conditioner(spec, cond_dim)
+        widths = _widths(width * 2 ** _blocks_for(image_size), _blocks_for(image_size), grow=True)
+        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 3, padding=1), nn.LeakyReLU(0.2)]
+        for a, b in zip(widths[:-1], widths[1:], strict=True):
+            layers += [nn.Conv2d(a, b, 4, 2, 1), nn.LeakyReLU(0.2)]
+        self.trunk = nn.Sequential(*layers)
+        self.head = PairHead(widths[-1], cond_dim, "concat")
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, mismatch: torch.Tensor | None = None,
+                embed: bool = False, full: bool = False,
+                features: bool = False) -> torch.Tensor | DiscriminatorOutput:
+        if cond is None:
+            raise ValueError("a text-to-image discriminator needs a condition for every image")
+        if embed:
+            raise ValueError("the concatenation baseline has no embedding heads (text.contrastive_weight=0)")
+        h, maps = x, []
+        for layer in self.trunk:
+            h = layer(h)
+            if isinstance(layer, nn.LeakyReLU):
+                maps.append(h)
+        c = self.text(cond)
+        logits = self.head(h, c)
+        if not (full or features or mismatch is not None):
+            return logits
+        wrong = self.head(h, self.text(mismatch)) if mismatch is not None else None
+        return DiscriminatorOutput(logits, wrong, None, None, c, maps[1:] if features else None)
+
+
+def build_t2i(config, spec: TextSpec, channels: int = 3) -> tuple[nn.Module, nn.Module]:
+    """``(G, D)`` for a config whose ``model.arch`` is one of :data:`T2I_ARCHS`."""
+    m, t, size = config.model, config.text, config.data.image_size
+    if m.arch == "t2i-dfgan":
+        g = FusionGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, t.fusion, channels)
+        embed_dim = t.cond_dim if t.contrastive_weight > 0 else 0
+        d = MatchingDiscriminator(spec, size, m.d_width, t.cond_dim, t.d_condition, embed_dim, channels)
+    elif m.arch == "t2i-concat":
+        g = ConcatGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, channels)
+        d = ConcatDiscriminator(spec, size, m.d_width, t.cond_dim, channels)
+    else:
+        raise ConfigError(f"model.arch {m.arch!r} is not a text-to-image architecture ({', '.join(T2I_ARCHS)})")
+    return g, d
+
+
+def text_spec_from_config(config) -> TextSpec:
+    """The :class:`TextSpec` a config describes (``text.embed_dim`` is filled in by training)."""
+    t = config.text
+    return TextSpec(t.encoder, t.embed_dim, list(t.vocab), t.max_words)

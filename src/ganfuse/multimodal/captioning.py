@@ -1,0 +1,197 @@
+"""Training and scoring the image-to-text caption decoder on ``shapes``.
+
+Scores on test images:
+
+- ``bleu``: corpus BLEU (sacrebleu, default tokenisation) of the greedy captions against eight
+  references per image, one per caption template with synonyms drawn at a fixed seed; a
+  caption is free to pick any template, so every template has a reference;
+- ``exact_match``: share of captions that :func:`~ganfuse.data.shapes.parse_caption` reads back
+  to exactly the image's four attributes (unparseable counts as wrong), plus each attribute's
+  own accuracy.
+
+:func:`cycle_accuracy` closes the loop with a text-to-image generator: caption(generate(prompt))
+should state the prompt's attributes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ganfuse.data.shapes import (
+    ShapeAttributes,
+    ShapesDataset,
+    caption_templates,
+    make_caption,
+    parse_caption,
+)
+from ganfuse.errors import CheckpointError
+from ganfuse.models.captioner import Captioner, CaptionVocab
+from ganfuse.multimodal.checkpoint import count_parameters, load_weights, read_run, save_run
+from ganfuse.multimodal.config import FuseConfig
+from ganfuse.multimodal.loop import apply_threads, optimise
+from ganfuse.multimodal.model import build_image_encoder
+from ganfuse.multimodal.negatives import ATTRIBUTE_FIELDS
+from ganfuse.multimodal.splits import config_split
+from ganfuse.multimodal.train import frozen_image_features, init_image_encoder
+
+REFERENCE_SEED = 2024
+
+
+def reference_captions(
+    attributes: Sequence[ShapeAttributes], seed: int = REFERENCE_SEED
+) -> list[list[str]]:
+    """sacrebleu's layout: one list per template, each with one reference per image."""
+    rng = np.random.default_rng(seed)
+    return [
+        [make_caption(a, rng, template=t) for a in attributes]
+        for t in range(len(caption_templates()))
+    ]
+
+
+def attribute_scores(
+    captions: Sequence[str], attributes: Sequence[ShapeAttributes]
+) -> dict[str, float]:
+    """``exact_match``, ``parse_rate`` and ``{field}_accuracy`` of captions against the truth."""
+    parsed = [parse_caption(c) for c in captions]
+    n = max(1, len(captions))
+    scores = {
+        "exact_match": sum(p == a for p, a in zip(parsed, attributes, strict=True)) / n,
+        "parse_rate": sum(p is not None for p in parsed) / n,
+    }
+    for field in ATTRIBUTE_FIELDS:
+        scores[f"{field}_accuracy"] = (
+            sum(
+                p is not None and getattr(p, field) == getattr(a, field)
+                for p, a in zip(parsed, attributes, strict=True)
+            )
+            / n
+        )
+    return scores
+
+
+@torch.no_grad()
+def caption_images(model: Captioner, images: torch.Tensor, batch_size: int = 500) -> list[str]:
+    """Greedy captions of ``(N, 3, S, S)`` images in [-1, 1]."""
+    was_training = model.training
+    model.eval()
+    captions = [
+        c
+        for i in range(0, len(images), batch_size)
+        for c in model.caption(images[i : i + batch_size])
+    ]
+    model.train(was_training)
+    return captions
+
+
+def evaluate_captioner(model: Captioner, data: ShapesDataset) -> dict[str, float]:
+    import sacrebleu
+
+    captions = caption_images(model, data.float_images())
+    scores = attribute_scores(captions, data.attributes)
+    scores["bleu"] = float(
+        sacrebleu.corpus_bleu(captions, reference_captions(data.attributes)).score
+    )
+    return scores
+
+
+def cycle_accuracy(
+    generate: Callable[[list[str]], torch.Tensor],
+    captioner: Captioner,
+    prompts: Sequence[str],
+) -> dict[str, float]:
+    """Attribute scores of ``caption(generate(prompts))`` against ``parse_caption(prompt)``.
+
+    ``generate`` maps prompts to images ``(N, 3, S, S)`` in [-1, 1] (a text-to-image run's
+    generator); every prompt must parse as a ``shapes`` caption.
+    """
+    truth = [parse_caption(p) for p in prompts]
+    if any(t is None for t in truth):
+        raise ValueError("every cycle-check prompt must be a parseable shapes caption")
+    return attribute_scores(caption_images(captioner, generate(list(prompts))), truth)
+
+
+@dataclass
+class CaptionResult:
+    model: Captioner
+    metrics: dict[str, float]
+    train_seconds: float
+    steps: int
+    params: int
+    run_dir: Path | None
+
+
+def build_captioner(config: FuseConfig, vocab: CaptionVocab) -> Captioner:
+    return Captioner(
+        build_image_encoder(config), vocab, config.decoder_embed, config.decoder_hidden
+    )
+
+
+def train_captioner(
+    config: FuseConfig, out: Path | str | None = None, progress: bool = True
+) -> CaptionResult:
+    """Teacher-forced training on fresh random captions of ``train`` images; scored on ``test``.
+
+    ``image_encoder_init`` starts the image encoder from a ``zeroshot`` run; with
+    ``freeze_image_encoder`` only the decoder trains."""
+    apply_threads(config)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    train = config_split(config, "train")
+    vocab = CaptionVocab.from_texts(train.captions)
+    model = build_captioner(config, vocab)
+    if config.image_encoder_init:
+        init_image_encoder(model.image_encoder, config.image_encoder_init)
+    pooled = None
+    if config.freeze_image_encoder:
+        # A frozen encoder's features are computed once; only the decoder trains.
+        model.image_encoder.requires_grad_(False)
+        pooled = frozen_image_features(config, "train", model.image_encoder).pooled
+    generator = torch.Generator().manual_seed(config.seed)
+
+    def compute_loss(step: int) -> torch.Tensor:
+        index = torch.randperm(len(train), generator=generator)[: config.batch_size]
+        inputs, targets = vocab.encode(
+            [make_caption(train.attributes[i], rng) for i in index.tolist()]
+        )
+        if pooled is None:
+            logits = model(train.images[index].float() / 127.5 - 1.0, inputs)
+        else:
+            logits = model.decoder(pooled[index], inputs)
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=vocab.pad)
+
+    model.train()
+    if pooled is not None:
+        model.image_encoder.eval()
+    stats = optimise(model.parameters(), compute_loss, config, "caption", progress)
+    metrics = evaluate_captioner(model, config_split(config, "test"))
+    result = CaptionResult(
+        model, metrics, stats.seconds, stats.steps, count_parameters(model), None
+    )
+    if out is not None:
+        record = {
+            "test": metrics,
+            "train_seconds": stats.seconds,
+            "steps": stats.steps,
+            "params": result.params,
+            "final_loss": stats.final_loss,
+        }
+        result.run_dir = save_run(
+            Path(out), "caption", model, config, {"vocab": vocab.tokens}, record
+        )
+    return result
+
+
+def load_captioner(run_dir: Path | str) -> Captioner:
+    """The trained captioner of a ``caption`` run, in eval mode."""
+    record = read_run(Path(run_dir))
+    if record.kind != "caption":
+        raise CheckpointError(f"{run_dir} is a {record.kind!r} run, not a caption run")
+    model = build_captioner(record.config, CaptionVocab(record.meta["vocab"]))
+    load_weights(model, record.path)
+    return model.eval()

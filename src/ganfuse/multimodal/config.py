@@ -1,0 +1,210 @@
+"""The config of a multimodal run: one flat dataclass, per-task defaults, ``key=value`` overrides.
+
+A run is ``task`` x ``fusion`` plus sizes and training settings. Fields that do not apply to a
+task are ignored by it (the dual encoder of ``zeroshot`` has no fusion, for instance). The values
+here are the single source of the defaults; :data:`TASK_DEFAULTS` adjusts a few per task, and
+the CLI's ``--set key=value`` goes last. ``fusion_options.NAME=VALUE`` passes an option to the
+fusion class (``fusion_options.rank=4``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ganfuse.errors import ConfigError
+
+FUSION_TASKS: tuple[str, ...] = (
+    "matching",
+    "vqa",
+    "multitask",
+    "color",
+    "shape",
+    "size",
+    "position",
+)
+OTHER_TASKS: tuple[str, ...] = ("zeroshot", "caption")
+TASKS: tuple[str, ...] = FUSION_TASKS + OTHER_TASKS
+TEXT_ENCODERS: tuple[str, ...] = ("small", "minilm")
+WEIGHTINGS: tuple[str, ...] = ("fixed", "uncertainty")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
+
+@dataclass
+class FuseConfig:
+    """Everything that defines a multimodal run. Sizes are in samples, times in minutes."""
+
+    task: str = "matching"
+    fusion: str = "cross-attention"
+    text_encoder: str = "small"  # "small" (trained from scratch) or "minilm" (pretrained, frozen)
+    # small text encoder sizes
+    text_embed_dim: int = 64
+    text_hidden_dim: int = 64
+    text_dim: int = 128
+    # image encoder, fusion and heads
+    image_dim: int = 128
+    image_widths: list[int] = field(default_factory=lambda: [32, 64, 128])
+    image_factorized: bool = True  # brightness channel + global stem pooling (see ImageEncoder)
+    fused_dim: int = 256
+    head_hidden: int = 128
+    fusion_options: dict[str, Any] = field(default_factory=dict)
+    # multi-task loss weighting: "fixed" (all 1) or "uncertainty" (learned, Kendall et al. 2018)
+    weighting: str = "fixed"
+    # zero-shot dual encoder
+    embed_dim: int = 128
+    init_temperature: float = 0.07
+    # caption decoder
+    decoder_hidden: int = 256
+    decoder_embed: int = 64
+    # label efficiency: share of training labels used, and an image encoder to start from
+    label_fraction: float = 1.0
+    image_encoder_init: str = ""  # a zeroshot run folder; empty: from scratch
+    text_encoder_init: str = ""  # a zeroshot run whose small text encoder starts this one's
+    freeze_image_encoder: bool = False
+    # data
+    data_seed: int = 0  # the shapes splits' seed (``seed`` drives the model and the batches)
+    image_size: int = 32
+    train_size: int = 10000
+    eval_size: int = 1000  # images in each of val and test (and heldout for zeroshot)
+    questions_per_image: int = 2
+    # optimisation
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    max_minutes: float = 0.0  # wall-clock limit of the training loop; 0: none
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0: torch's default
+    precision: str = "fp32"  # "bf16": CPU autocast, fast only on CPUs with AVX-512 BF16/AMX
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Applied before the user's overrides when a run of that task is created.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "zeroshot": {"fusion": "none", "batch_size": 128, "lr": 1e-3, "steps": 2000},
+    "caption": {"fusion": "none", "steps": 1500, "lr": 2e-3},
+}
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is list:
+        (inner,) = typing.get_args(annotation)
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(key, v, inner) for v in value]
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return int(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if value is None:
+            return ""
+        return str(value)
+    return value
+
+
+def set_value(config: FuseConfig, key: str, value: Any) -> None:
+    """Set ``key`` (a field name, or ``fusion_options.NAME``) to ``value``, type-checked."""
+    if key.startswith("fusion_options."):
+        config.fusion_options[key.split(".", 1)[1]] = value
+        return
+    hints = typing.get_type_hints(FuseConfig)
+    if key not in hints:
+        raise ConfigError(
+            f"unknown multimodal config key {key!r}; valid keys: {', '.join(hints)} "
+            "and fusion_options.NAME"
+        )
+    if key == "fusion_options":
+        if not isinstance(value, dict):
+            raise ConfigError("fusion_options must be a mapping")
+        config.fusion_options = dict(value)
+        return
+    setattr(config, key, _coerce(key, value, hints[key]))
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"lr=1e-3"`` -> ``("lr", 0.001)``; values are read as YAML scalars."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key=value (for example steps=500)")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def validate(config: FuseConfig) -> FuseConfig:
+    """Raise :class:`ConfigError` naming the first bad field."""
+    from ganfuse.models.fusion import FUSION_LEVELS
+
+    def check(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key} {message} (got {getattr(config, key)!r})")
+
+    check(config.task in TASKS, "task", f"must be one of {', '.join(TASKS)}")
+    if config.task in FUSION_TASKS:
+        check(
+            config.fusion in FUSION_LEVELS, "fusion", f"must be one of {', '.join(FUSION_LEVELS)}"
+        )
+    check(config.text_encoder in TEXT_ENCODERS, "text_encoder", f"must be one of {TEXT_ENCODERS}")
+    check(config.weighting in WEIGHTINGS, "weighting", f"must be one of {WEIGHTINGS}")
+    check(config.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
+    check(config.image_size in (32, 64), "image_size", "must be 32 or 64")
+    check(0.0 < config.label_fraction <= 1.0, "label_fraction", "must be in (0, 1]")
+    check(config.init_temperature > 0, "init_temperature", "must be positive")
+    for key in ("steps", "batch_size", "train_size", "eval_size", "questions_per_image"):
+        check(getattr(config, key) >= 1, key, "must be at least 1")
+    for key in ("lr", "max_minutes", "weight_decay", "warmup_steps", "threads"):
+        check(getattr(config, key) >= 0, key, "must not be negative")
+    check(len(config.image_widths) >= 1, "image_widths", "must list at least one width")
+    return config
+
+
+def make_config(
+    task: str, fusion: str | None = None, overrides: list[str] | None = None
+) -> FuseConfig:
+    """The config of a ``task`` run: dataclass defaults, then :data:`TASK_DEFAULTS`, ``fusion``,
+    then ``overrides`` (``["steps=300", "fusion_options.rank=4"]``), validated."""
+    if task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    config = FuseConfig(task=task)
+    for key, value in TASK_DEFAULTS.get(task, {}).items():
+        set_value(config, key, value)
+    if fusion is not None:
+        config.fusion = fusion
+    for item in overrides or []:
+        set_value(config, *parse_override(item))
+    return validate(config)
+
+
+def config_from_dict(data: dict[str, Any]) -> FuseConfig:
+    """Rebuild a saved config; unknown keys are an error so that a typo never passes silently."""
+    config = FuseConfig()
+    for key, value in data.items():
+        set_value(config, key, value)
+    return validate(config)
+
+
+def save_config(config: FuseConfig, path: Path) -> None:
+    Path(path).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")

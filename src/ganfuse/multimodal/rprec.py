@@ -1,0 +1,78 @@
+"""R-precision: does an image-text model rank an image's own prompt above 99 others?
+
+As text-to-image papers report it (AttnGAN's R-precision with R = 1): for each image, its prompt
+and ``num_distractors`` other prompts are scored by cosine similarity in a contrastive model's
+space; the image scores a hit when its own prompt ranks first. The result is the share of hits,
+so chance is ``1 / (num_distractors + 1)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from ganfuse.data.shapes import parse_caption
+
+
+class ImageTextEmbedder(Protocol):
+    """What R-precision needs of a model: normalised embeddings of images and of texts."""
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor: ...
+
+
+@torch.no_grad()
+def r_precision(
+    images: torch.Tensor,
+    prompts: Sequence[str],
+    model: ImageTextEmbedder | str | Path,
+    num_distractors: int = 99,
+    seed: int = 0,
+    distractor_pool: Sequence[str] | None = None,
+    batch_size: int = 500,
+) -> float:
+    """Share of ``images`` ``(N, 3, S, S)`` in [-1, 1] whose prompt ``prompts[i]`` outscores
+    ``num_distractors`` prompts drawn (with ``seed``) from ``distractor_pool`` (default: the other
+    prompts). A distractor never says the same thing as the true prompt: the same text, or, for
+    ``shapes`` captions, the same attributes. ``model``: a dual encoder or a ``zeroshot`` run folder.
+    """
+    if isinstance(model, str | Path):
+        from ganfuse.multimodal.zeroshot import load_dual_encoder
+
+        model = load_dual_encoder(model)
+    prompts = list(prompts)
+    if len(prompts) != len(images):
+        raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+    pool = list(dict.fromkeys(prompts if distractor_pool is None else distractor_pool))
+    if hasattr(model, "eval"):
+        model.eval()
+    texts = list(dict.fromkeys(prompts + pool))
+    position = {t: i for i, t in enumerate(texts)}
+    text_emb = torch.cat(
+        [model.encode_text(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+    )
+    image_emb = torch.cat(
+        [model.encode_image(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    )
+    rng = np.random.default_rng(seed)
+    pool_index = np.array([position[t] for t in pool])
+    meaning = {t: parse_caption(t) for t in pool}
+    hits = 0
+    for i, prompt in enumerate(prompts):
+        truth = parse_caption(prompt)
+        allowed = [
+            k
+            for k, t in enumerate(pool)
+            if t != prompt and (truth is None or meaning[t] is None or meaning[t] != truth)
+        ]
+        if not allowed:
+            raise ValueError(f"no distractor prompt differs from prompt {prompt!r}")
+        chosen = rng.choice(allowed, size=num_distractors, replace=len(allowed) < num_distractors)
+        scores = image_emb[i] @ text_emb[pool_index[chosen]].t()
+        hits += int(float(image_emb[i] @ text_emb[position[prompt]]) > float(scores.max()))
+    return hits / len(prompts)

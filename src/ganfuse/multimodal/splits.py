@@ -1,0 +1,31 @@
+"""The ``shapes`` splits a multimodal run uses, built once per process and shared between runs."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from ganfuse.data.shapes import ShapesDataset
+from ganfuse.multimodal.config import FuseConfig
+
+
+@lru_cache(maxsize=16)
+def shapes_split(split: str, num: int, seed: int = 0, image_size: int = 32) -> ShapesDataset:
+    """``ShapesDataset(split, num, seed, image_size)``, cached: a benchmark trains many models on
+    the same data. Callers must not modify it."""
+    return ShapesDataset(split=split, num=num, seed=seed, image_size=image_size)
+
+
+def config_split(config: FuseConfig, split: str) -> ShapesDataset:
+    """The config's ``train`` (``train_size`` images) or evaluation split (``eval_size``)."""
+    num = config.train_size if split == "train" else config.eval_size
+    return shapes_split(split, num, config.data_seed, config.image_size)
+
+
+def labelled_indices(num: int, fraction: float, seed: int = 0) -> torch.Tensor:
+    """The training images whose labels a run may use: ``max(1, round(fraction * num))`` of them,
+    a fixed random subset for ``seed`` (a smaller fraction's subset is inside a larger one's)."""
+    count = max(1, round(fraction * num))
+    order = torch.randperm(num, generator=torch.Generator().manual_seed(seed))
+    return order[:count].sort().values

@@ -1,0 +1,243 @@
+"""Training and loading of fusion models (tasks ``matching``, ``vqa``, ``multitask``, and the
+single-attribute tasks): build the task and the model from the config, fit, score, save.
+
+    from ganfuse.multimodal.config import make_config
+    from ganfuse.multimodal.train import train_fusion
+    result = train_fusion(make_config("matching", "film", ["steps=500"]), out="runs/match-film")
+    result.test_metrics["match_accuracy"]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ganfuse.data.sampler import EpochBatchSampler
+from ganfuse.errors import CheckpointError
+from ganfuse.models.fusion import ModalityFeatures
+from ganfuse.multimodal.checkpoint import (
+    count_parameters,
+    load_weights,
+    read_run,
+    save_run,
+)
+from ganfuse.multimodal.config import FUSION_TASKS, FuseConfig
+from ganfuse.multimodal.loop import apply_threads, optimise
+from ganfuse.multimodal.model import FusionModel, build_fusion_model
+from ganfuse.multimodal.splits import config_split, labelled_indices
+from ganfuse.multimodal.tasks import (
+    PairTask,
+    VQATask,
+    batch_inputs,
+    build_task,
+    eval_batches,
+    evaluate_task,
+)
+from ganfuse.multimodal.vqa import question_words
+from ganfuse.multimodal.weighting import LossWeighting
+from ganfuse.text.encoders import SmallTextEncoder, shapes_vocabulary
+
+# Evaluation draws its negatives and questions from these seeds, so every model of a benchmark is
+# scored on the very same pairs.
+VAL_SEED, TEST_SEED = 1001, 1002
+
+
+@dataclass
+class FusionResult:
+    model: FusionModel
+    task: PairTask | VQATask
+    val_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    train_seconds: float
+    steps: int
+    params: int
+    run_dir: Path | None
+
+
+def task_vocabulary(task: str) -> list[str]:
+    """Words of the small text encoder: the caption words, plus the question words for VQA."""
+    words = shapes_vocabulary()
+    if task == "vqa":
+        words = sorted(set(words) | set(question_words()))
+    return words
+
+
+def init_image_encoder(image_encoder: torch.nn.Module, run_dir: str) -> None:
+    """Copy the image encoder of a ``zeroshot`` run into ``image_encoder``."""
+    from ganfuse.multimodal.zeroshot import load_dual_encoder
+
+    dual = load_dual_encoder(Path(run_dir))
+    try:
+        image_encoder.load_state_dict(dual.image_encoder.state_dict())
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"the image encoder of {run_dir} does not fit this config ({exc}); "
+            "use the same image_dim, image_widths and image_size"
+        ) from None
+
+
+@torch.no_grad()
+def init_text_encoder(text_encoder: torch.nn.Module, run_dir: str) -> None:
+    """Copy the small text encoder of a ``zeroshot`` run into ``text_encoder``, word by word:
+    words of both vocabularies keep their trained embedding, new words (a VQA question's "what",
+    "row") start from their fresh one; the GRU and the output projection are copied whole."""
+    from ganfuse.multimodal.zeroshot import load_dual_encoder
+
+    source = load_dual_encoder(Path(run_dir)).text_encoder
+    if not isinstance(source, SmallTextEncoder) or not isinstance(text_encoder, SmallTextEncoder):
+        raise CheckpointError("text_encoder_init needs the small text encoder on both sides")
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith("embedding.")}
+    try:
+        text_encoder.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"the text encoder of {run_dir} does not fit this config ({exc}); use the same "
+            "text_embed_dim, text_hidden_dim and text_dim"
+        ) from None
+    for word, row in text_encoder.tokenizer.index.items():
+        if word in source.tokenizer.index:
+            text_encoder.embedding.weight[row] = source.embedding.weight[
+                source.tokenizer.index[word]
+            ]
+
+
+@torch.no_grad()
+def image_features(encoder: torch.nn.Module, data, batch_size: int = 500) -> ModalityFeatures:
+    """A frozen image encoder's features of every image of ``data``, computed once."""
+    encoder.eval()
+    parts = [
+        encoder(data.images[i : i + batch_size].float() / 127.5 - 1.0)
+        for i in range(0, len(data), batch_size)
+    ]
+    return ModalityFeatures(
+        pooled=torch.cat([p.pooled for p in parts]),
+        tokens=torch.cat([p.tokens for p in parts]),
+        grid=parts[0].grid,
+    )
+
+
+@lru_cache(maxsize=8)
+def _pretrained_features(
+    run_dir: str, split: str, num: int, seed: int, size: int
+) -> ModalityFeatures:
+    # A benchmark trains many fusion models on one frozen encoder: its features are computed once.
+    from ganfuse.multimodal.splits import shapes_split
+    from ganfuse.multimodal.zeroshot import load_dual_encoder
+
+    encoder = load_dual_encoder(Path(run_dir)).image_encoder
+    return image_features(encoder, shapes_split(split, num, seed, size))
+
+
+def frozen_image_features(
+    config: FuseConfig, split: str, encoder: torch.nn.Module
+) -> ModalityFeatures:
+    """Features of a split under the frozen ``encoder`` (from ``config.image_encoder_init``, whose
+    features are cached across runs, or as built)."""
+    data = config_split(config, split)
+    if config.image_encoder_init:
+        return _pretrained_features(
+            str(Path(config.image_encoder_init).resolve()),
+            split,
+            len(data),
+            config.data_seed,
+            config.image_size,
+        )
+    return image_features(encoder, data)
+
+
+def train_fusion(
+    config: FuseConfig,
+    out: Path | str | None = None,
+    progress: bool = True,
+    validate: bool = True,
+) -> FusionResult:
+    """Train ``config.fusion`` on ``config.task``, score it on val (unless ``validate`` is off)
+    and test, save it to ``out``.
+
+    With ``freeze_image_encoder`` the image features of every split are computed once and the
+    steps train only the text encoder, the fusion and the heads.
+    """
+    if config.task not in FUSION_TASKS:
+        raise ValueError(f"{config.task!r} is not a fusion task")
+    apply_threads(config)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    task = build_task(config.task, config.questions_per_image)
+    train, val, test = (config_split(config, s) for s in ("train", "val", "test"))
+    model = build_fusion_model(config, task.task_sizes, vocab=task_vocabulary(config.task))
+    image_encoder = model.encoders["image"]
+    if config.image_encoder_init:
+        init_image_encoder(image_encoder, config.image_encoder_init)
+    if config.text_encoder_init:
+        init_text_encoder(model.encoders["text"], config.text_encoder_init)
+    features: dict[str, ModalityFeatures | None] = {"train": None, "val": None, "test": None}
+    if config.freeze_image_encoder:
+        image_encoder.requires_grad_(False)
+        for split in ("train", "val", "test") if validate else ("train", "test"):
+            features[split] = frozen_image_features(config, split, image_encoder)
+    weighting = LossWeighting(list(task.task_sizes), config.weighting)
+    labelled = labelled_indices(len(train), config.label_fraction, config.data_seed)
+    sampler = EpochBatchSampler(len(labelled), config.batch_size, seed=config.seed)
+
+    def compute_loss(step: int) -> torch.Tensor:
+        batch = task.make_batch(train, labelled[sampler.next_indices()], rng)
+        logits = model(batch_inputs(batch, features["train"]), pairs=batch.pairs)
+        losses = {h: F.cross_entropy(logits[h], batch.targets[h]) for h in task.task_sizes}
+        return weighting(losses)
+
+    model.train()
+    if config.freeze_image_encoder:
+        image_encoder.eval()  # frozen statistics too
+    params = list(model.parameters()) + list(weighting.parameters())
+    stats = optimise(params, compute_loss, config, f"{config.task}/{config.fusion}", progress)
+    val_metrics = (
+        evaluate_task(model, task, eval_batches(task, val, VAL_SEED), features["val"])
+        if validate
+        else {}
+    )
+    test_metrics = evaluate_task(model, task, eval_batches(task, test, TEST_SEED), features["test"])
+    result = FusionResult(
+        model=model,
+        task=task,
+        val_metrics=val_metrics,
+        test_metrics=test_metrics,
+        train_seconds=stats.seconds,
+        steps=stats.steps,
+        params=count_parameters(model),
+        run_dir=None,
+    )
+    if out is not None:
+        metrics = {
+            "val": val_metrics,
+            "test": test_metrics,
+            "train_seconds": stats.seconds,
+            "steps": stats.steps,
+            "params": result.params,
+            "final_loss": stats.final_loss,
+            "loss_weights": weighting.weights(),
+        }
+        meta = {
+            "task_sizes": task.task_sizes,
+            "text_encoder": model.encoders["text"].config(),
+        }
+        result.run_dir = save_run(Path(out), "fusion", model, config, meta, metrics)
+    return result
+
+
+def load_fusion_run(run_dir: Path | str) -> tuple[FusionModel, FuseConfig, dict]:
+    """The trained model of a fusion run (in eval mode), its config and its ``run.json``."""
+    from ganfuse.text import build_text_encoder
+
+    record = read_run(Path(run_dir))
+    if record.kind != "fusion":
+        raise CheckpointError(f"{run_dir} is a {record.kind!r} run, not a fusion run")
+    text_config = dict(record.meta["text_encoder"])
+    text = build_text_encoder(text_config.pop("name"), **text_config)
+    model = build_fusion_model(record.config, record.meta["task_sizes"], text_encoder=text)
+    load_weights(model, record.path)
+    return model.eval(), record.config, record.meta

@@ -1,0 +1,304 @@
+"""Zero-shot learning with a contrastive dual encoder (CLIP-style), on ``shapes``.
+
+The image encoder and the text encoder each map into one normalised embedding space; training
+pulls an image towards its caption and away from the other captions of the batch (InfoNCE, both
+directions, with a learned temperature). Nothing is ever trained on a class label, so the model
+classifies into any set of classes given as text: here the 21 colour-shape pairs, four of which
+(the held-out pairs) never appeared in training, neither as image nor as caption.
+
+- a class's embedding is the normalised mean of the embeddings of its prompts, one per prompt
+  template (prompt ensembling, as in open_clip); the templates are every caption template with
+  each size and position filled in, so size and position are averaged out;
+- retrieval recall@k both ways, where a hit is any retrieved item with the image's attributes
+  (several images of the test set share all four attributes, and so do their captions).
+
+Images with the same four attributes are positives of each other's captions in the loss too, so
+the batch never pushes apart two equally correct pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganfuse.data.shapes import (
+    COLOR_SHAPE_CLASSES,
+    POSITIONS,
+    SIZES,
+    ShapesDataset,
+    caption_synonyms,
+    caption_templates,
+    make_caption,
+)
+from ganfuse.errors import CheckpointError
+from ganfuse.models.encoders import ImageEncoder
+from ganfuse.multimodal.checkpoint import count_parameters, load_weights, read_run, save_run
+from ganfuse.multimodal.config import FuseConfig
+from ganfuse.multimodal.loop import apply_threads, optimise
+from ganfuse.multimodal.model import build_image_encoder, build_text
+from ganfuse.multimodal.splits import config_split
+from ganfuse.text import SentenceEncoder, TextEncoder
+from ganfuse.text.encoders import shapes_vocabulary
+
+MAX_LOGIT_SCALE = math.log(100.0)  # temperature no lower than 0.01, as in CLIP
+
+
+class DualEncoder(nn.Module):
+    """``encode_image``: ``(B, 3, S, S)`` in [-1, 1] -> ``(B, E)``; ``encode_text``: B strings ->
+    ``(B, E)``; both L2-normalised. ``logit_scale`` is ``log(1 / temperature)``, learned."""
+
+    def __init__(
+        self,
+        image_encoder: ImageEncoder,
+        text_encoder: TextEncoder,
+        embed_dim: int = 128,
+        init_temperature: float = 0.07,
+    ):
+        super().__init__()
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.image_proj = nn.Linear(image_encoder.dim, embed_dim)
+        # An MLP on the text side lets a frozen pretrained encoder's space be bent to the images.
+        self.text_proj = nn.Sequential(
+            nn.LayerNorm(text_encoder.dim),
+            nn.Linear(text_encoder.dim, 2 * embed_dim),
+            nn.GELU(),
+            nn.Linear(2 * embed_dim, embed_dim),
+        )
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.image_proj(self.image_encoder(images).pooled), dim=-1)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        return F.normalize(self.text_proj(self.text_encoder(texts).pooled), dim=-1)
+
+    def scale(self) -> torch.Tensor:
+        return self.logit_scale.clamp(max=MAX_LOGIT_SCALE).exp()
+
+    @property
+    def temperature(self) -> float:
+        return float(1.0 / self.scale())
+
+
+def info_nce(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    scale: torch.Tensor | float,
+    positives: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric InfoNCE of matched rows: ``(B, E)``, ``(B, E)`` normalised -> scalar.
+
+    ``positives`` ``(B, B)`` bool marks every pair that counts as a match (diagonal included);
+    each row's target is then uniform over its positives, so two images with the same attributes
+    are not pushed away from each other's captions. ``None``: the diagonal only (plain CLIP).
+    """
+    logits = scale * image_emb @ text_emb.t()
+    if positives is None:
+        targets = torch.arange(len(logits), device=logits.device)
+        return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+    weights = positives.to(logits.dtype)
+    image_to_text = -(weights / weights.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1)
+    text_to_image = -(
+        weights.t() / weights.t().sum(1, keepdim=True) * logits.t().log_softmax(1)
+    ).sum(1)
+    return 0.5 * (image_to_text.mean() + text_to_image.mean())
+
+
+def prompt_templates() -> list[str]:
+    """Prompt templates with ``{color}`` and ``{shape}`` slots: every caption template with each
+    size and each position filled in by its canonical words (8 x 2 x 9 = 144)."""
+    words = caption_synonyms()
+    templates = []
+    for template in caption_templates():
+        for size in SIZES:
+            for position in POSITIONS:
+                templates.append(
+                    template.format(
+                        size=words["size"][size][0],
+                        position=words["position"][position][0],
+                        color="{color}",
+                        shape="{shape}",
+                    )
+                )
+    return templates
+
+
+def class_embeddings(
+    encode_text: Callable[[list[str]], torch.Tensor],
+    classes: Sequence[tuple[str, str]],
+    templates: Sequence[str],
+    batch_size: int = 512,
+) -> torch.Tensor:
+    """``(C, E)``: per class, the normalised mean of its prompts' normalised text embeddings."""
+    prompts = [t.format(color=c, shape=s) for c, s in classes for t in templates]
+    chunks = [encode_text(prompts[i : i + batch_size]) for i in range(0, len(prompts), batch_size)]
+    embeddings = F.normalize(torch.cat(chunks).float(), dim=-1)
+    return F.normalize(embeddings.view(len(classes), len(templates), -1).mean(dim=1), dim=-1)
+
+
+def zero_shot_predict(image_emb: torch.Tensor, class_emb: torch.Tensor) -> torch.Tensor:
+    """Class of highest cosine similarity: ``(B, E)``, ``(C, E)`` -> ``(B,)`` int64."""
+    return (F.normalize(image_emb, dim=-1) @ F.normalize(class_emb, dim=-1).t()).argmax(dim=-1)
+
+
+def recall_at_k(
+    similarity: torch.Tensor,
+    query_keys: torch.Tensor,
+    candidate_keys: torch.Tensor,
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[int, float]:
+    """Share of queries with a candidate of the same key among their top ``k``.
+
+    ``similarity`` ``(Q, N)``; keys ``(Q,)`` and ``(N,)`` int64 (here: the attribute combination).
+    """
+    top = similarity.topk(min(max(ks), similarity.shape[1]), dim=1).indices
+    hits = candidate_keys[top] == query_keys[:, None]  # (Q, K)
+    return {k: float(hits[:, :k].any(dim=1).double().mean()) for k in ks}
+
+
+def attribute_keys(data: ShapesDataset) -> torch.Tensor:
+    """One int64 per image naming its (colour, shape, size, position) combination."""
+    labels = data.labels
+    return ((labels["color"] * 3 + labels["shape"]) * 2 + labels["size"]) * 9 + labels["position"]
+
+
+@torch.no_grad()
+def embed_images(model: DualEncoder, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """``(N, 3, S, S)`` float in [-1, 1] -> ``(N, E)``."""
+    return torch.cat(
+        [model.encode_image(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
+    )
+
+
+@torch.no_grad()
+def embed_texts(model: DualEncoder, texts: Sequence[str], batch_size: int = 500) -> torch.Tensor:
+    texts = list(texts)
+    return torch.cat(
+        [model.encode_text(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+    )
+
+
+@torch.no_grad()
+def evaluate_zeroshot(
+    model: DualEncoder,
+    test: ShapesDataset,
+    heldout: ShapesDataset,
+    templates: Sequence[str] | None = None,
+) -> dict[str, float]:
+    """Zero-shot top-1 over the 21 colour-shape classes on seen (``test``) and held-out pairs,
+    and attribute-correct retrieval recall@1/5/10 both ways on each split."""
+    was_training = model.training
+    model.eval()
+    classes = class_embeddings(
+        lambda t: model.encode_text(t), COLOR_SHAPE_CLASSES, templates or prompt_templates()
+    )
+    metrics: dict[str, float] = {"temperature": model.temperature}
+    for name, data in (("seen", test), ("heldout", heldout)):
+        image_emb = embed_images(model, data.float_images())
+        predicted = zero_shot_predict(image_emb, classes)
+        metrics[f"{name}_top1"] = float((predicted == data.labels["color_shape"]).float().mean())
+        text_emb = embed_texts(model, data.captions)
+        keys = attribute_keys(data)
+        similarity = image_emb @ text_emb.t()
+        for k, value in recall_at_k(similarity, keys, keys).items():
+            metrics[f"{name}_i2t_r{k}"] = value
+        for k, value in recall_at_k(similarity.t(), keys, keys).items():
+            metrics[f"{name}_t2i_r{k}"] = value
+    model.train(was_training)
+    return metrics
+
+
+@dataclass
+class ZeroShotResult:
+    model: DualEncoder
+    metrics: dict[str, float]
+    train_seconds: float
+    steps: int
+    params: int
+    run_dir: Path | None
+
+
+def build_dual_encoder(config: FuseConfig, text_encoder: TextEncoder | None = None) -> DualEncoder:
+    text = text_encoder if text_encoder is not None else build_text(config, shapes_vocabulary())
+    return DualEncoder(build_image_encoder(config), text, config.embed_dim, config.init_temperature)
+
+
+def train_zeroshot(
+    config: FuseConfig, out: Path | str | None = None, progress: bool = True
+) -> ZeroShotResult:
+    """Train the dual encoder on ``train`` image-caption pairs; score it on ``test`` and ``heldout``.
+
+    A trainable text encoder sees a fresh random caption of each image at every step; a frozen
+    pretrained one sees each image's dataset caption, encoded once up front (encoding is its cost).
+    """
+    apply_threads(config)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    train = config_split(config, "train")
+    model = build_dual_encoder(config)
+    frozen_text = (
+        isinstance(model.text_encoder, SentenceEncoder) and not model.text_encoder.trainable
+    )
+    if frozen_text:
+        model.text_encoder.encode_cached(train.captions)
+    keys = attribute_keys(train)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    def compute_loss(step: int) -> torch.Tensor:
+        index = torch.randperm(len(train), generator=generator)[: config.batch_size]
+        images = train.images[index].float() / 127.5 - 1.0
+        if frozen_text:  # the cached dataset captions
+            texts = [train.captions[i] for i in index.tolist()]
+        else:
+            texts = [make_caption(train.attributes[i], rng) for i in index.tolist()]
+        positives = keys[index][:, None] == keys[index][None, :]
+        return info_nce(
+            model.encode_image(images), model.encode_text(texts), model.scale(), positives
+        )
+
+    model.train()
+    stats = optimise(
+        model.parameters(), compute_loss, config, f"zeroshot/{config.text_encoder}", progress
+    )
+    metrics = evaluate_zeroshot(
+        model, config_split(config, "test"), config_split(config, "heldout")
+    )
+    result = ZeroShotResult(
+        model, metrics, stats.seconds, stats.steps, count_parameters(model), None
+    )
+    if out is not None:
+        record = {
+            "test": metrics,
+            "train_seconds": stats.seconds,
+            "steps": stats.steps,
+            "params": result.params,
+            "final_loss": stats.final_loss,
+        }
+        meta = {"text_encoder": model.text_encoder.config()}
+        result.run_dir = save_run(Path(out), "zeroshot", model, config, meta, record)
+    return result
+
+
+def load_dual_encoder(run_dir: Path | str) -> DualEncoder:
+    """The trained dual encoder of a ``zeroshot`` run, in eval mode."""
+    from ganfuse.text import build_text_encoder
+
+    record = read_run(Path(run_dir))
+    if record.kind != "zeroshot":
+        raise CheckpointError(
+            f"{run_dir} is a {record.kind!r} run, not a zeroshot (dual encoder) run"
+        )
+    text_config = dict(record.meta["text_encoder"])
+    model = build_dual_encoder(
+        record.config, build_text_encoder(text_config.pop("name"), **text_config)
+    )
+    load_weights(model, record.path)
+    return model.eval()

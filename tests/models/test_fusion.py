@@ -1,0 +1,239 @@
+"""Fusion modules: shapes, gradient flow to every input they read, and their defining rules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ganfuse.errors import ConfigError
+from ganfuse.models.encoders import ImageEncoder
+from ganfuse.models.fusion import (
+    FUSION_LEVELS,
+    GatedFusion,
+    LateFusion,
+    LowRankFusion,
+    ModalityFeatures,
+    ModalitySpec,
+    build_fusion,
+    combine_decisions,
+)
+from ganfuse.models.heads import DecisionSplit, TaskHeads
+
+B, T, GRID = 5, 7, (4, 4)
+SPECS = {
+    "image": ModalitySpec(pooled_dim=24, token_dim=20, grid=GRID),
+    "text": ModalitySpec(pooled_dim=12, token_dim=10),
+}
+# Which inputs each fusion reads: its gradient must reach each of them.
+READS = {
+    "early": {("image", "pooled"), ("text", "pooled")},
+    "late-mean": {("image", "pooled"), ("text", "pooled")},
+    "late-weighted": {("image", "pooled"), ("text", "pooled")},
+    "late-stacking": {("image", "pooled"), ("text", "pooled")},
+    "gated": {("image", "pooled"), ("text", "pooled")},
+    "low-rank": {("image", "pooled"), ("text", "pooled")},
+    "cross-attention": {("image", "tokens"), ("text", "tokens")},
+    "film": {("image", "tokens"), ("text", "pooled")},
+}
+
+
+def make_features(seed: int = 0) -> dict[str, ModalityFeatures]:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(B, T, dtype=torch.bool)
+    mask[0, 4:] = False  # one padded caption
+    return {
+        "image": ModalityFeatures(
+            pooled=torch.randn(B, 24, generator=g).requires_grad_(),
+            tokens=torch.randn(B, GRID[0] * GRID[1], 20, generator=g).requires_grad_(),
+            grid=GRID,
+        ),
+        "text": ModalityFeatures(
+            pooled=torch.randn(B, 12, generator=g).requires_grad_(),
+            tokens=torch.randn(B, T, 10, generator=g).requires_grad_(),
+            mask=mask,
+        ),
+    }
+
+
+@pytest.mark.parametrize("name", list(FUSION_LEVELS))
+def test_output_shape_and_gradient_reaches_every_input(name):
+    torch.manual_seed(0)
+    fusion = build_fusion(name, SPECS, out_dim=9)
+    assert fusion.level == FUSION_LEVELS[name]
+    features = make_features()
+    fused = fusion(features)
+    assert fused.shape == (B, 9)
+    assert torch.isfinite(fused).all()
+    # A random projection, so that no gradient cancels by symmetry.
+    (fused * torch.randn(B, 9, generator=torch.Generator().manual_seed(1))).sum().backward()
+    for modality, field in READS[name]:
+        grad = getattr(features[modality], field).grad
+        assert grad is not None and grad.abs().sum() > 0, (modality, field)
+        assert grad.abs().flatten(1).sum(1).gt(0).all(), (
+            f"{modality}.{field}: a row got no gradient"
+        )
+    for parameter_name, parameter in fusion.named_parameters():
+        assert parameter.grad is not None, parameter_name
+
+
+def test_cross_attention_ignores_padded_text_tokens():
+    torch.manual_seed(0)
+    fusion = build_fusion("cross-attention", SPECS, out_dim=6).eval()
+    features = make_features()
+    before = fusion(features)
+    features["text"].tokens.data[0, 4:] += 100.0  # change only the padding of caption 0
+    after = fusion(features)
+    torch.testing.assert_close(before, after)
+    after.sum().backward()
+    assert features["text"].tokens.grad[0, 4:].abs().max() == 0
+
+
+def test_plain_tensors_are_read_as_pooled_features():
+    fusion = build_fusion("early", SPECS, out_dim=4)
+    out = fusion({"image": torch.randn(3, 24), "text": torch.randn(3, 12)})
+    assert out.shape == (3, 4)
+
+
+def test_missing_modality_and_unknown_option_are_reported():
+    fusion = build_fusion("gated", SPECS, out_dim=4)
+    with pytest.raises(KeyError, match="text"):
+        fusion({"image": torch.randn(2, 24)})
+    with pytest.raises(ConfigError, match="rank"):
+        build_fusion("early", SPECS, out_dim=4, rank=3)
+    with pytest.raises(ConfigError, match="unknown fusion"):
+        build_fusion("sum", SPECS, out_dim=4)
+
+
+# -- late fusion's combination rules on fixed logits ------------------------------------------
+
+
+FIXED = {"image": torch.tensor([[2.0, 0.0, -1.0]]), "text": torch.tensor([[0.0, 4.0, 1.0]])}
+
+
+def test_mean_rule_averages_the_decisions():
+    torch.testing.assert_close(combine_decisions(FIXED, "mean"), torch.tensor([[1.0, 2.0, 0.0]]))
+
+
+def test_weighted_rule_uses_softmax_weights():
+    weights = torch.log(torch.tensor([3.0, 1.0]))  # softmax -> 0.75, 0.25
+    expected = torch.tensor([[1.5, 1.0, -0.5]])
+    torch.testing.assert_close(combine_decisions(FIXED, "weighted", weights), expected)
+    # Equal weights are the mean.
+    torch.testing.assert_close(
+        combine_decisions(FIXED, "weighted", torch.zeros(2)), combine_decisions(FIXED, "mean")
+    )
+
+
+def test_stacking_rule_is_a_linear_map_of_all_decisions():
+    stacking = nn.Linear(6, 3)
+    with torch.no_grad():
+        stacking.weight.zero_()
+        stacking.bias.copy_(torch.tensor([0.5, 0.0, 0.0]))
+        stacking.weight[0, 0] = 1.0  # image logit 0
+        stacking.weight[1, 4] = -1.0  # text logit 1
+        stacking.weight[2, 2] = 2.0  # image logit 2
+        stacking.weight[2, 5] = 1.0  # text logit 2
+    expected = torch.tensor([[2.5, -4.0, -1.0]])
+    torch.testing.assert_close(combine_decisions(FIXED, "stacking", stacking=stacking), expected)
+
+
+def test_late_fusion_forward_combines_its_per_modality_decisions():
+    torch.manual_seed(0)
+    fusion = LateFusion({"image": 24, "text": 12}, out_dim=3, rule="weighted")
+    with torch.no_grad():
+        fusion.weights.copy_(torch.tensor([0.3, -0.2]))
+    features = make_features()
+    decisions = fusion.decisions(features)
+    torch.testing.assert_close(
+        fusion(features), combine_decisions(decisions, "weighted", fusion.weights)
+    )
+
+
+@pytest.mark.parametrize("rule", ["mean", "weighted", "stacking"])
+def test_late_fusion_is_additive_so_it_cannot_tell_a_swap(rule):
+    """f(a, x) + f(b, y) == f(a, y) + f(b, x): a sum of unimodal decisions scores the true pairs
+    and the swapped pairs the same in total, which is why it fails image-text matching."""
+    torch.manual_seed(0)
+    fusion = LateFusion({"image": 24, "text": 12}, out_dim=2, rule=rule)
+    image, text = torch.randn(2, 24), torch.randn(2, 12)
+    true_pairs = fusion({"image": image, "text": text}).sum(0)
+    swapped = fusion({"image": image, "text": text.flip(0)}).sum(0)
+    torch.testing.assert_close(true_pairs, swapped)
+
+
+def test_unknown_rule_is_rejected():
+    with pytest.raises(ValueError, match="rule"):
+        combine_decisions(FIXED, "max")
+
+
+# -- the other fusions' defining formulas ------------------------------------------------------
+
+
+def test_gates_sum_to_one_over_modalities():
+    fusion = GatedFusion({"image": 24, "text": 12}, out_dim=8)
+    gates = fusion.gates(make_features())
+    assert gates.shape == (B, 2, 8)
+    torch.testing.assert_close(gates.sum(1), torch.ones(B, 8))
+
+
+def test_low_rank_fusion_matches_its_formula():
+    torch.manual_seed(0)
+    fusion = LowRankFusion({"image": 3, "text": 2}, out_dim=4, rank=2)
+    image, text = torch.randn(1, 3), torch.randn(1, 2)
+    zi = torch.cat([fusion.norms["image"](image), torch.ones(1, 1)], -1)[0]
+    zt = torch.cat([fusion.norms["text"](text), torch.ones(1, 1)], -1)[0]
+    expected = (
+        sum(
+            fusion.rank_weights[r]
+            * (zi @ fusion.factors["image"][r])
+            * (zt @ fusion.factors["text"][r])
+            for r in range(2)
+        )
+        + fusion.bias
+    )
+    torch.testing.assert_close(fusion({"image": image, "text": text})[0], expected)
+
+
+def test_film_gamma_starts_at_one_and_text_changes_the_output():
+    torch.manual_seed(0)
+    fusion = build_fusion("film", SPECS, out_dim=6).eval()
+    with torch.no_grad():
+        fusion.film_generator[1].weight.zero_()
+        fusion.film_generator[1].bias.zero_()
+    gamma, beta = fusion.film_parameters(torch.randn(B, 12))
+    torch.testing.assert_close(gamma, torch.ones_like(gamma))
+    torch.testing.assert_close(beta, torch.zeros_like(beta))
+    fusion = build_fusion("film", SPECS, out_dim=6).eval()
+    features = make_features()
+    other = make_features()
+    other["text"] = ModalityFeatures(pooled=torch.randn(B, 12))
+    assert not torch.allclose(fusion(features), fusion(other))
+
+
+# -- encoder and heads ------------------------------------------------------------------------
+
+
+def test_image_encoder_gives_pooled_and_patch_grid_that_keep_position():
+    torch.manual_seed(0)
+    encoder = ImageEncoder(dim=16, widths=(8, 16, 32)).eval()
+    images = -torch.ones(2, 3, 32, 32)
+    images[0, :, 2:10, 2:10] = 1.0  # a white square top-left
+    images[1, :, 22:30, 22:30] = 1.0  # the same square bottom-right
+    features = encoder(images)
+    assert features.pooled.shape == (2, 16)
+    assert features.tokens.shape == (2, 16, 16)
+    assert features.grid == (4, 4)
+    # The pooled vector is not a translation-invariant average: position survives.
+    assert (features.pooled[0] - features.pooled[1]).abs().max() > 1e-3
+
+
+def test_heads_and_decision_split():
+    heads = TaskHeads(8, {"match": 2, "color": 7})
+    out = heads(torch.randn(3, 8))
+    assert out["match"].shape == (3, 2) and out["color"].shape == (3, 7)
+    split = DecisionSplit({"match": 2, "color": 7})
+    decisions = torch.arange(9.0).repeat(2, 1)
+    parts = split(decisions)
+    torch.testing.assert_close(parts["match"], decisions[:, :2])
+    torch.testing.assert_close(parts["color"], decisions[:, 2:])
