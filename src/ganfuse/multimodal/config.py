@@ -81,7 +81,9 @@ class FuseConfig:
     warmup_steps: int = 50
     max_minutes: float = 0.0  # wall-clock limit of the training loop; 0: none
     seed: int = 0
-    threads: int = 0  # torch CPU threads; 0: torch's default
+    # torch CPU threads; 0: torch's default. One thread by default: on a CPU shared with other
+    # jobs, two OpenMP threads ran these small models 3x slower than one (measured).
+    threads: int = 1
     precision: str = "fp32"  # "bf16": CPU autocast, fast only on CPUs with AVX-512 BF16/AMX
 
     def to_dict(self) -> dict[str, Any]:

@@ -120,14 +120,17 @@ def label_efficiency(
 ) -> list[dict[str, float | str]]:
     """One row per (encoder name, fraction): ``{"init", "fraction", ...test accuracies}``.
 
-    ``encoders`` maps a name to a pretrained encoder (frozen, heads only, ``probe_steps`` steps)
-    or to ``None`` (from scratch, ``config.steps`` steps within ``config.max_minutes``).
+    ``encoders`` maps a name to a pretrained encoder (frozen, heads only, at most ``probe_steps``
+    steps) or to ``None`` (from scratch, ``config.steps`` steps). ``config.max_minutes``, when
+    set, is the time of the whole study: a from-scratch run gets three times a probe's share.
     """
+    weights = {name: 1.0 if encoder is not None else 3.0 for name, encoder in encoders.items()}
+    unit = config.max_minutes / (sum(weights.values()) * len(fractions))
     rows: list[dict[str, float | str]] = []
     for name, encoder in encoders.items():
-        run_config = (
-            config if encoder is None else replace(config, steps=probe_steps, max_minutes=0.0)
-        )
+        run_config = replace(config, max_minutes=unit * weights[name])
+        if encoder is not None:
+            run_config = replace(run_config, steps=probe_steps)
         for fraction in fractions:
             metrics = train_attribute_classifier(run_config, fraction, encoder, progress)
             rows.append({"init": name, "fraction": fraction, **metrics})
