@@ -61,3 +61,29 @@ def test_bad_benchmark_arguments_exit_2(tmp_path, capsys):
     assert "unknown benchmark task" in capsys.readouterr().err
     assert main(["fuse", "benchmark", "--out", str(tmp_path), "--max-minutes", "0"]) == 2
     assert "--max-minutes must be positive" in capsys.readouterr().err
+
+
+def test_budget_gives_every_fusion_of_a_task_the_same_share(monkeypatch):
+    from ganfuse.multimodal import benchmark
+
+    clock = [0.0]
+    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: clock[0])
+    plan = [
+        benchmark.PlannedRun("zeroshot", "dual", "zeroshot", [], 2.0, False),
+        *[benchmark.PlannedRun("matching", f, "matching") for f in ("a", "b", "c")],
+        benchmark.PlannedRun("vqa", "a", "vqa"),
+    ]
+    budget = benchmark.Budget(10.0, plan, reserve_seconds=0.0)
+    first = budget.share_minutes(0)  # (600 s - 5 runs x 4 s overhead) / 6 weights, x 2
+    assert abs(first * 60 - 580 / 6 * 2) < 1e-6
+    clock[0] += 250.0  # the dual encoder overran
+    budget.done(plan[0], 250.0, 200.0)  # not a typical run: its overhead is not learnt
+    shares = []
+    for index in (1, 2, 3):
+        shares.append(budget.share_minutes(index))
+        clock[0] += 80.0  # each run overruns its share: the group's shares stay equal
+        budget.done(plan[index], 80.0, 70.0)
+    assert shares[0] == shares[1] == shares[2]
+    assert abs(shares[0] * 60 - (600 - 250 - 4 * 4) / 4) < 1e-6
+    # The next task absorbs the overrun, with the overhead measured on the fusion runs (10 s).
+    assert abs(budget.share_minutes(4) * 60 - (600 - 250 - 240 - 10)) < 1e-6

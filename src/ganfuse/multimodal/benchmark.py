@@ -67,6 +67,7 @@ class PlannedRun:
     overrides: list[str] = field(default_factory=list)
     weight: float = 1.0
     pretrained: bool = True
+    overhead_hint: float = 0.0  # expected seconds outside training, when above the usual
 
 
 def benchmark_plan(
@@ -83,7 +84,9 @@ def benchmark_plan(
         raise ConfigError(f"unknown fusion(s) {bad}; choose from {', '.join(FUSION_LEVELS)}")
     # Always first: the zero-shot row, and the encoders every later run starts from, so it gets
     # a large share of the budget.
-    plan = [PlannedRun("zeroshot", PRETRAINED, "zeroshot", ["text_encoder=small"], 6.0, False)]
+    plan = [
+        PlannedRun("zeroshot", PRETRAINED, "zeroshot", ["text_encoder=small"], 6.0, False, 15.0)
+    ]
     for task in ("matching", "vqa", "multitask"):
         if task in tasks:
             plan += [PlannedRun(task, fusion, task) for fusion in fusions]
@@ -109,33 +112,51 @@ def benchmark_plan(
                 ["text_encoder=minilm", "train_size=1000", "eval_size=500"],
                 1.0,
                 False,
+                45.0,
             )
         )
     if "label-efficiency" in tasks:
-        plan.append(PlannedRun("label-efficiency", "scratch", "multitask", [], 1.5, False))
+        plan.append(PlannedRun("label-efficiency", "scratch", "multitask", [], 4.0, False, 20.0))
     return plan
 
 
 class Budget:
-    """Wall-clock shares: ``share(w)`` = time left (less a reserve) x ``w`` / weight still to run."""
+    """Wall-clock shares of the benchmark's budget.
 
-    def __init__(self, minutes: float, total_weight: float, reserve_seconds: float = 30.0):
+    When a group of runs starts (the runs of one task), the time left, less a reserve and the
+    overhead expected of every run still to come, is divided among their weights; each run of the
+    group then gets that same share per unit of weight, so the fusion methods of a task are
+    compared at equal training time, and later groups absorb any earlier overrun. The overhead of
+    a run (data, evaluation, loading) is the mean measured on the fusion runs so far, or the
+    run's own hint when larger (loading and encoding with MiniLM, for instance).
+    """
+
+    def __init__(self, minutes: float, plan: Sequence[PlannedRun], reserve_seconds: float = 30.0):
         self.deadline = time.perf_counter() + minutes * 60.0
-        self.weight_left = total_weight
+        self.plan = list(plan)
         self.reserve = reserve_seconds
-        self.overhead = 4.0  # per-run seconds outside the training loop, updated as runs finish
-        self.runs_left = 0
+        self.overheads: list[float] = []
+        self.group: str | None = None
+        self.unit = 0.0  # seconds per unit of weight in the current group
 
-    def share_minutes(self, weight: float, runs_left: int) -> float:
-        left = self.deadline - time.perf_counter() - self.reserve - self.overhead * runs_left
-        return max(left, 1.0) * weight / max(self.weight_left, weight) / 60.0
+    @property
+    def overhead(self) -> float:
+        return sum(self.overheads) / len(self.overheads) if self.overheads else 4.0
 
-    def done(
-        self, weight: float, wall_seconds: float, train_seconds: float, runs_done: int
-    ) -> None:
-        self.weight_left -= weight
-        outside = max(0.0, wall_seconds - train_seconds)
-        self.overhead += (outside - self.overhead) / max(1, runs_done)
+    def share_minutes(self, index: int) -> float:
+        """The training time of run ``index`` of the plan, in minutes."""
+        run = self.plan[index]
+        if run.task != self.group:
+            self.group = run.task
+            rest = self.plan[index:]
+            left = self.deadline - time.perf_counter() - self.reserve
+            left -= sum(max(self.overhead, r.overhead_hint) for r in rest)
+            self.unit = max(left, 1.0) / sum(r.weight for r in rest)
+        return self.unit * run.weight / 60.0
+
+    def done(self, run: PlannedRun, wall_seconds: float, train_seconds: float) -> None:
+        if run.pretrained:  # the typical run: frozen features, small evaluation
+            self.overheads.append(max(0.0, wall_seconds - train_seconds))
 
 
 def _rows(task: str, fusion: str, metrics: dict, params: int, seconds: float) -> list[dict]:
@@ -214,11 +235,11 @@ def run_benchmark(
     ]
     pretrained_dir = out / "runs" / PRETRAINED.replace("/", "-")
     end_to_end = dict(parse_override(o) for o in overrides).get("freeze_image_encoder") is False
-    budget = Budget(max_minutes, sum(r.weight for r in plan))
+    budget = Budget(max_minutes, plan)
     results: list[dict] = []
     encoders: dict = {}
     for number, (run, config) in enumerate(zip(plan, configs, strict=True)):
-        minutes = budget.share_minutes(run.weight, len(plan) - number)
+        minutes = budget.share_minutes(number)
         changes: dict = {"max_minutes": minutes}
         if run.pretrained and not end_to_end:
             changes.update(image_encoder_init=str(pretrained_dir), freeze_image_encoder=True)
@@ -229,7 +250,7 @@ def run_benchmark(
         rows = _run_one(run, config, out, progress, encoders)
         wall = time.perf_counter() - start
         train_seconds = sum({r["fusion"]: r["train_seconds"] for r in rows}.values())
-        budget.done(run.weight, wall, train_seconds, number + 1)
+        budget.done(run, wall, train_seconds)
         results += rows
         main = next(
             (r for r in rows if r["metric"] == SUMMARY_METRICS.get(run.task, r["metric"])), None

@@ -61,18 +61,30 @@ def r_precision(
     )
     rng = np.random.default_rng(seed)
     pool_index = np.array([position[t] for t in pool])
-    meaning = {t: parse_caption(t) for t in pool}
-    hits = 0
-    for i, prompt in enumerate(prompts):
-        truth = parse_caption(prompt)
-        allowed = [
-            k
-            for k, t in enumerate(pool)
-            if t != prompt and (truth is None or meaning[t] is None or meaning[t] != truth)
+    # Each text's meaning as an id: equal ids say the same thing; -1 for a text that does not parse.
+    meanings: dict = {}
+    meaning = np.array(
+        [
+            -1 if (m := parse_caption(t)) is None else meanings.setdefault(m, len(meanings))
+            for t in texts
         ]
-        if not allowed:
-            raise ValueError(f"no distractor prompt differs from prompt {prompt!r}")
-        chosen = rng.choice(allowed, size=num_distractors, replace=len(allowed) < num_distractors)
-        scores = image_emb[i] @ text_emb[pool_index[chosen]].t()
-        hits += int(float(image_emb[i] @ text_emb[position[prompt]]) > float(scores.max()))
+    )
+    pool_meaning = meaning[pool_index]
+    chosen = np.empty((len(prompts), num_distractors), dtype=np.int64)
+    own = np.array([position[p] for p in prompts])
+    for i in range(len(prompts)):
+        allowed = pool_index != own[i]
+        if meaning[own[i]] >= 0:
+            allowed &= pool_meaning != meaning[own[i]]
+        candidates = np.nonzero(allowed)[0]
+        if not len(candidates):
+            raise ValueError(f"no distractor prompt differs from prompt {prompts[i]!r}")
+        replace = len(candidates) < num_distractors
+        chosen[i] = pool_index[rng.choice(candidates, size=num_distractors, replace=replace)]
+    true_score = (image_emb * text_emb[torch.from_numpy(own)]).sum(-1)
+    hits = 0
+    for start in range(0, len(prompts), batch_size):
+        block = torch.from_numpy(chosen[start : start + batch_size])
+        scores = torch.einsum("ne,nke->nk", image_emb[start : start + batch_size], text_emb[block])
+        hits += int((true_score[start : start + batch_size] > scores.amax(dim=1)).sum())
     return hits / len(prompts)
