@@ -300,7 +300,7 @@ def results_chart(results: Sequence[dict], path: Path) -> None:
 
     tasks = [t for t in MAIN_METRICS if any(r["task"] == t for r in results)]
     fusions = list(dict.fromkeys(r["fusion"] for r in results if r["task"] in tasks))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(fusions) + 2), 4.0))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(fusions) + 2) + 3.0, 4.0))
     width = 0.8 / max(1, len(tasks))
     for k, task in enumerate(tasks):
         values = {
@@ -318,14 +318,16 @@ def results_chart(results: Sequence[dict], path: Path) -> None:
     ax.set_ylabel("test accuracy")
     ax.set_title("ganfuse fusion benchmark (shapes)")
     if tasks:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 def write_reports(results: Sequence[dict], out: Path) -> None:
+    """``results.json``, ``results.md`` and ``results.png`` in ``out`` (created if missing)."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(list(results), indent=2) + "\n", encoding="utf-8")
     (out / "results.md").write_text(results_markdown(results), encoding="utf-8")
     results_chart(results, out / "results.png")
