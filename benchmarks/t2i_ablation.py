@@ -23,13 +23,15 @@ from pathlib import Path
 
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "concat-baseline": ("shapes-t2i-concat", []),
+    "dfgan-paper": ("shapes-t2i", ["text.d_condition=concat", "model.spectral_norm_d=false", "text.magp_weight=2", "train.r1_every=4",
+                                   "text.contrastive_weight=0", "text.feature_matching_weight=0"]),
     "full": ("shapes-t2i", []),
     "no-projection": ("shapes-t2i", ["text.d_condition=concat"]),
-    "projection+concat": ("shapes-t2i", ["text.d_condition=both"]),
-    "no-matching": ("shapes-t2i", ["text.mismatch_weight=0", "text.magp_weight=0"]),
-    "no-magp": ("shapes-t2i", ["text.magp_weight=0"]),
+    "no-mismatch": ("shapes-t2i", ["text.mismatch_weight=0"]),
+    "no-contrastive": ("shapes-t2i", ["text.contrastive_weight=0"]),
+    "no-feature-matching": ("shapes-t2i", ["text.feature_matching_weight=0"]),
     "input-fusion": ("shapes-t2i", ["text.fusion=input"]),
-    "contrastive": ("shapes-t2i", ["text.contrastive_weight=0.5"]),
+    "magp-not-sn": ("shapes-t2i", ["model.spectral_norm_d=false", "text.magp_weight=2", "train.r1_every=4"]),
     "small-encoder": ("shapes-t2i", ["text.encoder=small"]),
 }
 KEYS = ("color", "shape", "size", "position", "all")

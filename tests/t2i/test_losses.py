@@ -43,6 +43,16 @@ def test_info_nce_by_hand():
     assert info_nce(image, swapped, symmetric=False).item() == pytest.approx(math.log1p(math.exp(10.0)), rel=1e-4)
 
 
+def test_info_nce_counts_extra_negatives():
+    image = text = torch.eye(2)
+    negatives = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    # image 0 now competes with one more text equal to its own: log(1 + e^-10 + e^0)... by hand
+    expected = [math.log(1 + math.exp(-10) + math.exp(0) + 2 * math.exp(-10)),
+                math.log(1 + math.exp(-10) + 2 * math.exp(0) + math.exp(-10))]
+    got = info_nce(image, text, symmetric=False, negatives=negatives).item()
+    assert got == pytest.approx(sum(expected) / 2, rel=1e-4)
+
+
 def test_magp_of_a_linear_discriminator():
     # logits = <w, x> + <v, c>: the gradient norm is ||(w, v)|| for every sample
     w, v = torch.tensor([3.0, 0.0]), torch.tensor([0.0, 4.0])

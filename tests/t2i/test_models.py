@@ -93,7 +93,7 @@ def test_dfgan_generator_fuses_text_in_every_block_only_when_asked():
 
 
 def test_contrastive_heads_exist_only_when_used():
-    _, plain = build_t2i(tiny(), EMBED)
+    _, plain = build_t2i(tiny(contrastive_weight=0.0), EMBED)
     _, con = build_t2i(tiny(contrastive_weight=0.5), EMBED)
     assert plain.image_embed is None
     x, cond = torch.rand(5, 3, 32, 32), conditions(EMBED, 5)

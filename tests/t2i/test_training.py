@@ -68,7 +68,7 @@ def small_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(shapes.DEFAULT_SPLIT_SIZES, "train", 96)
         run = tmp_path_factory.mktemp("t2i") / "run"
-        train_cli(run, "text.encoder=small", "text.contrastive_weight=0.5")
+        train_cli(run, "text.encoder=small", "text.contrastive_weight=0.5", "text.magp_weight=2.0")
     return run
 
 

@@ -43,6 +43,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import spectral_norm
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from ganfuse.errors import ConfigError, UserError
@@ -262,6 +263,10 @@ class Affine(nn.Module):
         return torch.addcmul(self.beta(s)[:, :, None, None], self.gamma(s)[:, :, None, None], x)
 
 
+def _sn(module: nn.Module, enabled: bool) -> nn.Module:
+    return spectral_norm(module) if enabled else module
+
+
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
     """Nearest-neighbour 2x up-sampling ``(B, C, H, W) -> (B, C, 2H, 2W)``; the same values as
     ``F.interpolate(mode="nearest")``, several times faster on CPU as a broadcast copy."""
@@ -318,14 +323,14 @@ class FusionGenerator(nn.Module):
     """
 
     def __init__(self, spec: TextSpec, z_dim: int = 100, image_size: int = 32, width: int = 128,
-                 cond_dim: int = 128, fusion: str = "every", channels: int = 3):
+                 cond_dim: int = 128, fusion: str = "every", channels: int = 3, base: int = 4):
         super().__init__()
         if fusion not in FUSIONS:
             raise ConfigError(f"text.fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
-        self.z_dim, self.image_size, self.fusion = z_dim, image_size, fusion
+        self.z_dim, self.image_size, self.fusion, self.base = z_dim, image_size, fusion, base
         self.text = build_conditioner(spec, cond_dim)
-        widths = _widths(width, _blocks_for(image_size), grow=False)
-        self.fc = nn.Linear(z_dim + cond_dim, widths[0] * 16)
+        widths = _widths(width, _blocks_for(image_size) - int(math.log2(base // 4)), grow=False)
+        self.fc = nn.Linear(z_dim + cond_dim, widths[0] * base * base)
         style_dim = z_dim + (cond_dim if fusion == "every" else 0)
         self.blocks = nn.ModuleList(
             FusionUpBlock(a, b, style_dim) for a, b in zip(widths[:-1], widths[1:], strict=True)
@@ -337,7 +342,7 @@ class FusionGenerator(nn.Module):
             raise ValueError("a text-to-image generator needs a condition (text) for every image")
         c = self.text(cond)
         s = torch.cat([c, z], dim=1) if self.fusion == "every" else z
-        h = self.fc(torch.cat([z, c], dim=1)).view(z.shape[0], -1, 4, 4)
+        h = self.fc(torch.cat([z, c], dim=1)).view(z.shape[0], -1, self.base, self.base)
         for block in self.blocks:
             h = block(h, s)
         out = self.to_rgb(F.leaky_relu(h, 0.2))
@@ -356,11 +361,11 @@ class DownBlock(nn.Module):
     told fakes from reals 10-20% of the time after 400 steps). No gain here.
     """
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, sn: bool = False):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 4, stride=2, padding=1)
-        self.shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.conv1 = _sn(nn.Conv2d(in_ch, out_ch, 3, padding=1), sn)
+        self.conv2 = _sn(nn.Conv2d(out_ch, out_ch, 4, stride=2, padding=1), sn)
+        self.shortcut = _sn(nn.Conv2d(in_ch, out_ch, 1), sn) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.2)), 0.2)
@@ -371,7 +376,8 @@ class DiscriminatorOutput(NamedTuple):
     """``logits (B,)`` of the given pairs; ``mismatch (B,)`` logits of the same images with the
     ``mismatch`` conditions (or None); ``image_embedding``/``text_embedding`` ``(B, K)`` unit
     vectors (or None); ``text`` the learned text vectors ``(B, cond_dim)`` (for MA-GP);
-    ``features`` the image trunk's block outputs, finest first (with ``features=True``)."""
+    ``features`` the image trunk's block outputs, finest first (with ``features=True``);
+    ``negative_embedding`` ``(K, K_dim)`` unit vectors of extra texts (``negatives=``)."""
 
     logits: torch.Tensor
     mismatch: torch.Tensor | None
@@ -379,12 +385,13 @@ class DiscriminatorOutput(NamedTuple):
     text_embedding: torch.Tensor | None
     text: torch.Tensor
     features: list[torch.Tensor] | None = None
+    negative_embedding: torch.Tensor | None = None
 
 
 class PairHead(nn.Module):
     """Scores (4x4 image features, text vector) pairs: ``h (B, C, 4, 4), c (B, cond_dim) -> (B,)``."""
 
-    def __init__(self, channels: int, cond_dim: int, condition: str):
+    def __init__(self, channels: int, cond_dim: int, condition: str, sn: bool = False):
         super().__init__()
         if condition not in D_CONDITIONS:
             raise ConfigError(f"text.d_condition must be one of {', '.join(D_CONDITIONS)}, got {condition!r}")
@@ -392,13 +399,13 @@ class PairHead(nn.Module):
         self.concat = None
         if condition in ("concat", "both"):
             self.concat = nn.Sequential(
-                nn.Conv2d(channels + cond_dim, channels, 3, padding=1), nn.LeakyReLU(0.2),
-                nn.Conv2d(channels, 1, 4),
+                _sn(nn.Conv2d(channels + cond_dim, channels, 3, padding=1), sn), nn.LeakyReLU(0.2),
+                _sn(nn.Conv2d(channels, 1, 4), sn),
             )
         self.linear = self.project = None
         if condition in ("projection", "both"):
-            self.linear = nn.Linear(channels * 16, 1)
-            self.project = nn.Linear(cond_dim, channels * 16, bias=False)
+            self.linear = _sn(nn.Linear(channels * 16, 1), sn)
+            self.project = _sn(nn.Linear(cond_dim, channels * 16, bias=False), sn)
 
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         out = h.new_zeros(h.shape[0])
@@ -420,13 +427,13 @@ class MatchingDiscriminator(nn.Module):
     """
 
     def __init__(self, spec: TextSpec, image_size: int = 32, width: int = 32, cond_dim: int = 128,
-                 condition: str = "projection", embed_dim: int = 0, channels: int = 3):
+                 condition: str = "projection", embed_dim: int = 0, channels: int = 3, sn: bool = False):
         super().__init__()
         self.text = build_conditioner(spec, cond_dim)
         widths = _widths(width * 2 ** _blocks_for(image_size), _blocks_for(image_size), grow=True)
-        self.from_rgb = nn.Conv2d(channels, widths[0], 3, padding=1)
-        self.blocks = nn.Sequential(*(DownBlock(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)))
-        self.head = PairHead(widths[-1], cond_dim, condition)
+        self.from_rgb = _sn(nn.Conv2d(channels, widths[0], 3, padding=1), sn)
+        self.blocks = nn.Sequential(*(DownBlock(a, b, sn) for a, b in zip(widths[:-1], widths[1:], strict=True)))
+        self.head = PairHead(widths[-1], cond_dim, condition, sn)
         # joint image-text space for the contrastive term; absent (embed_dim=0) when unused, so
         # that every parameter takes part in every loss (as DDP requires)
         self.image_embed = nn.Linear(widths[-1] * 16, embed_dim) if embed_dim else None
@@ -443,10 +450,11 @@ class MatchingDiscriminator(nn.Module):
         return outs
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, mismatch: torch.Tensor | None = None,
-                embed: bool = False, full: bool = False,
-                features: bool = False) -> torch.Tensor | DiscriminatorOutput:
+                embed: bool = False, full: bool = False, features: bool = False,
+                negatives: torch.Tensor | None = None) -> torch.Tensor | DiscriminatorOutput:
         if cond is None:
             raise ValueError("a text-to-image discriminator needs a condition for every image")
+        embed = embed or negatives is not None
         maps = self.trunk(x)
         h = maps[-1]
         c = self.text(cond)
@@ -460,7 +468,8 @@ class MatchingDiscriminator(nn.Module):
                 raise ValueError("this discriminator has no embedding heads (built with embed_dim=0)")
             img = F.normalize(self.image_embed(h.flatten(1)), dim=1)
             txt = F.normalize(self.text_embed(c), dim=1)
-        return DiscriminatorOutput(logits, wrong, img, txt, c, maps if features else None)
+        neg = F.normalize(self.text_embed(self.text(negatives)), dim=1) if negatives is not None else None
+        return DiscriminatorOutput(logits, wrong, img, txt, c, maps if features else None, neg)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -535,7 +544,8 @@ def build_t2i(config, spec: TextSpec, channels: int = 3) -> tuple[nn.Module, nn.
     if m.arch == "t2i-dfgan":
         g = FusionGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, t.fusion, channels)
         embed_dim = t.cond_dim if t.contrastive_weight > 0 else 0
-        d = MatchingDiscriminator(spec, size, m.d_width, t.cond_dim, t.d_condition, embed_dim, channels)
+        d = MatchingDiscriminator(spec, size, m.d_width, t.cond_dim, t.d_condition, embed_dim, channels,
+                                  m.spectral_norm_d)
     elif m.arch == "t2i-concat":
         g = ConcatGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, channels)
         d = ConcatDiscriminator(spec, size, m.d_width, t.cond_dim, channels)

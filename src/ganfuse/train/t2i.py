@@ -36,6 +36,7 @@ from ganfuse.train.loop import Trainer
 log = logging.getLogger("ganfuse")
 
 CONTRASTIVE_TEMPERATURE = 0.1
+CONTRASTIVE_NEGATIVES = 1024  # extra captions each image is contrasted with
 # Rows of the sample grids: seen pairs first, then the default held-out pairs.
 GRID_PROMPTS: tuple[str, ...] = (
     "a large red circle in the center",
@@ -66,12 +67,14 @@ def matching_aware_hinge_d_loss(real: torch.Tensor, fake: torch.Tensor, mismatch
 
 
 def info_nce(image: torch.Tensor, text: torch.Tensor, symmetric: bool = True,
-             temperature: float = CONTRASTIVE_TEMPERATURE) -> torch.Tensor:
+             temperature: float = CONTRASTIVE_TEMPERATURE, negatives: torch.Tensor | None = None) -> torch.Tensor:
     """Contrastive loss of unit vectors ``image, text (B, K)`` where row i of each is a pair:
-    cross-entropy of picking text i for image i (and image i for text i when ``symmetric``)."""
+    cross-entropy of picking text i for image i among the batch's texts and the extra
+    ``negatives`` ``(N, K)`` (and image i for text i, within the batch, when ``symmetric``)."""
     logits = image @ text.t() / temperature
     target = torch.arange(image.shape[0], device=image.device)
-    loss = F.cross_entropy(logits, target)
+    candidates = logits if negatives is None else torch.cat([logits, image @ negatives.t() / temperature], 1)
+    loss = F.cross_entropy(candidates, target)
     return (loss + F.cross_entropy(logits.t(), target)) / 2 if symmetric else loss
 
 
@@ -169,6 +172,14 @@ class TextToImageTrainer(Trainer):
         self._real_conditions = self.conditions[labels.to(self.device)]  # the labels are dataset indices
         return self._real_conditions
 
+    def _negative_conditions(self) -> torch.Tensor:
+        """:data:`CONTRASTIVE_NEGATIVES` random training captions' conditions: with only the batch's
+        captions as negatives, D can tell pairs apart by colour and place alone; among a thousand,
+        many share those and differ only in shape or size, so every attribute must count."""
+        index = torch.randint(0, len(self.captions), (CONTRASTIVE_NEGATIVES,), device=self.device,
+                              generator=self.noise_gen)
+        return self.conditions[index]
+
     def _record_extra(self, name: str, value: torch.Tensor) -> None:
         i = EXTRA_STATS.index(name)
         self._extra[i] += value.detach().float()
@@ -192,13 +203,15 @@ class TextToImageTrainer(Trainer):
         # another caption of the batch: rolled by one, so no image keeps its own
         wrong = cond.roll(1, 0) if x.mismatch_weight > 0 and cond.shape[0] > 1 else None
         with self.precision.autocast():
-            out = self.D_train(real_in, cond, mismatch=wrong, embed=contrastive, full=True)
+            out = self.D_train(real_in, cond, mismatch=wrong, embed=contrastive, full=True,
+                               negatives=self._negative_conditions() if contrastive else None)
             fake_logits = self.D_train(fake_in, fake_cond).float()
         real_logits = out.logits.float()
         mismatch = out.mismatch.float() if out.mismatch is not None else None
         loss = matching_aware_hinge_d_loss(real_logits, fake_logits, mismatch, x.mismatch_weight)
         if contrastive:
-            con = info_nce(out.image_embedding.float(), out.text_embedding.float())
+            con = info_nce(out.image_embedding.float(), out.text_embedding.float(),
+                           negatives=out.negative_embedding.float())
             loss = loss + x.contrastive_weight * con
             self._record_extra("con_d", con)
         if magp_active:
@@ -225,13 +238,15 @@ class TextToImageTrainer(Trainer):
         matching = x.feature_matching_weight > 0 and self._real_images is not None \
             and self._real_images.shape[0] == fake.shape[0]
         with self.precision.autocast():
-            out = self.D_frozen(fake_in, cond, embed=contrastive, features=matching, full=True)
+            out = self.D_frozen(fake_in, cond, embed=contrastive, features=matching, full=True,
+                                negatives=self._negative_conditions() if contrastive else None)
             if matching:
                 with torch.no_grad():
                     real_maps = self.D_frozen(self._real_images, cond, features=True).features
         loss = -out.logits.float().mean()
         if contrastive:
-            con = info_nce(out.image_embedding.float(), out.text_embedding.float(), symmetric=False)
+            con = info_nce(out.image_embedding.float(), out.text_embedding.float(), symmetric=False,
+                           negatives=out.negative_embedding.float())
             loss = loss + x.contrastive_weight * con
             self._record_extra("con_g", con)
         if matching:
