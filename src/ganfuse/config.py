@@ -106,6 +106,7 @@ class TextConfig:
     magp_power: float = 6.0
     contrastive_weight: float = 0.0  # image-text InfoNCE in D's features, for D and G (0 disables)
     feature_matching_weight: float = 0.0  # G: L1 between D's features of its image and of the real image of the same caption
+    pixel_weight: float = 0.0  # G: L1 between its image and the real image of the same caption (pix2pix-style)
 
 
 @dataclass
@@ -332,7 +333,8 @@ def validate(config: Config) -> Config:
         _check(x.max_words >= 1, "text.max_words", "must be >= 1")
         _check(x.fusion in ("every", "input"), "text.fusion", f"must be every or input, got {x.fusion!r}")
         _check(x.d_condition in ("concat", "projection", "both"), "text.d_condition", f"must be concat, projection or both, got {x.d_condition!r}")
-        for key in ("mismatch_weight", "magp_weight", "contrastive_weight", "feature_matching_weight"):
+        for key in ("mismatch_weight", "magp_weight", "contrastive_weight", "feature_matching_weight",
+                    "pixel_weight"):
             _check(getattr(x, key) >= 0, f"text.{key}", "must be >= 0")
         _check(x.magp_power > 0, "text.magp_power", "must be > 0")
     return config

@@ -77,6 +77,16 @@ class TextToImageRun(Run):
             z = z_all[start : start + batch_size].to(self.device)
             yield self.generator(z, cond[start : start + batch_size]).float().cpu()
 
+    @torch.no_grad()
+    def from_latents(self, z: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """Images for given latents ``z`` ``(N, z_dim)`` and one prompt per row, float
+        ``(N, 3, H, W)`` in [-1, 1] on CPU (latent interpolations hold the prompt fixed)."""
+        prompts = list(prompts)
+        if z.ndim != 2 or z.shape[1] != self.z_dim or z.shape[0] != len(prompts):
+            raise UserError(f"from_latents needs z of shape (N, {self.z_dim}) and N prompts; "
+                            f"got z {tuple(z.shape)} and {len(prompts)} prompts")
+        return self.generator(z.to(self.device), self.conditions(prompts)).float().cpu()
+
     def sample(self, n: int, seed: int = 0, class_label: int | None = None, batch_size: int = 256,
                truncation: float | None = None, prompts: Sequence[str] | None = None) -> torch.Tensor:
         """``n`` images per prompt, float ``(n * len(prompts), 3, H, W)`` in [-1, 1], prompt-major."""

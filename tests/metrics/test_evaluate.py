@@ -215,3 +215,21 @@ def test_compute_metrics_on_plain_features():
     assert set(values) == {"fid", "precision", "recall"}
     with pytest.raises(ConfigError, match="probabilities"):
         pipeline.compute_metrics(real, fake, ["is"])
+
+
+def test_shapes_is_a_reference_dataset_scored_in_its_own_features(tmp_path):
+    from ganfuse.data.shapes import ShapesDataset
+
+    real = ShapesDataset("test", num=150, seed=5).images  # unseen images of the same distribution
+    folder = tmp_path / "shapes"
+    folder.mkdir()
+    for i, image in enumerate(real):
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:04d}.png")
+    noise = tmp_path / "noise"
+    noise.mkdir()
+    for i, image in enumerate(torch.randint(0, 256, (150, 32, 32, 3), dtype=torch.uint8)):
+        Image.fromarray(image.numpy()).save(noise / f"{i:04d}.png")
+    good = pipeline.evaluate_source(str(folder), "shapes", metrics="fid", num=1000)
+    bad = pipeline.evaluate_source(str(noise), "shapes", metrics="fid", num=1000)
+    assert good.extractor == "shapes" and good.n_real == 1000
+    assert good.metrics["fid"] < 0.1 * bad.metrics["fid"]

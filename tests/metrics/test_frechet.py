@@ -121,3 +121,18 @@ def test_bad_inputs_are_user_errors():
         fid_from_features(np.full((5, 3), np.nan), np.zeros((5, 3)))
     with pytest.raises(MetricInputError, match="covariance"):
         fid_from_stats(np.zeros(3), np.eye(3), np.zeros(3), np.eye(4))
+
+
+@pytest.mark.parametrize("kind", ["torch64", "numpy64", "torch32", "numpy32"])
+def test_fid_never_modifies_the_callers_features(kind):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 6)) + 3.0, rng.normal(size=(40, 6)) - 1.0
+    dtype = np.float64 if kind.endswith("64") else np.float32
+    a, b = a.astype(dtype), b.astype(dtype)
+    if kind.startswith("torch"):
+        a, b = torch.from_numpy(a), torch.from_numpy(b)
+    before = (a.copy(), b.copy()) if isinstance(a, np.ndarray) else (a.clone(), b.clone())
+    value = fid_from_features(a, b)
+    assert value == pytest.approx(fid_from_features(before[0], before[1]), rel=1e-12)
+    for x, y in zip((a, b), before, strict=True):
+        assert (x == y).all()

@@ -103,7 +103,9 @@ def conditional_gan_run(root: Path) -> Path:
     def build(folder: Path) -> None:
         from ganfuse.cli import main
 
-        assert main(["train", "digits-cond", "--out", str(folder), *TINY_GAN]) == 0
+        # with DiffAugment, so the report has an augmentation curve to draw
+        args = ["train", "digits-cond", "--out", str(folder), *TINY_GAN, "--set", "train.augment=translation"]
+        assert main(args) == 0
         (folder / "eval.json").write_text(json.dumps([EVAL_RESULT]))
 
     return _once(root / "tiny-cond", build)

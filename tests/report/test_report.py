@@ -89,7 +89,7 @@ def test_every_embedded_image_is_a_non_trivial_png(report):
 
 
 def test_curves_cover_losses_d_outputs_gradients_and_throughput(report):
-    # the fields every run logs, plus augmentation (digits-cond uses DiffAugment); no FD: not tracked
+    # the fields every run logs, plus augmentation (the fixture turns DiffAugment on); no FD: not tracked
     assert report.alts["curves"] == [
         "Losses",
         "Discriminator outputs",

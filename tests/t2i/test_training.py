@@ -204,3 +204,26 @@ def test_real_images_of_the_prompts_score_perfectly():
         assert row["all"] >= 0.95 and abs(row["fd"]) < 1e-6
         shuffled = score_images(prompt_set.real_images.roll(1, 0), prompt_set)
         assert shuffled["all"] < 0.3  # images of other prompts do not pass
+
+
+def test_pixel_term_is_the_l1_to_the_paired_real_image(tmp_path, fake_minilm):
+    config = load_config("shapes-t2i", TINY_T2I + ["text.pixel_weight=2.0", "text.feature_matching_weight=0",
+                                                   "text.contrastive_weight=0"])
+    trainer = TextToImageTrainer(config, tmp_path / "run", progress=False)
+    real, cond = trainer._next_batch()  # images and their captions' conditions
+    trainer._real_images = real
+    d_state = {k: v.clone() for k, v in trainer.D.state_dict().items()}  # spectral-norm vectors too
+    fake = (real + 0.5).requires_grad_()
+    trainer.flush_extra_stats()
+    trainer.aug_gen.manual_seed(0)  # the same augmentation draws for both calls
+    trainer.g_step(fake, cond)
+    assert trainer.flush_extra_stats()["pixel"] == pytest.approx(0.5, rel=1e-5)
+    # the term's gradient points from the fake to its paired real image, scaled by the weight
+    adversarial = (real + 0.5).requires_grad_()
+    trainer._real_images = None  # unpaired: no pixel term
+    trainer.D.load_state_dict(d_state)  # D is the same function in both calls
+    trainer.aug_gen.manual_seed(0)
+    trainer.g_step(adversarial, cond)
+    assert "pixel" not in trainer.flush_extra_stats()
+    difference = fake.grad - adversarial.grad
+    assert torch.allclose(difference, torch.full_like(difference, 2.0 / real.numel()), rtol=1e-3, atol=1e-7)

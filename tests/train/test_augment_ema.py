@@ -80,3 +80,57 @@ def test_ema_update_math_and_buffer_copy():
         assert torch.allclose(e, 0.45 * s + 0.55 * live)
     assert torch.equal(ema.model[1].running_mean, model[1].running_mean)
     assert ema.decay_at(0) == 0.0 and ema.decay_at(20) == 0.9
+
+
+def test_batchnorm_recalibration_is_the_exact_average_over_the_batches():
+    from torch import nn
+
+    from ganfuse.train.ema import recalibrate_batchnorm
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.ReLU(), nn.Linear(4, 2), nn.BatchNorm1d(2))
+    model.eval()
+    batches = [torch.randn(16, 3) * (i + 1) + i for i in range(3)]
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    assert recalibrate_batchnorm(model, lambda i: (batches[i],), 3)
+    assert not model.training and model[1].momentum == 0.1  # mode and momentum restored
+    hidden = [model[0](b) for b in batches]
+    assert torch.allclose(model[1].running_mean, torch.stack([h.mean(0) for h in hidden]).mean(0), atol=1e-5)
+    assert torch.allclose(model[1].running_var, torch.stack([h.var(0) for h in hidden]).mean(0), atol=1e-4)
+    # the second layer sees activations normalised with each batch's own statistics (train mode)
+    second = [model[3](torch.relu(torch.nn.functional.batch_norm(h, None, None, model[1].weight, model[1].bias,
+                                                                     training=True))) for h in hidden]
+    assert torch.allclose(model[4].running_mean, torch.stack([h.mean(0) for h in second]).mean(0), atol=1e-5)
+    for k, v in weights.items():
+        assert torch.equal(model.state_dict()[k], v), k  # parameters untouched
+    assert not recalibrate_batchnorm(nn.Linear(2, 2), lambda i: (torch.zeros(1, 2),), 3)
+
+
+def test_ema_generator_statistics_belong_to_its_own_weights(tmp_path):
+    """After training, the EMA generator's BatchNorm statistics are those of its own activations,
+    not the live generator's (which would be wrong for the averaged weights)."""
+    from torch import nn
+
+    from ganfuse.config import load_config
+    from ganfuse.train.loop import Trainer
+
+    config = load_config("digits", ["model.g_width=16", "model.d_width=8", "train.batch_size=16",
+                                    "train.ema_decay=0.9", "train.ema_warmup_steps=0"])
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    for _ in range(6):
+        trainer.train_step()
+    g = trainer.sampling_generator
+    bn = next(m for m in g.modules() if isinstance(m, nn.BatchNorm2d))
+    live = next(m for m in trainer.G.modules() if isinstance(m, nn.BatchNorm2d))
+    assert not torch.allclose(bn.running_mean, live.running_mean)
+    captured = []
+    hook = bn.register_forward_pre_hook(lambda m, args: captured.append(args[0].detach()))
+    g.train()
+    with torch.no_grad():
+        g(torch.randn(512, config.model.z_dim), None)
+    g.eval()
+    hook.remove()
+    fresh = captured[0].mean(dim=(0, 2, 3))
+    scale = captured[0].std(dim=(0, 2, 3)).mean()
+    assert (bn.running_mean - fresh).abs().max() < 0.1 * scale  # its own statistics, up to sampling noise
+    assert (live.running_mean - fresh).abs().max() > (bn.running_mean - fresh).abs().max()

@@ -7,7 +7,8 @@ import argparse
 
 from ganfuse.cli import add_command
 
-_HELP = "Score a run or an image folder against a reference: FID, KID, IS, precision/recall, density/coverage."
+_HELP = ("Score a run or an image folder against a reference: FID, KID, IS, precision/recall, "
+         "density/coverage; a text-to-image run: attribute accuracy and R-precision.")
 
 
 def register(subparsers) -> None:
@@ -17,29 +18,40 @@ def register(subparsers) -> None:
         cached_weights_path,
     )
     from ganfuse.metrics.settings import (
-        DEFAULT_METRICS,
         DEFAULT_NUM,
         DEFAULT_RESIZE,
         METRICS,
         RESIZE_MODES,
+        T2I_DEFAULT_NUM,
+        T2I_METRICS,
     )
 
     parser = add_command(
         subparsers,
         "evaluate",
         _HELP,
-        "ganfuse evaluate runs/digits --ref digits --metrics fid,kid --num 2000",
+        "ganfuse evaluate runs/digits --ref digits --metrics fid,kid --num 2000\n"
+        "  ganfuse evaluate runs/shapes-t2i --metrics attr,rprec --rprec-model runs/zeroshot",
     )
     parser.add_argument(
         "source", help="a run directory (samples generated in memory) or a folder of images"
     )
     parser.add_argument(
-        "--ref", required=True, help="a dataset name (digits) or a folder of real images"
+        "--ref",
+        help="a dataset name (digits) or a folder of real images; not used for text-to-image runs "
+        "(their references are the real shapes images their prompts describe)",
     )
     parser.add_argument(
         "--metrics",
-        default=",".join(DEFAULT_METRICS),
-        help=f"comma-separated, from {','.join(METRICS)}",
+        default=None,
+        help=f"comma-separated, from {','.join(METRICS)} (default: all); for a text-to-image run "
+        f"from {','.join(T2I_METRICS)} (default: attr, plus rprec with --rprec-model)",
+    )
+    parser.add_argument(
+        "--rprec-model",
+        metavar="RUN",
+        help="a zero-shot run (ganfuse fuse train --task zeroshot) whose dual encoder scores "
+        "R-precision: each image's prompt ranked against 99 others",
     )
     parser.add_argument(
         "--extractor",
@@ -47,7 +59,13 @@ def register(subparsers) -> None:
         help="inception or a dataset's own (digits); default: inception when its weights are on disk, "
         "else the reference dataset's own",
     )
-    parser.add_argument("--num", type=int, default=DEFAULT_NUM, help="images per side (at most)")
+    parser.add_argument(
+        "--num",
+        type=int,
+        default=None,
+        help=f"images per side (at most; default {DEFAULT_NUM}); text-to-image: prompts per set "
+        f"(default {T2I_DEFAULT_NUM})",
+    )
     parser.add_argument(
         "--json", action="store_true", help="print the result as JSON instead of a table"
     )
@@ -71,17 +89,41 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run_evaluate)
 
 
+def _is_t2i_run(source: str) -> bool:
+    from pathlib import Path
+
+    from ganfuse.config import load_config
+
+    config = Path(source) / "config.yaml"
+    if not config.is_file():
+        return False
+    try:
+        return load_config(str(config)).model.arch.startswith("t2i-")
+    except Exception:  # an unreadable config is reported by the loader that needs it
+        return False
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     import sys
 
+    from ganfuse.errors import UserError
     from ganfuse.metrics.evaluate import evaluate_source
+    from ganfuse.metrics.settings import DEFAULT_METRICS, DEFAULT_NUM, T2I_METRICS
 
+    wanted = [m.strip().lower() for m in (args.metrics or "").split(",") if m.strip()]
+    if _is_t2i_run(args.source):
+        return _evaluate_t2i(args, wanted)
+    if any(m in T2I_METRICS for m in wanted):
+        raise UserError(f"--metrics {','.join(T2I_METRICS)} score text-to-image runs; "
+                        f"{args.source} is not one (its config.yaml has no model.arch t2i-*)")
+    if not args.ref:
+        raise UserError("--ref is required: a dataset name (digits) or a folder of real images")
     result = evaluate_source(
         args.source,
         args.ref,
-        metrics=args.metrics,
+        metrics=wanted or DEFAULT_METRICS,
         extractor=args.extractor,
-        num=args.num,
+        num=args.num or DEFAULT_NUM,
         weights=args.weights,
         resize=args.resize,
         batch_size=args.batch_size,
@@ -89,4 +131,33 @@ def run_evaluate(args: argparse.Namespace) -> int:
         progress=not args.json and sys.stderr.isatty(),
     )
     print(result.to_json() if args.json else result.format_table())
+    return 0
+
+
+def _evaluate_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
+    import json
+
+    from ganfuse.errors import UserError
+    from ganfuse.metrics.settings import T2I_DEFAULT_NUM, T2I_METRICS
+    from ganfuse.metrics.t2i import evaluate_t2i_run, format_t2i
+    from ganfuse.run import load_run
+
+    wanted = wanted or (["attr", "rprec"] if args.rprec_model else ["attr"])
+    unknown = [m for m in wanted if m not in T2I_METRICS]
+    if unknown:
+        raise UserError(f"{args.source} is a text-to-image run: --metrics takes {','.join(T2I_METRICS)} "
+                        f"(FD in the attribute classifier's features comes with attr), not {','.join(unknown)}")
+    if "rprec" in wanted and not args.rprec_model:
+        raise UserError("--metrics rprec needs --rprec-model RUN, a zero-shot run "
+                        "(train one with: ganfuse fuse train --task zeroshot --out RUN)")
+    num = args.num or T2I_DEFAULT_NUM
+    run = load_run(args.source)
+    result = evaluate_t2i_run(run, num=num, seed=args.seed,
+                              rprec_model=args.rprec_model if "rprec" in wanted else None)
+    if args.json:
+        print(json.dumps({"run": str(args.source), "step": run.step, "num_per_set": num,
+                          "seed": args.seed, "rprec_model": args.rprec_model, "sets": result}, indent=2))
+    else:
+        print(f"{args.source} (step {run.step}), {num} prompts per set, seed {args.seed}")
+        print(format_t2i(result))
     return 0

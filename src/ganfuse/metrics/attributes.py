@@ -47,6 +47,7 @@ from ganfuse.metrics.classifier import (
 from ganfuse.metrics.extractors import ClassifierExtractor, register_extractor
 from ganfuse.metrics.images import to_uint8
 from ganfuse.metrics.inputs import MetricInputError
+from ganfuse.metrics.sources import register_reference_dataset
 
 ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
     "color": tuple(COLORS),
@@ -192,6 +193,14 @@ def shapes_extractor(**kwargs: object) -> ClassifierExtractor:
 
 
 register_extractor("shapes", shapes_extractor)
+
+
+def _shapes_reference_images() -> torch.Tensor:
+    """``--ref shapes``: the training split's real images (held-out pairs excluded), uint8."""
+    return ShapesDataset("train").images
+
+
+register_reference_dataset("shapes", _shapes_reference_images, extractor="shapes")
 
 
 # ---------------------------------------------------------------------------------------------

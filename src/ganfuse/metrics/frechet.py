@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ganfuse.metrics.inputs import (
@@ -64,10 +65,12 @@ def symmetric_gram(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def mean_and_covariance(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean ``(D,)`` and unbiased covariance ``(D, D)`` of float64 rows ``x`` ``(N, D)``, ``N >= 2``."""
+def mean_and_covariance(x: torch.Tensor, overwrite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean ``(D,)`` and unbiased covariance ``(D, D)`` of float64 rows ``x`` ``(N, D)``, ``N >= 2``.
+    With ``overwrite`` ``x`` is centred in place (no second N x D buffer)."""
     mean = x.mean(dim=0)
-    centred = x - mean  # centring before the product avoids the cancellation of E[xx^T] - mu mu^T
+    # centring before the product avoids the cancellation of E[xx^T] - mu mu^T
+    centred = x.sub_(mean) if overwrite else x - mean
     return mean, symmetric_gram(centred) / (x.shape[0] - 1)
 
 
@@ -134,7 +137,16 @@ def fid_from_features(a: ArrayLike, b: ArrayLike) -> float:
     x = feature_matrix(a, "a", min_rows=2)
     y = feature_matrix(b, "b", min_rows=2)
     same_width(x, y, ("a", "b"))
-    mu1, s1 = mean_and_covariance(x)
+    # the float64 matrices are our own copies unless the caller passed float64 already
+    mu1, s1 = mean_and_covariance(x, overwrite=_is_copy(x, a))
     del x
-    mu2, s2 = mean_and_covariance(y)
+    mu2, s2 = mean_and_covariance(y, overwrite=_is_copy(y, b))
     return fid_from_stats(mu1, s1, mu2, s2)
+
+
+def _is_copy(converted: torch.Tensor, original: ArrayLike) -> bool:
+    """Whether ``converted`` owns its memory apart from the caller's ``original``."""
+    source = torch.from_numpy(original) if isinstance(original, np.ndarray) else original
+    if not isinstance(source, torch.Tensor) or source.device.type != "cpu":
+        return True
+    return converted.untyped_storage().data_ptr() != source.untyped_storage().data_ptr()

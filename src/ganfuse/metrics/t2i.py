@@ -80,29 +80,48 @@ def score_images(images: torch.Tensor, prompt_set: PromptSet, extractor=None) ->
 
 
 def evaluate_t2i(sample_fn: SampleFn, num: int = 500, seed: int = 0, image_size: int = 32,
-                 holdout: Sequence[tuple[str, str]] = DEFAULT_HOLDOUT) -> dict[str, dict[str, float]]:
+                 holdout: Sequence[tuple[str, str]] = DEFAULT_HOLDOUT,
+                 rprec_model=None) -> dict[str, dict[str, float]]:
     """``{"seen": {...}, "heldout": {...}}`` of :func:`score_images` for images drawn by
-    ``sample_fn(prompts, seed)`` (one image per prompt)."""
+    ``sample_fn(prompts, seed)`` (one image per prompt).
+
+    With ``rprec_model`` (a dual encoder or a ``zeroshot`` run folder) each set also gets
+    ``rprec``: R-precision, the image's own prompt ranked against 99 others drawn from both sets'
+    prompts (:func:`ganfuse.multimodal.rprec.r_precision`; chance 0.01)."""
     extractor = shapes_extractor()
+    sets = shapes_prompt_sets(num, seed, image_size, holdout)
+    if rprec_model is not None:
+        from ganfuse.multimodal.rprec import r_precision
+        from ganfuse.multimodal.zeroshot import load_dual_encoder
+
+        if not hasattr(rprec_model, "encode_image"):
+            rprec_model = load_dual_encoder(rprec_model)
+        pool = [p for s in sets.values() for p in s.prompts]
     out = {}
-    for name, prompt_set in shapes_prompt_sets(num, seed, image_size, holdout).items():
-        out[name] = score_images(sample_fn(prompt_set.prompts, seed), prompt_set, extractor)
+    for name, prompt_set in sets.items():
+        images = sample_fn(prompt_set.prompts, seed)
+        out[name] = score_images(images, prompt_set, extractor)
+        if rprec_model is not None:
+            out[name]["rprec"] = r_precision(images.float(), prompt_set.prompts, rprec_model,
+                                             seed=seed, distractor_pool=pool)
     return out
 
 
 def format_t2i(result: dict[str, dict[str, float]]) -> str:
     """A small table: one row per prompt set, accuracy in percent, FD."""
     keys = ("color", "shape", "size", "position", "all")
-    lines = ["set       " + " ".join(f"{k:>8}" for k in keys) + "       fd"]
+    extra = ("rprec",) if all("rprec" in row for row in result.values()) else ()
+    lines = ["set       " + " ".join(f"{k:>8}" for k in keys + extra) + "       fd"]
     for name, row in result.items():
-        lines.append(f"{name:<9} " + " ".join(f"{100 * row[k]:8.1f}" for k in keys) + f" {row['fd']:8.3f}")
-    return "\n".join(lines)
+        cells = " ".join(f"{100 * row[k]:8.1f}" for k in keys + extra)
+        lines.append(f"{name:<9} {cells} {row['fd']:8.3f}")
+    return "\n".join(lines) + "\n(accuracy and R-precision in percent; fd in the attribute classifier's features)"
 
 
-def evaluate_t2i_run(run, num: int = 500, seed: int = 0) -> dict[str, dict[str, float]]:
+def evaluate_t2i_run(run, num: int = 500, seed: int = 0, rprec_model=None) -> dict[str, dict[str, float]]:
     """:func:`evaluate_t2i` of a loaded text-to-image run (anything with ``config`` and
     ``sample(n, seed=..., prompts=...)``, e.g. :class:`ganfuse.generate.TextToImageRun`), with the
     run's image size and held-out pairs."""
     holdout = parse_holdout(run.config.data.holdout) or DEFAULT_HOLDOUT
     return evaluate_t2i(lambda prompts, s: run.sample(1, seed=s, prompts=prompts), num, seed,
-                        run.config.data.image_size, holdout)
+                        run.config.data.image_size, holdout, rprec_model)

@@ -46,13 +46,14 @@ from ganfuse.train.checkpoint import (
     save_checkpoint,
 )
 from ganfuse.train.distributed import DistributedContext
-from ganfuse.train.ema import EMA
+from ganfuse.train.ema import EMA, recalibrate_batchnorm
 from ganfuse.train.guard import NaNGuard
 from ganfuse.train.losses import LOSS_FUNCTIONS, gradient_penalty, r1_penalty
 from ganfuse.train.precision import Precision, resolve_device, resolve_precision
 
 log = logging.getLogger("ganfuse")
 
+EMA_BN_BATCHES = 16  # batches that recompute the EMA generator's BatchNorm statistics
 STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "acc_real", "acc_fake", "grad_norm_d", "grad_norm_g",
               "r1", "gp", "nonfinite")
 
@@ -121,6 +122,10 @@ class Trainer:
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.G.to(self.device, memory_format=self.memory_format)
         self.D.to(self.device, memory_format=self.memory_format)
+        # The EMA copy is taken before any SyncBatchNorm conversion: only rank 0 samples from it
+        # (and recalibrates its BatchNorm statistics), which must not wait on the other ranks.
+        self.ema = EMA(self.G, t.ema_decay, t.ema_warmup_steps) if t.ema_decay > 0 else None
+        self._ema_calibrated_step = -1
         if t.sync_bn and self.dist.enabled and self.device.type == "cuda":
             self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
             self.D = nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
@@ -134,7 +139,6 @@ class Trainer:
                                       **{**adam, "betas": (t.beta1**c, t.beta2**c)})
         self.scaler_g = self.precision.grad_scaler()
         self.scaler_d = self.precision.grad_scaler()
-        self.ema = EMA(self.G, t.ema_decay, t.ema_warmup_steps) if t.ema_decay > 0 else None
         self.augment = AdaptiveAugment(t.augment, t.augment_p, t.ada_target, t.ada_interval, t.ada_kimg)
         self.d_loss_fn, self.g_loss_fn = LOSS_FUNCTIONS[t.loss]
         # G_train/D_train: the modules the training step calls (DDP-wrapped and/or compiled);
@@ -158,7 +162,8 @@ class Trainer:
         self.callbacks: list = []  # fn(trainer) -> dict, called on rank 0 at each log step
 
         if self.dist.is_main:
-            check_free_space(self.run_dir, estimate_checkpoint_bytes(self.weights()), t.keep_checkpoints)
+            check_free_space(self.run_dir, estimate_checkpoint_bytes(self.weights(calibrated=False)),
+                             t.keep_checkpoints)
         if resume:
             self._resume()
         self.logger = None  # metrics.jsonl (+ TensorBoard), opened on rank 0 when fit() starts
@@ -331,9 +336,37 @@ class Trainer:
 
     @property
     def sampling_generator(self) -> nn.Module:
-        return self.ema.model if self.ema is not None else self.G
+        """The generator samples and evaluations use: the EMA one, with BatchNorm statistics
+        recomputed for its own weights (:func:`ganfuse.train.ema.recalibrate_batchnorm`), when
+        the run keeps an EMA; else the live one."""
+        if self.ema is None:
+            return self.G
+        if self._ema_calibrated_step != self.step:
+            self._recalibrate_ema()
+            self._ema_calibrated_step = self.step
+        return self.ema.model
 
-    def weights(self) -> dict[str, torch.Tensor]:
+    def _recalibrate_ema(self) -> None:
+        """BatchNorm statistics of the EMA generator from :data:`EMA_BN_BATCHES` batches of its own
+        samples; the latents and classes are a pure function of (seed, step), so a resumed run
+        gets the very same statistics and the training noise stream is untouched."""
+        gen = torch.Generator(device=self.device).manual_seed(self.config.train.seed * 7919 + self.step)
+        n = self.batch_size
+
+        def inputs(_: int) -> tuple:
+            z = torch.randn(n, self.config.model.z_dim, device=self.device, generator=gen)
+            y = torch.randint(0, self.num_classes, (n,), device=self.device, generator=gen) \
+                if self.num_classes else None
+            return z, y
+
+        with self.precision.autocast():
+            recalibrate_batchnorm(self.ema.model, inputs, EMA_BN_BATCHES)
+
+    def weights(self, calibrated: bool = True) -> dict[str, torch.Tensor]:
+        """Every network's state, as checkpoints hold it; with ``calibrated`` the EMA generator's
+        BatchNorm statistics are first recomputed for the current step."""
+        if self.ema is not None and calibrated:
+            self.sampling_generator  # noqa: B018 - recalibrates the EMA's BatchNorm statistics
         out = {f"G.{k}": v for k, v in self.G.state_dict().items()}
         out.update({f"D.{k}": v for k, v in self.D.state_dict().items()})
         if self.ema is not None:
@@ -390,7 +423,8 @@ class Trainer:
         return self.sampler.state_dict() if self.sampler is not None else {"epoch": 0, "position": 0, "seed": 0}
 
     def _memory_state(self) -> dict[str, Any]:
-        return {"weights": {k: v.clone() for k, v in self.weights().items()}, "state": self.training_state()}
+        return {"weights": {k: v.clone() for k, v in self.weights(calibrated=False).items()},
+                "state": self.training_state()}
 
     def _load_memory_state(self, snapshot: dict[str, Any]) -> None:
         # keep the data order and RNG moving forward: the batches that produced NaN are skipped
@@ -563,19 +597,28 @@ class Trainer:
         return bool(flag.item())
 
 
-def train(config: Config | str, out: str | Path, resume: bool = False, progress: bool = True,
-          steps: int | None = None, max_minutes: float | None = None) -> Path:
-    """Train a GAN from a config (or preset name) into ``out``; returns the run directory."""
-    if isinstance(config, str):
-        config = load_config(config)
+def build_trainer(config: Config, out: str | Path, resume: bool = False, progress: bool = True) -> Trainer:
+    """The trainer for ``config`` with its default callbacks: :class:`Trainer` with the
+    diagnostics, or the text-to-image trainer for ``t2i-*`` archs. Construction does the setup
+    (data, text embeddings, models, resume); :meth:`Trainer.fit` then trains."""
     if config.model.arch.startswith("t2i-"):  # text-to-image: captions as conditions
-        from ganfuse.train.t2i import train_t2i
+        from ganfuse.train.t2i import build_t2i_trainer
 
-        return train_t2i(config, out, resume=resume, progress=progress, steps=steps, max_minutes=max_minutes)
+        return build_t2i_trainer(config, out, resume=resume, progress=progress)
     trainer = Trainer(config, out, resume=resume, progress=progress)
     from ganfuse.train.diagnostics import attach_default_callbacks
 
     attach_default_callbacks(trainer)
+    return trainer
+
+
+def train(config: Config | str, out: str | Path, resume: bool = False, progress: bool = True,
+          steps: int | None = None, max_minutes: float | None = None) -> Path:
+    """Train a GAN from a config (or preset name) into ``out``; returns the run directory.
+    ``max_minutes`` bounds the training loop (setup such as caption encoding comes before it)."""
+    if isinstance(config, str):
+        config = load_config(config)
+    trainer = build_trainer(config, out, resume=resume, progress=progress)
     try:
         return trainer.fit(steps=steps, max_minutes=max_minutes)
     finally:

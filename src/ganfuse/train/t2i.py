@@ -16,6 +16,8 @@ One discriminator update (hinge, as in DF-GAN):
     Gmain  -D(G(z, t), t) + ``text.contrastive_weight`` * InfoNCE of fakes against their texts
            + ``text.feature_matching_weight`` * L1 between D's block features of G(z, t) and of
            the real image of caption t (fake i takes the caption of real i)
+           + ``text.pixel_weight`` * L1 between G(z, t) and that real image itself (pix2pix's
+           reconstruction term; for data whose captions pin the image down, as ``shapes``')
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ GRID_PROMPTS: tuple[str, ...] = (
     "a large blue square in the top center",
     "a small white triangle in the middle right",
 )
-EXTRA_STATS = ("d_mismatch", "acc_mismatch", "magp", "con_d", "con_g", "fm")
+EXTRA_STATS = ("d_mismatch", "acc_mismatch", "magp", "con_d", "con_g", "fm", "pixel")
 
 
 def is_t2i(config: Config) -> bool:
@@ -235,8 +237,8 @@ class TextToImageTrainer(Trainer):
         x = self.config.text
         fake_in = self.augment(fake, self.aug_gen)
         contrastive = x.contrastive_weight > 0
-        matching = x.feature_matching_weight > 0 and self._real_images is not None \
-            and self._real_images.shape[0] == fake.shape[0]
+        paired = self._real_images is not None and self._real_images.shape[0] == fake.shape[0]
+        matching = x.feature_matching_weight > 0 and paired
         with self.precision.autocast():
             out = self.D_frozen(fake_in, cond, embed=contrastive, features=matching, full=True,
                                 negatives=self._negative_conditions() if contrastive else None)
@@ -253,6 +255,10 @@ class TextToImageTrainer(Trainer):
             fm = paired_feature_matching(out.features, real_maps)
             loss = loss + x.feature_matching_weight * fm
             self._record_extra("fm", fm)
+        if x.pixel_weight > 0 and paired:
+            pixel = (fake.float() - self._real_images.float()).abs().mean()
+            loss = loss + x.pixel_weight * pixel
+            self._record_extra("pixel", pixel)
         norm = self._backward_step(loss, self.opt_g, self.scaler_g, list(self.G.parameters()))
         self._record("loss_g", loss)
         self._record("grad_norm_g", norm)
