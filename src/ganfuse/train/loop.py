@@ -556,8 +556,11 @@ class Trainer:
                         record.update(callback(self) or {})
                     record.pop("nonfinite", None)
                     self._write_metrics(record)
+                    # with --max-minutes the bar's own ETA (for the step limit) says little: show
+                    # the wall-clock budget left as well
+                    left = {"left": _minutes_seconds(deadline - time.monotonic())} if math.isfinite(deadline) else {}
                     bar.set_postfix(d=f"{stats.get('loss_d', 0):.3f}", g=f"{stats.get('loss_g', 0):.3f}",
-                                    img_s=f"{img_s:.0f}", refresh=False)
+                                    img_s=f"{img_s:.0f}", **left, refresh=False)
                 if self.step % t.sample_every == 0:
                     self.save_grid()
                 if self.step % t.checkpoint_every == 0:
@@ -595,6 +598,12 @@ class Trainer:
         flag = torch.tensor([float(time.monotonic() >= deadline)], device=self.device)
         torch.distributed.broadcast(flag, src=0)
         return bool(flag.item())
+
+
+def _minutes_seconds(seconds: float) -> str:
+    """``125.4 -> "2:05"`` (never negative)."""
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 def build_trainer(config: Config, out: str | Path, resume: bool = False, progress: bool = True) -> Trainer:
