@@ -136,3 +136,13 @@ def test_fid_never_modifies_the_callers_features(kind):
     assert value == pytest.approx(fid_from_features(before[0], before[1]), rel=1e-12)
     for x, y in zip((a, b), before, strict=True):
         assert (x == y).all()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_single_non_finite_value_in_either_set_is_named(bad):
+    a, b = np.zeros((6, 4)), np.random.default_rng(1).normal(size=(7, 4))
+    b[3, 2] = bad
+    with pytest.raises(MetricInputError, match="^b contains NaN or infinite values"):
+        fid_from_features(a, b)
+    with pytest.raises(MetricInputError, match="^a contains NaN or infinite values"):
+        fid_from_features(b.astype(np.float32), a)
