@@ -222,3 +222,33 @@ def test_text_encoder_init_copies_shared_words_and_keeps_new_ones(zeroshot_run):
             source.embedding.weight[source.tokenizer.index[word]],
         )
     torch.testing.assert_close(target.gru.weight_hh_l0, source.gru.weight_hh_l0)
+
+
+def test_training_restores_the_callers_thread_count(tmp_path):
+    import torch
+
+    from ganfuse.multimodal.config import make_config
+    from ganfuse.multimodal.zeroshot import train_zeroshot
+    from tests.multimodal.conftest import TINY
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        import ganfuse.multimodal.zeroshot as zs
+
+        original = zs.optimise
+
+        def spy(*args, **kwargs):
+            seen.append(torch.get_num_threads())
+            return original(*args, **kwargs)
+
+        zs.optimise = spy
+        try:
+            train_zeroshot(make_config("zeroshot", None, TINY), tmp_path / "zs", progress=False)
+        finally:
+            zs.optimise = original
+        assert seen == [1]  # the run's threads=1 while it trains
+        assert torch.get_num_threads() == 2  # and the caller's count afterwards
+    finally:
+        torch.set_num_threads(before)

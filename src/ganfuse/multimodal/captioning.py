@@ -34,7 +34,7 @@ from ganfuse.errors import CheckpointError
 from ganfuse.models.captioner import Captioner, CaptionVocab
 from ganfuse.multimodal.checkpoint import count_parameters, load_weights, read_run, save_run
 from ganfuse.multimodal.config import FuseConfig
-from ganfuse.multimodal.loop import apply_threads, optimise
+from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import build_image_encoder
 from ganfuse.multimodal.negatives import ATTRIBUTE_FIELDS
 from ganfuse.multimodal.splits import config_split
@@ -132,6 +132,7 @@ def build_captioner(config: FuseConfig, vocab: CaptionVocab) -> Captioner:
     )
 
 
+@uses_config_threads
 def train_captioner(
     config: FuseConfig, out: Path | str | None = None, progress: bool = True
 ) -> CaptionResult:
@@ -139,7 +140,6 @@ def train_captioner(
 
     ``image_encoder_init`` starts the image encoder from a ``zeroshot`` run; with
     ``freeze_image_encoder`` only the decoder trains."""
-    apply_threads(config)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     train = config_split(config, "train")

@@ -21,7 +21,7 @@ from ganfuse.data.shapes import ShapesDataset
 from ganfuse.models.encoders import ImageEncoder
 from ganfuse.models.heads import TaskHeads
 from ganfuse.multimodal.config import FuseConfig
-from ganfuse.multimodal.loop import apply_threads, optimise
+from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import build_image_encoder
 from ganfuse.multimodal.splits import config_split, labelled_indices
 from ganfuse.multimodal.tasks import ATTRIBUTE_SIZES
@@ -63,6 +63,7 @@ def _accuracies(
     return metrics
 
 
+@uses_config_threads
 def train_attribute_classifier(
     config: FuseConfig,
     fraction: float,
@@ -71,7 +72,6 @@ def train_attribute_classifier(
 ) -> dict[str, float]:
     """Test accuracies after training on ``fraction`` of the labels, plus ``train_seconds`` and
     ``labels``. ``encoder``: a pretrained encoder to freeze (probe); ``None``: from scratch."""
-    apply_threads(config)
     torch.manual_seed(config.seed)
     train, test = config_split(config, "train"), config_split(config, "test")
     labelled = labelled_indices(len(train), fraction, config.data_seed)

@@ -10,6 +10,7 @@ small learning rate instead of stopping in the middle of its schedule.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -43,9 +44,23 @@ def precision_context(precision: str) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def apply_threads(config: FuseConfig) -> None:
-    if config.threads:
+def uses_config_threads(fn: Callable) -> Callable:
+    """Run ``fn(config, ...)`` with ``config.threads`` torch threads (when set), restoring the
+    caller's thread count afterwards: a benchmark's one-thread runs must not slow down whatever
+    the same process does next (the demo's evaluation, the user's own code)."""
+
+    @functools.wraps(fn)
+    def wrapper(config: FuseConfig, *args, **kwargs):
+        if not config.threads:
+            return fn(config, *args, **kwargs)
+        before = torch.get_num_threads()
         torch.set_num_threads(config.threads)
+        try:
+            return fn(config, *args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return wrapper
 
 
 def optimise(

@@ -27,7 +27,7 @@ from ganfuse.multimodal.checkpoint import (
     save_run,
 )
 from ganfuse.multimodal.config import FUSION_TASKS, FuseConfig
-from ganfuse.multimodal.loop import apply_threads, optimise
+from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import FusionModel, build_fusion_model
 from ganfuse.multimodal.splits import config_split, labelled_indices
 from ganfuse.multimodal.tasks import (
@@ -150,6 +150,7 @@ def frozen_image_features(
     return image_features(encoder, data)
 
 
+@uses_config_threads
 def train_fusion(
     config: FuseConfig,
     out: Path | str | None = None,
@@ -164,7 +165,6 @@ def train_fusion(
     """
     if config.task not in FUSION_TASKS:
         raise ValueError(f"{config.task!r} is not a fusion task")
-    apply_threads(config)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     task = build_task(config.task, config.questions_per_image)

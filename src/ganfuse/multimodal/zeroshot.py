@@ -41,7 +41,7 @@ from ganfuse.errors import CheckpointError
 from ganfuse.models.encoders import ImageEncoder
 from ganfuse.multimodal.checkpoint import count_parameters, load_weights, read_run, save_run
 from ganfuse.multimodal.config import FuseConfig
-from ganfuse.multimodal.loop import apply_threads, optimise
+from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import build_image_encoder, build_text
 from ganfuse.multimodal.splits import config_split
 from ganfuse.text import SentenceEncoder, TextEncoder
@@ -231,6 +231,7 @@ def build_dual_encoder(config: FuseConfig, text_encoder: TextEncoder | None = No
     return DualEncoder(build_image_encoder(config), text, config.embed_dim, config.init_temperature)
 
 
+@uses_config_threads
 def train_zeroshot(
     config: FuseConfig, out: Path | str | None = None, progress: bool = True
 ) -> ZeroShotResult:
@@ -239,7 +240,6 @@ def train_zeroshot(
     A trainable text encoder sees a fresh random caption of each image at every step; a frozen
     pretrained one sees each image's dataset caption, encoded once up front (encoding is its cost).
     """
-    apply_threads(config)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     train = config_split(config, "train")

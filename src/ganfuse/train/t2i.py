@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ganfuse.config import Config, load_config
+from ganfuse.config import Config
 from ganfuse.data import InMemoryImageDataset
 from ganfuse.errors import ConfigError
 from ganfuse.metrics.t2i import parse_holdout
@@ -314,15 +314,3 @@ def build_t2i_trainer(config: Config, out: str | Path, resume: bool = False, pro
     if config.train.monitor_every > 0:
         log.warning("train.monitor_every: the mode-collapse monitor is for class/unconditional runs; ignored")
     return trainer
-
-
-def train_t2i(config: Config | str, out: str | Path, resume: bool = False, progress: bool = True,
-              steps: int | None = None, max_minutes: float | None = None) -> Path:
-    """Train a text-to-image GAN; what :func:`ganfuse.train.loop.train` calls for ``t2i-*`` archs."""
-    if isinstance(config, str):
-        config = load_config(config)
-    trainer = build_t2i_trainer(config, out, resume, progress)
-    try:
-        return trainer.fit(steps=steps, max_minutes=max_minutes)
-    finally:
-        trainer.dist.close()
