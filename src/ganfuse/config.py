@@ -341,4 +341,7 @@ def validate(config: Config) -> Config:
 
 
 def save_config(config: Config, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    """Write ``config`` as YAML, atomically (a crash leaves the old file or the new one)."""
+    from ganfuse.fileio import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ganfuse.errors import CheckpointError, ConfigError
+from ganfuse.fileio import atomic_write, atomic_write_text
 from ganfuse.multimodal.config import FuseConfig, config_from_dict, save_config
 from ganfuse.text import SentenceEncoder
 
@@ -65,16 +66,19 @@ def save_run(
     meta: dict[str, Any],
     metrics: dict[str, Any],
 ) -> Path:
-    """Write a run folder (created if missing) and return it."""
+    """Write a run folder (created if missing) and return it. Each file is written atomically
+    (temporary file, then rename), so a kill never leaves a truncated one; the metadata file,
+    which makes the folder a run, comes after the weights and config it describes."""
     if kind not in KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_file(savable_state(model), str(run_dir / WEIGHTS_FILE))
+    state = savable_state(model)
+    atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
     save_config(config, run_dir / CONFIG_FILE)
+    atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
     record = {"kind": kind, "format": FORMAT_VERSION, **meta}
-    (run_dir / META_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    (run_dir / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(run_dir / META_FILE, json.dumps(record, indent=2) + "\n")
     return run_dir
 
 

@@ -209,4 +209,7 @@ def config_from_dict(data: dict[str, Any]) -> FuseConfig:
 
 
 def save_config(config: FuseConfig, path: Path) -> None:
-    Path(path).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    """Write ``config`` as JSON, atomically (a crash leaves the old file or the new one)."""
+    from ganfuse.fileio import atomic_write_text
+
+    atomic_write_text(path, json.dumps(config.to_dict(), indent=2) + "\n")

@@ -45,6 +45,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ganfuse.errors import CheckpointError
+from ganfuse.fileio import atomic_write_text
 
 log = logging.getLogger("ganfuse")
 
@@ -104,23 +105,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and an atomic rename.
-
-    On failure (disk full) the temporary is removed and ``path`` keeps its old content.
-    """
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def checkpoint_dirs(run_dir: Path, folder: str = "checkpoints") -> list[Path]:
