@@ -174,13 +174,7 @@ def train_captioner(
         model, metrics, stats.seconds, stats.steps, count_parameters(model), None
     )
     if out is not None:
-        record = {
-            "test": metrics,
-            "train_seconds": stats.seconds,
-            "steps": stats.steps,
-            "params": result.params,
-            "final_loss": stats.final_loss,
-        }
+        record = stats.record(result.params, test=metrics)
         result.run_dir = save_run(
             Path(out), "caption", model, config, {"vocab": vocab.tokens}, record
         )

@@ -28,6 +28,11 @@ class LoopStats:
     seconds: float
     final_loss: float  # moving average of the last steps
 
+    def record(self, params: int, **metrics: object) -> dict[str, object]:
+        """A run's ``metrics.json``: ``metrics`` (e.g. ``test=...``) and how the training went."""
+        return {**metrics, "train_seconds": self.seconds, "steps": self.steps, "params": params,
+                "final_loss": self.final_loss}
+
 
 def learning_rate(config: FuseConfig, step: int, progress: float) -> float:
     """Linear warm-up over ``warmup_steps``, then cosine from ``lr`` to ``lr / 100``."""

@@ -212,15 +212,8 @@ def train_fusion(
         run_dir=None,
     )
     if out is not None:
-        metrics = {
-            "val": val_metrics,
-            "test": test_metrics,
-            "train_seconds": stats.seconds,
-            "steps": stats.steps,
-            "params": result.params,
-            "final_loss": stats.final_loss,
-            "loss_weights": weighting.weights(),
-        }
+        metrics = {**stats.record(result.params, val=val_metrics, test=test_metrics),
+                   "loss_weights": weighting.weights()}
         meta = {
             "task_sizes": task.task_sizes,
             "text_encoder": model.encoders["text"].config(),

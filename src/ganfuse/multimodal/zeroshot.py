@@ -275,13 +275,7 @@ def train_zeroshot(
         model, metrics, stats.seconds, stats.steps, count_parameters(model), None
     )
     if out is not None:
-        record = {
-            "test": metrics,
-            "train_seconds": stats.seconds,
-            "steps": stats.steps,
-            "params": result.params,
-            "final_loss": stats.final_loss,
-        }
+        record = stats.record(result.params, test=metrics)
         meta = {"text_encoder": model.text_encoder.config()}
         result.run_dir = save_run(Path(out), "zeroshot", model, config, meta, record)
     return result
