@@ -23,7 +23,7 @@ import torch
 from ganfuse.config import Config
 from ganfuse.errors import UserError
 from ganfuse.models.t2i import PromptEncoder, build_t2i, check_prompts, text_spec_from_config
-from ganfuse.run import Run
+from ganfuse.run import Run, load_generator_weights
 
 MAX_IMAGES = 1_000_000  # latents for more are drawn up front: refuse what cannot fit in memory
 
@@ -110,12 +110,7 @@ def text_to_image_run(path: Path, ckpt: Path, config: Config, manifest: dict, we
     if spec.kind == "embedding" and spec.embed_dim < 1:
         raise UserError(f"{ckpt}: the config does not record the text embedding width (text.embed_dim)")
     g, _ = build_t2i(config, spec, int(manifest.get("channels", 3)))
-    prefix = "G_ema." if use_ema and any(k.startswith("G_ema.") for k in weights) else "G."
-    state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-    try:
-        g.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{ckpt}: weights do not fit the configured generator ({str(exc).splitlines()[0]})") from None
+    load_generator_weights(g, weights, ckpt, use_ema)
     # channels-last convolutions are about 1.5x faster on CPU for these small feature maps
     g.to(device, memory_format=torch.channels_last if device.type == "cpu" else torch.contiguous_format).eval()
     return TextToImageRun(path, config, int(manifest["step"]), g, 0, [], manifest, device, PromptEncoder(spec))

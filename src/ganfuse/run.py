@@ -75,6 +75,17 @@ class Run:
         return torch.cat(list(self.sample_batches(n, batch_size, seed, class_label, truncation)))
 
 
+def load_generator_weights(g: nn.Module, weights: dict[str, torch.Tensor], ckpt: Path, use_ema: bool) -> None:
+    """Load a checkpoint's generator into ``g``: the EMA weights when asked for and kept, else the
+    live ones; weights that do not fit give a :class:`UserError` naming the checkpoint."""
+    prefix = "G_ema." if use_ema and any(k.startswith("G_ema.") for k in weights) else "G."
+    state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    try:
+        g.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"{ckpt}: weights do not fit the configured generator ({str(exc).splitlines()[0]})") from None
+
+
 def load_run(path: str | Path, device: str = "cpu", use_ema: bool = True, which: str = "latest") -> Run:
     """Load a GAN run for sampling: its newest intact checkpoint, or with ``which="best"`` the one
     with the best Frechet distance seen during training (``train.eval_every``)."""
@@ -94,12 +105,7 @@ def load_run(path: str | Path, device: str = "cpu", use_ema: bool = True, which:
 
         return text_to_image_run(path, ckpt, config, manifest, weights, resolve_device(device), use_ema)
     g, _ = build_gan(config, channels, num_classes)
-    prefix = "G_ema." if use_ema and any(k.startswith("G_ema.") for k in weights) else "G."
-    state = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-    try:
-        g.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{ckpt}: weights do not fit the configured generator ({str(exc).splitlines()[0]})") from None
+    load_generator_weights(g, weights, ckpt, use_ema)
     dev = resolve_device(device)
     g.to(dev).eval()
     return Run(path, config, int(manifest["step"]), g, num_classes, list(manifest.get("class_names", [])),

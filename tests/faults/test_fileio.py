@@ -30,9 +30,9 @@ def test_a_write_that_fails_halfway_keeps_the_old_content(tmp_path):
 
 
 def test_fusion_run_files_are_written_atomically(tmp_path, monkeypatch):
-    import ganfuse.multimodal.checkpoint as ckpt
     from torch import nn
 
+    import ganfuse.multimodal.checkpoint as ckpt
     from ganfuse.multimodal.config import make_config
 
     config = make_config("matching", "early", [])

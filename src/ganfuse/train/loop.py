@@ -290,13 +290,7 @@ class Trainer:
             self._record("gp", gp)
         norm = self._backward_step(loss, self.opt_d, self.scaler_d, list(self.D.parameters()))
         self.augment.accumulate(real_logits)
-        self._record("loss_d", loss)
-        self._record("d_real", real_logits.mean())
-        self._record("d_fake", fake_logits.mean())
-        self._record("acc_real", (real_logits > 0).float().mean())
-        self._record("acc_fake", (fake_logits < 0).float().mean())
-        self._record("grad_norm_d", norm)
-        self._record("nonfinite", (~torch.isfinite(loss)).float())
+        self._record_d_step(loss, real_logits, fake_logits, norm)
 
     def g_step(self, fake: torch.Tensor, labels: torch.Tensor | None) -> None:
         """Gmain: one generator update through D's verdict on ``fake`` (which carries G's graph)."""
@@ -305,6 +299,21 @@ class Trainer:
             logits = self.D_frozen(fake_in, labels).float()
         loss = self.g_loss_fn(logits)
         norm = self._backward_step(loss, self.opt_g, self.scaler_g, list(self.G.parameters()))
+        self._record_g_step(loss, norm)
+
+    def _record_d_step(self, loss: torch.Tensor, real_logits: torch.Tensor, fake_logits: torch.Tensor,
+                       norm: torch.Tensor) -> None:
+        """The statistics every discriminator update logs (subclasses' d_step call it too)."""
+        self._record("loss_d", loss)
+        self._record("d_real", real_logits.mean())
+        self._record("d_fake", fake_logits.mean())
+        self._record("acc_real", (real_logits > 0).float().mean())
+        self._record("acc_fake", (fake_logits < 0).float().mean())
+        self._record("grad_norm_d", norm)
+        self._record("nonfinite", (~torch.isfinite(loss)).float())
+
+    def _record_g_step(self, loss: torch.Tensor, norm: torch.Tensor) -> None:
+        """The statistics every generator update logs."""
         self._record("loss_g", loss)
         self._record("grad_norm_g", norm)
         self._record("nonfinite", (~torch.isfinite(loss)).float())

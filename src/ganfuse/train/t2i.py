@@ -225,13 +225,7 @@ class TextToImageTrainer(Trainer):
         if mismatch is not None:
             self._record_extra("d_mismatch", mismatch.mean())
             self._record_extra("acc_mismatch", (mismatch < 0).float().mean())
-        self._record("loss_d", loss)
-        self._record("d_real", real_logits.mean())
-        self._record("d_fake", fake_logits.mean())
-        self._record("acc_real", (real_logits > 0).float().mean())
-        self._record("acc_fake", (fake_logits < 0).float().mean())
-        self._record("grad_norm_d", norm)
-        self._record("nonfinite", (~torch.isfinite(loss)).float())
+        self._record_d_step(loss, real_logits, fake_logits, norm)
 
     def g_step(self, fake: torch.Tensor, cond: torch.Tensor) -> None:
         x = self.config.text
@@ -260,9 +254,7 @@ class TextToImageTrainer(Trainer):
             loss = loss + x.pixel_weight * pixel
             self._record_extra("pixel", pixel)
         norm = self._backward_step(loss, self.opt_g, self.scaler_g, list(self.G.parameters()))
-        self._record("loss_g", loss)
-        self._record("grad_norm_g", norm)
-        self._record("nonfinite", (~torch.isfinite(loss)).float())
+        self._record_g_step(loss, norm)
 
 
 class AttributeMonitor:
