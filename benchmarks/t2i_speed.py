@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from ganfuse.generate import TextToImageRun
+from ganfuse.run import TextToImageRun
 from ganfuse.train.t2i import GRID_PROMPTS
 
 
@@ -29,7 +29,8 @@ def preset_run(preset: str, overrides: list[str]) -> TextToImageRun:
     from pathlib import Path
 
     from ganfuse.config import load_config
-    from ganfuse.models.t2i import PromptEncoder, TextSpec, build_t2i
+    from ganfuse.models.t2i import build_t2i
+    from ganfuse.text.prompts import PromptEncoder, TextSpec
 
     config = load_config(preset, overrides)
     spec = TextSpec(config.text.encoder, 384, ["word"], config.text.max_words)

@@ -17,15 +17,12 @@ def bench_train(preset: str, seconds: float = 20.0, overrides: list[str] | None 
     """Train ``preset`` for about ``seconds`` and report median img/s over individual steps.
 
     img/s counts real images consumed by the discriminator (``batch_size * n_critic`` per step).
-    Text-to-image presets (``model.arch t2i-*``) run their own trainer; their captions' text
-    embeddings come from the cache (encoded once, outside the timed steps).
+    Text-to-image presets encode their captions' text embeddings through the cache once, outside
+    the timed steps.
     """
     config = load_config(preset, list(overrides or []) + ["train.guard=false"])
-    trainer_class = Trainer
-    if config.model.arch.startswith("t2i-"):
-        from ganfuse.train.t2i import TextToImageTrainer as trainer_class
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = trainer_class(config, tmp, progress=False)
+        trainer = Trainer(config, tmp, progress=False)
         for _ in range(warmup_steps):
             trainer.train_step()
         times = []
@@ -40,7 +37,7 @@ def bench_train(preset: str, seconds: float = 20.0, overrides: list[str] | None 
     median = statistics.median(times)
     return {
         "preset": preset,
-        "trainer": type(trainer).__name__,
+        "objective": type(trainer.objective).__name__,
         "img_per_s": round(per_step / median, 1),
         "step_ms_median": round(1000 * median, 2),
         "steps": len(times),

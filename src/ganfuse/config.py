@@ -22,7 +22,11 @@ import yaml
 from ganfuse.errors import ConfigError
 
 LOSSES = ("nonsaturating", "hinge", "wgan-gp", "lsgan")
-ARCHS = ("dcgan", "resnet", "t2i-dfgan", "t2i-concat")  # t2i-*: text-to-image (``text`` section)
+# Every architecture and the family it belongs to: ``gan`` (unconditional or class-conditional) or
+# ``t2i`` (text-to-image, configured by the ``text`` section). Each layer maps a family to its piece
+# (models.build.build_networks, train.objectives.OBJECTIVES, run.LOADERS); this is the one place
+# that says which family an architecture is.
+ARCHS: dict[str, str] = {"dcgan": "gan", "resnet": "gan", "t2i-dfgan": "t2i", "t2i-concat": "t2i"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUGMENTS = ("translation", "cutout", "color")
 SECTIONS = ("data", "model", "train", "text")
@@ -192,10 +196,11 @@ def valid_keys(config: Config | None = None) -> list[str]:
     return keys
 
 
-def parse_override(item: str) -> tuple[str, Any]:
-    """``"train.lr_g=1e-4"`` -> ``("train.lr_g", 0.0001)``; values are parsed as YAML scalars."""
+def parse_override(item: str, example: str = "train.lr_g=1e-4") -> tuple[str, Any]:
+    """``"train.lr_g=1e-4"`` -> ``("train.lr_g", 0.0001)``; values are parsed as YAML scalars and
+    an empty value is ``None``. ``example`` is the override the error message shows."""
     if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like key=value (for example train.lr_g=1e-4)")
+        raise ConfigError(f"override {item!r} must look like key=value (for example {example})")
     key, raw = item.split("=", 1)
     key = key.strip()
     try:
@@ -217,11 +222,15 @@ def set_value(config: Config, key: str, value: Any) -> None:
     if parts[1] not in fields:
         raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
     hints = typing.get_type_hints(type(section))
-    setattr(section, parts[1], _coerce(key, value, hints[parts[1]]))
+    setattr(section, parts[1], coerce_value(key, value, hints[parts[1]]))
 
 
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    """Check ``value`` against a field's annotation, converting only where it is lossless."""
+def coerce_value(key: str, value: Any, annotation: Any) -> Any:
+    """Check ``value`` against a field's annotation, converting only where it is lossless.
+
+    The one coercer of every config (this module's and :mod:`ganfuse.multimodal.config`'s).
+    Numbers must be finite; ``None`` is accepted only by an optional field (``str | None``) and
+    by a list, which it clears; a plain ``str`` field refuses it."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
@@ -232,7 +241,7 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             if option is type(None):
                 continue
             try:
-                return _coerce(key, value, option)
+                return coerce_value(key, value, option)
             except ConfigError as exc:
                 errors.append(str(exc))
         raise ConfigError(errors[0])
@@ -244,7 +253,7 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             value = []
         if not isinstance(value, list):
             raise ConfigError(f"{key} must be a list, got {value!r}")
-        return [_coerce(key, v, inner) for v in value]
+        return [coerce_value(key, v, inner) for v in value]
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -270,6 +279,13 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(f"{key} must be a string, got {value!r}")
         return value
     raise ConfigError(f"{key}: unsupported type {annotation!r}")  # pragma: no cover
+
+
+def arch_family(arch: str) -> str:
+    """``"gan"`` or ``"t2i"`` for a known architecture (see :data:`ARCHS`)."""
+    if arch not in ARCHS:
+        raise ConfigError(f"model.arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+    return ARCHS[arch]
 
 
 def _check(condition: bool, key: str, message: str) -> None:
@@ -324,7 +340,7 @@ def validate(config: Config) -> Config:
         every = getattr(t, key)
         _check(every >= 0, f"train.{key}", "must be >= 0")
         _check(every % t.log_every == 0, f"train.{key}", f"must be a multiple of train.log_every ({t.log_every})")
-    if m.arch.startswith("t2i-"):
+    if arch_family(m.arch) == "t2i":
         x = config.text
         _check(d.name in ("shapes", "folder"), "data.name", "must be shapes or folder (with captions) for a t2i arch")
         _check(size in (32, 64), "data.image_size", "must be 32 or 64 for a t2i arch")
@@ -337,6 +353,8 @@ def validate(config: Config) -> Config:
                     "pixel_weight"):
             _check(getattr(x, key) >= 0, f"text.{key}", "must be >= 0")
         _check(x.magp_power > 0, "text.magp_power", "must be > 0")
+        _check(m.arch == "t2i-dfgan" or x.contrastive_weight == 0, "text.contrastive_weight",
+               f"must be 0 for model.arch={m.arch} (its discriminator has no embedding heads)")
     return config
 
 

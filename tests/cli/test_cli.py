@@ -78,3 +78,14 @@ def test_class_on_unconditional_run_is_an_error(trained_run, tmp_path, capsys):
 def test_console_script_help_has_examples():
     out = subprocess.run([sys.executable, "-m", "ganfuse", "train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "example:" in out.stdout and "--max-minutes" in out.stdout
+
+
+def test_the_command_line_parser_loads_without_torch():
+    """The command modules import their implementation when the command runs
+    (docs/architecture-imports.md), so ``ganfuse --help`` and argument errors answer at once."""
+    code = (
+        "import sys; from ganfuse.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'matplotlib', 'gradio') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

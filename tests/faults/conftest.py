@@ -26,6 +26,7 @@ from ganfuse.train.loop import Trainer
 # Steps of a few milliseconds; a checkpoint every 5 steps, two kept, so a 20-step run writes four
 # checkpoints and prunes two: every stage of the checkpoint life cycle happens in a short run.
 TINY = [
+    "train.precision=fp32",
     "model.g_width=32",
     "model.d_width=8",
     "train.batch_size=16",

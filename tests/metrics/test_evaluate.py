@@ -4,8 +4,6 @@ reference cache, the in-training Frechet distance."""
 from __future__ import annotations
 
 import json
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -14,7 +12,7 @@ from PIL import Image
 
 import ganfuse.metrics.evaluate as pipeline
 from ganfuse.cli import main
-from ganfuse.errors import ConfigError, OfflineError
+from ganfuse.errors import ConfigError, DataError, OfflineError
 from ganfuse.metrics import (
     fid_from_features,
     frechet_distance_of_generator,
@@ -166,7 +164,7 @@ def test_frechet_distance_of_generator_for_training(digits):
     assert noisy > 10.0
 
 
-def test_run_directory_is_sampled_in_memory_in_batches(tmp_path, digits, monkeypatch):
+def test_a_loaded_run_is_sampled_in_memory_in_batches(tmp_path, digits):
     calls = []
 
     class StubRun:
@@ -175,16 +173,12 @@ def test_run_directory_is_sampled_in_memory_in_batches(tmp_path, digits, monkeyp
             for start in range(0, n, batch_size):
                 yield digits[start : min(start + batch_size, n)]
 
-    stub = types.ModuleType("ganfuse.run")
-    stub.load_run = lambda path: StubRun()
-    monkeypatch.setitem(sys.modules, "ganfuse.run", stub)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "config.yaml").write_text("preset: digits\n")
+    StubRun.path = tmp_path / "run"
     result = pipeline.evaluate_source(
-        str(run_dir), "digits", metrics="fid", num=300, batch_size=64, seed=3
+        StubRun(), "digits", metrics="fid", num=300, batch_size=64, seed=3
     )
     assert calls == [(300, 64, 3)]
+    assert result.source == str(tmp_path / "run")
     assert (result.n_fake, result.n_real) == (300, 300)
     assert result.metrics["fid"] == pytest.approx(
         0.0, abs=1e-6
@@ -233,3 +227,12 @@ def test_shapes_is_a_reference_dataset_scored_in_its_own_features(tmp_path):
     bad = pipeline.evaluate_source(str(noise), "shapes", metrics="fid", num=1000)
     assert good.extractor == "shapes" and good.n_real == 1000
     assert good.metrics["fid"] < 0.1 * bad.metrics["fid"]
+
+
+def test_a_run_folder_must_be_loaded_by_the_caller(tmp_path):
+    """Metrics see images only: a run folder given as a path names the call that loads it."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("preset: digits\n")
+    with pytest.raises(DataError, match=r"load_run\("):
+        pipeline.evaluate_source(str(run_dir), "digits", extractor="digits", metrics="fid", num=10)

@@ -35,11 +35,11 @@ def test_discriminator_follows_the_founding_document():
 def test_discriminator_returns_unbounded_logits():
     torch.manual_seed(0)
     d = DCGANDiscriminator(channels=1)
-    logits = d(torch.randn(7, 1, 32, 32))
+    logits = d(torch.randn(7, 1, 32, 32)).logits
     assert logits.shape == (7,)
     # logits, not probabilities: the sigmoid lives inside BCEWithLogits
     d.head.linear.bias.data.fill_(5.0)
-    assert d(torch.randn(7, 1, 32, 32)).min() > 1.0
+    assert d(torch.randn(7, 1, 32, 32)).logits.min() > 1.0
 
 
 def test_conditional_networks_use_labels():
@@ -56,7 +56,7 @@ def test_conditional_networks_use_labels():
     assert not torch.allclose(a, b)
     torch.nn.init.normal_(d.head.embed.weight)
     x = torch.randn(4, 1, 32, 32)
-    assert not torch.allclose(d(x, torch.zeros(4, dtype=torch.long)), d(x, torch.ones(4, dtype=torch.long)))
+    assert not torch.allclose(d(x, torch.zeros(4, dtype=torch.long)).logits, d(x, torch.ones(4, dtype=torch.long)).logits)
 
 
 def test_minibatch_stddev_sees_collapse():

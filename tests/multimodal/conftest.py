@@ -8,7 +8,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-TINY = ["train_size=64", "eval_size=24", "batch_size=8", "steps=3", "warmup_steps=1", "threads=1"]
+TINY = ["train_size=64", "eval_size=24", "batch_size=8", "steps=3", "warmup_steps=1", "threads=1",
+        "precision=fp32"]
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,16 @@
-"""Caption scoring, the text-to-image cycle check, and R-precision, on cases with known answers."""
+"""Caption scoring and the text-to-image cycle check, on cases with known answers.
+
+R-precision is a metric: tests/metrics/test_rprec.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ganfuse.data.shapes import ShapeAttributes, make_caption, parse_caption, render_shapes
 from ganfuse.models.captioner import CaptionVocab, caption_tokens
 from ganfuse.multimodal.captioning import attribute_scores, cycle_accuracy, reference_captions
-from ganfuse.multimodal.rprec import r_precision
 
 ATTRS = [
     ShapeAttributes("red", "circle", "small", "center"),
@@ -86,53 +86,3 @@ def test_cycle_accuracy_scores_captions_of_generated_images_against_the_prompts(
     with pytest.raises(ValueError, match="parseable"):
         cycle_accuracy(generate, PerfectCaptioner(), ["hello"])
 
-
-class KeywordModel:
-    """Embeds an image by its colour and a text by the colour word it names: a perfect matcher
-    for colour-only prompts (or, with ``flip``, a perfectly wrong one)."""
-
-    colors = ("red", "green", "blue")
-
-    def __init__(self, flip: bool = False):
-        self.flip = flip
-
-    def encode_image(self, images):
-        channel = images.amax(dim=(2, 3)).argmax(dim=1)  # 0 red, 1 green, 2 blue
-        if self.flip:
-            channel = (channel + 1) % 3
-        return F.one_hot(channel, 3).float()
-
-    def encode_text(self, texts):
-        index = torch.tensor([next(i for i, c in enumerate(self.colors) if c in t) for t in texts])
-        return F.one_hot(index, 3).float() * 0.99 + 0.001
-
-
-def _colour_images(colours):
-    images = -torch.ones(len(colours), 3, 8, 8)
-    for i, c in enumerate(colours):
-        images[i, ("red", "green", "blue").index(c)] = 1.0
-    return images
-
-
-def test_r_precision_is_one_for_a_perfect_model_and_zero_for_a_wrong_one():
-    colours = ["red", "green", "blue"]
-    prompts = [f"a {c} thing" for c in colours]
-    images = _colour_images(colours)
-    # The distractors of each image are the other two prompts (drawn with replacement up to 5).
-    assert r_precision(images, prompts, KeywordModel(), num_distractors=5) == 1.0
-    assert r_precision(images, prompts, KeywordModel(flip=True), num_distractors=5) == 0.0
-
-
-def test_r_precision_never_uses_a_same_meaning_distractor():
-    rng = np.random.default_rng(0)
-    attrs = ShapeAttributes("red", "circle", "small", "center")
-    same = [make_caption(attrs, rng) for _ in range(20)]  # several wordings of one meaning
-    other = make_caption(ShapeAttributes("green", "square", "large", "top-left"), rng)
-    images = _colour_images(["red"])
-    # The only allowed distractor is the green square, whatever the pool holds.
-    score = r_precision(
-        images, [same[0]], KeywordModel(), num_distractors=99, distractor_pool=[*same, other]
-    )
-    assert score == 1.0
-    with pytest.raises(ValueError, match="no distractor"):
-        r_precision(images, [same[0]], KeywordModel(), distractor_pool=same)

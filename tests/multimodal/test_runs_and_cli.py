@@ -1,28 +1,40 @@
-"""Saved runs (safetensors + JSON, no pickle), ``ganfuse fuse evaluate/predict``, ``ganfuse caption``,
-and the clear errors a user gets for bad input."""
+"""Saved runs (the GAN runs' checkpoint format: safetensors + hashed manifest, no pickle),
+``ganfuse fuse evaluate/predict``, ``ganfuse caption``, and the clear errors a user gets for bad
+input."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
 
 from ganfuse.cli import main
 from ganfuse.errors import CheckpointError
-from ganfuse.multimodal.checkpoint import WEIGHTS_FILE, read_run
+from ganfuse.multimodal.checkpoint import read_run
 from ganfuse.multimodal.evaluate import evaluate_run
 from ganfuse.multimodal.weighting import LossWeighting
+from ganfuse.train.checkpoint import MANIFEST, STATE, WEIGHTS, verify_checkpoint
 
 
-def test_a_run_is_safetensors_plus_json_and_reloads_to_the_same_scores(matching_run):
+def test_a_run_is_a_verified_checkpoint_plus_json_and_reloads_to_the_same_scores(matching_run):
     run = matching_run.run_dir
     assert sorted(p.name for p in run.iterdir()) == [
+        "checkpoints",
         "config.json",
         "metrics.json",
-        "model.safetensors",
+        "metrics.jsonl",
         "run.json",
     ]
+    step = run / "checkpoints" / "step_00000003"  # the three steps of TINY
+    assert sorted(p.name for p in step.iterdir()) == sorted([MANIFEST, STATE, WEIGHTS])
+    assert (run / "checkpoints" / "latest").read_text().strip() == step.name
+    manifest = verify_checkpoint(step)  # every file matches its SHA-256
+    assert manifest["kind"] == "fusion" and manifest["step"] == 3
+    assert manifest["config"] == json.loads((run / "config.json").read_text())
+    assert manifest["task_sizes"] == {"match": 2}
+    assert json.loads((run / "run.json").read_text()) == {"kind": "fusion", "format": 2}
     saved = json.loads((run / "metrics.json").read_text())["test"]
     assert saved == matching_run.test_metrics
     assert evaluate_run(run) == pytest.approx(saved)
@@ -86,15 +98,21 @@ def test_predict_on_a_missing_or_broken_run_exits_2(tmp_path, shape_png, capsys,
     )
     assert "does not exist" in capsys.readouterr().err
     broken = tmp_path / "broken"
-    broken.mkdir()
-    for name in ("config.json", "run.json"):
-        (broken / name).write_bytes((matching_run.run_dir / name).read_bytes())
-    (broken / WEIGHTS_FILE).write_bytes(b"\x00" * 16)
+    shutil.copytree(matching_run.run_dir, broken)
+    (broken / "checkpoints" / "step_00000003" / WEIGHTS).write_bytes(b"\x00" * 16)
     assert (
         main(["fuse", "predict", str(broken), "--image", str(shape_png), "--text", "a red circle"])
         == 2
     )
-    assert "safetensors" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "weights.safetensors does not match its recorded SHA-256" in err
+    assert err.count("\n") == 1
+    old = tmp_path / "old"  # a run folder of the first format: weights without a manifest
+    old.mkdir()
+    (old / "model.safetensors").write_bytes(b"\x00" * 16)
+    (old / "run.json").write_text('{"kind": "fusion", "format": 1}')
+    assert main(["fuse", "predict", str(old), "--image", str(shape_png), "--text", "x"]) == 2
+    assert "train it again" in capsys.readouterr().err
 
 
 def test_train_rejects_unknown_task_fusion_and_key(tmp_path, capsys):

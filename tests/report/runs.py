@@ -43,6 +43,8 @@ TINY_FUSE = [
     "image_widths=[8, 16]",
     "--set",
     "image_dim=32",
+    "--set",
+    "precision=fp32",
 ]
 # What the report's metrics table must show for the conditional run (written as its eval.json).
 EVAL_RESULT = {

@@ -9,7 +9,7 @@ import pytest
 
 from ganfuse.errors import UserError
 from ganfuse.logging_backends import JsonlLogger, TensorBoardLogger, make_loggers
-from ganfuse.report.runs import read_metrics
+from ganfuse.run_folders import read_metrics
 
 
 def test_jsonl_appends_strict_json_lines_readable_while_open(tmp_path):

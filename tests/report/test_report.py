@@ -138,7 +138,7 @@ def test_fusion_section_has_the_benchmark_table_and_chart(report):
 
 def test_several_runs_share_axes(cond_run, tmp_path):
     from ganfuse.report import plots
-    from ganfuse.report.runs import read_metrics
+    from ganfuse.run_folders import read_metrics
 
     records = read_metrics(cond_run)
     longer = [{**r, "step": r["step"] * 10} for r in records]

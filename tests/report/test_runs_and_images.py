@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
+from ganfuse import run_images as images
 from ganfuse.errors import UserError
-from ganfuse.report import images
-from ganfuse.report.runs import (
+from ganfuse.run_folders import (
     detect_kind,
     display_names,
     generation_mode,
@@ -148,3 +148,12 @@ def test_main_metric_of_benchmark_tasks():
     assert main_metric("zeroshot", ["temperature", "seen_top1", "heldout_top1"]) == "heldout_top1"
     assert main_metric("other", ["loss", "color_accuracy"]) == "color_accuracy"
     assert main_metric("other", ["loss", "bleu"]) == "loss"
+
+
+def test_rgb_pixels_repeats_grey_and_checks_the_shape():
+    grey = torch.tensor([-1.0, 0.0, 1.0]).view(1, 1, 1, 3)
+    pixels = images.rgb_pixels(grey)
+    assert pixels.shape == (1, 1, 3, 3) and pixels.dtype.name == "uint8"
+    assert pixels[0, 0].tolist() == [[0, 0, 0], [128, 128, 128], [255, 255, 255]]
+    with pytest.raises(ValueError, match="expected"):
+        images.rgb_pixels(torch.zeros(1, 2, 4, 4))

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from ganfuse.errors import UserError
-from ganfuse.report.runs import gan_run_info
+from ganfuse.run_folders import gan_run_info
 from ganfuse.serve.generate import GenerateService, LoadedRun
 from ganfuse.serve.limits import LimitError, Limits, check_count, check_text, check_upload
 from ganfuse.serve.multimodal import NO_RUN_MESSAGE, MultimodalService

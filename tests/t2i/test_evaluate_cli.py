@@ -16,8 +16,9 @@ from ganfuse.metrics.t2i import evaluate_t2i
 
 TINY_T2I = ["model.z_dim=8", "model.g_width=16", "model.d_width=8", "text.cond_dim=16",
             "train.batch_size=8", "train.log_every=2", "train.sample_every=4", "train.checkpoint_every=4",
-            "text.encoder=small", "text.contrastive_weight=0"]
-TINY_FUSE = ["train_size=64", "eval_size=24", "batch_size=8", "steps=3", "warmup_steps=1", "threads=1"]
+            "text.encoder=small", "text.contrastive_weight=0", "train.precision=fp32"]
+TINY_FUSE = ["train_size=64", "eval_size=24", "batch_size=8", "steps=3", "warmup_steps=1", "threads=1",
+             "precision=fp32"]
 
 
 def one_hot(a: ShapeAttributes) -> torch.Tensor:
@@ -140,7 +141,7 @@ def test_bench_train_runs_the_text_to_image_trainer():
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(shapes.DEFAULT_SPLIT_SIZES, "train", 96)
         result = bench_train("shapes-t2i", 0.0, [*TINY_T2I, "train.batch_size=4"], warmup_steps=1)
-    assert result["trainer"] == "TextToImageTrainer" and result["batch_size"] == 4
+    assert result["objective"] == "TextToImageObjective" and result["batch_size"] == 4
     assert result["steps"] >= 3
     assert result["img_per_s"] == pytest.approx(4 / (result["step_ms_median"] / 1000), rel=0.01)
 

@@ -9,7 +9,7 @@ import torch
 
 from ganfuse.errors import ConfigError
 from ganfuse.metrics.t2i import parse_holdout
-from ganfuse.train.t2i import (
+from ganfuse.train.losses import (
     info_nce,
     matching_aware_gradient_penalty,
     matching_aware_hinge_d_loss,

@@ -7,15 +7,10 @@ import torch
 
 from ganfuse.config import load_config
 from ganfuse.errors import ConfigError
-from ganfuse.models.t2i import (
-    DiscriminatorOutput,
-    PromptEncoder,
-    PromptError,
-    TextSpec,
-    build_t2i,
-    upsample2x,
-)
+from ganfuse.models.discriminator import DiscriminatorOutput, TextDiscriminator
+from ganfuse.models.t2i import build_t2i, upsample2x
 from ganfuse.text.encoders import shapes_vocabulary
+from ganfuse.text.prompts import PromptEncoder, PromptError, TextSpec
 
 EMBED = TextSpec("minilm", embed_dim=24)
 TOKENS = TextSpec("small", vocab=shapes_vocabulary(), max_length=16)
@@ -29,6 +24,8 @@ def conditions(spec: TextSpec, n: int, seed: int = 0) -> torch.Tensor:
 
 
 def tiny(arch: str = "t2i-dfgan", size: int = 32, **text) -> object:
+    if arch == "t2i-concat":  # the baseline has no embedding heads for the preset's contrastive term
+        text.setdefault("contrastive_weight", 0.0)
     overrides = [f"model.arch={arch}", "model.z_dim=8", "model.g_width=32", "model.d_width=8",
                  "text.cond_dim=16", f"data.image_size={size}", "data.name=shapes", "train.loss=hinge"]
     return load_config("shapes-t2i", overrides + [f"text.{k}={v}" for k, v in text.items()])
@@ -46,7 +43,7 @@ def test_shapes_and_gradients_reach_the_text_path(spec, arch, size):
         bounded = g.eval()(z, cond)
     g.train()
     assert bounded.min() >= -1 and bounded.max() <= 1
-    logits = d(images, cond)
+    logits = d(images, cond).logits
     assert logits.shape == (4,)
     out = d(images, cond, mismatch=cond.roll(1, 0))
     assert isinstance(out, DiscriminatorOutput) and out.mismatch.shape == (4,)
@@ -80,7 +77,7 @@ def test_text_changes_the_output_in_every_ablation(fusion, condition):
     a, b = conditions(EMBED, 3, 0), conditions(EMBED, 3, 1)
     assert (g(z, a) - g(z, b)).abs().max() > 1e-4
     x = torch.rand(3, 3, 32, 32) * 2 - 1
-    assert (d(x, a) - d(x, b)).abs().max() > 1e-6
+    assert (d(x, a).logits - d(x, b).logits).abs().max() > 1e-6
 
 
 def test_dfgan_generator_fuses_text_in_every_block_only_when_asked():
@@ -100,8 +97,26 @@ def test_contrastive_heads_exist_only_when_used():
     out = con(x, cond, embed=True)
     assert out.image_embedding.shape == out.text_embedding.shape == (5, 16)
     assert torch.allclose(out.image_embedding.norm(dim=1), torch.ones(5), atol=1e-5)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="no embedding heads"):
         plain(x, cond, embed=True)
+
+
+@pytest.mark.parametrize("arch", ["t2i-dfgan", "t2i-concat"])
+def test_every_text_discriminator_takes_the_same_keywords(arch):
+    """One contract for every text discriminator: the same keywords, one output type; a missing
+    capability is a clear error, never a TypeError about an unexpected keyword."""
+    _, d = build_t2i(tiny(arch, contrastive_weight=0.0), EMBED)
+    assert isinstance(d, TextDiscriminator) and not d.has_embedding
+    d.eval()  # spectral norm's power iteration would change D between the two calls
+    x, cond = torch.rand(4, 3, 32, 32), conditions(EMBED, 4)
+    out = d(x, cond, mismatch=cond.roll(1, 0), embed=False, features=True, negatives=None)
+    assert isinstance(out, DiscriminatorOutput)
+    assert out.logits.shape == out.mismatch.shape == (4,) and out.text.shape == (4, 16)
+    assert len(out.features) >= 2 and out.image_embedding is None
+    # the same images with their own texts score what the plain call scores
+    assert torch.allclose(d(x, cond).logits, out.logits)
+    with pytest.raises(ConfigError, match="contrastive"):
+        d(x, cond, negatives=conditions(EMBED, 3))
 
 
 def test_upsample_matches_nearest_interpolation():

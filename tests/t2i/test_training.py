@@ -16,14 +16,15 @@ from ganfuse.cli import main
 from ganfuse.config import load_config
 from ganfuse.data import shapes
 from ganfuse.errors import UserError
-from ganfuse.generate import TextToImageRun, generate
-from ganfuse.models.t2i import PromptEncoder, PromptError
-from ganfuse.run import load_run
-from ganfuse.train.t2i import TextToImageTrainer
+from ganfuse.generate import generate
+from ganfuse.run import TextToImageRun, load_run
+from ganfuse.text.prompts import PromptEncoder, PromptError
+from ganfuse.train.loop import Trainer
+from ganfuse.train.objectives import Batch, TextToImageObjective
 
 TINY_T2I = ["model.z_dim=8", "model.g_width=16", "model.d_width=8", "text.cond_dim=16",
             "train.batch_size=8", "train.log_every=2", "train.sample_every=4", "train.checkpoint_every=4",
-            "train.r1_every=2", "train.ema_decay=0.9"]
+            "train.r1_every=2", "train.ema_decay=0.9", "train.precision=fp32"]
 PROMPT = "a large red circle in the center"
 
 
@@ -145,24 +146,26 @@ def test_generate_cli_errors_exit_2(small_run, tmp_path, capsys):
 def test_held_out_pairs_never_reach_training_batches(tmp_path, fake_minilm):
     held = ["red circle", "blue triangle"]
     config = load_config("shapes-t2i", TINY_T2I + [f"data.holdout={held}"])
-    trainer = TextToImageTrainer(config, tmp_path / "run", progress=False)
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    objective = trainer.objective
+    assert isinstance(objective, TextToImageObjective)
     attributes = shapes.ShapesDataset("train", holdout=(("red", "circle"), ("blue", "triangle"))).attributes
-    assert [shapes.parse_caption(c) for c in trainer.captions] == attributes
+    assert [shapes.parse_caption(c) for c in objective.captions] == attributes
     seen_rows, real_rows = [], []
-    spy_batch = trainer.batch_conditions
+    spy_real = objective.real_conditions
 
-    def record(indices, labels):
+    def record(labels):
         real_rows.extend(labels.tolist())
-        return spy_batch(indices, labels)
+        return spy_real(labels)
 
-    trainer.batch_conditions = record
+    objective.real_conditions = record
     for _ in range(30):
-        seen_rows.append(trainer._fake_labels(8))
-        trainer._next_batch()
+        seen_rows.append(objective.fake_conditions(8, None, 1, trainer.noise_gen))
+        seen_rows.append(trainer._draw(keep_graph=False).fake_cond)
     pairs = {attributes[i].color_shape for i in real_rows}
-    assert len(real_rows) == 240 and not pairs & {("red", "circle"), ("blue", "triangle")}
+    assert len(real_rows) == 30 * trainer.batch_size and not pairs & {("red", "circle"), ("blue", "triangle")}
     # fakes are conditioned on rows of the training captions' table only
-    table = {tuple(row.tolist()) for row in trainer.conditions}
+    table = {tuple(row.tolist()) for row in objective.conditions}
     assert all(tuple(row.tolist()) in table for batch in seen_rows for row in batch)
 
 
@@ -209,21 +212,20 @@ def test_real_images_of_the_prompts_score_perfectly():
 def test_pixel_term_is_the_l1_to_the_paired_real_image(tmp_path, fake_minilm):
     config = load_config("shapes-t2i", TINY_T2I + ["text.pixel_weight=2.0", "text.feature_matching_weight=0",
                                                    "text.contrastive_weight=0"])
-    trainer = TextToImageTrainer(config, tmp_path / "run", progress=False)
+    trainer = Trainer(config, tmp_path / "run", progress=False)
     real, cond = trainer._next_batch()  # images and their captions' conditions
-    trainer._real_images = real
     d_state = {k: v.clone() for k, v in trainer.D.state_dict().items()}  # spectral-norm vectors too
     fake = (real + 0.5).requires_grad_()
-    trainer.flush_extra_stats()
+    trainer.stats.flush()
     trainer.aug_gen.manual_seed(0)  # the same augmentation draws for both calls
-    trainer.g_step(fake, cond)
-    assert trainer.flush_extra_stats()["pixel"] == pytest.approx(0.5, rel=1e-5)
+    trainer.objective.loss("Gmain", Batch(real, cond, fake, cond), trainer.nets).backward()
+    assert trainer.stats.flush()["pixel"] == pytest.approx(0.5, rel=1e-5)
     # the term's gradient points from the fake to its paired real image, scaled by the weight
     adversarial = (real + 0.5).requires_grad_()
-    trainer._real_images = None  # unpaired: no pixel term
+    trainer.config.text.pixel_weight = 0.0  # the adversarial term alone
     trainer.D.load_state_dict(d_state)  # D is the same function in both calls
     trainer.aug_gen.manual_seed(0)
-    trainer.g_step(adversarial, cond)
-    assert "pixel" not in trainer.flush_extra_stats()
+    trainer.objective.loss("Gmain", Batch(real, cond, adversarial, cond), trainer.nets).backward()
+    assert "pixel" not in trainer.stats.flush()
     difference = fake.grad - adversarial.grad
     assert torch.allclose(difference, torch.full_like(difference, 2.0 / real.numel()), rtol=1e-3, atol=1e-7)

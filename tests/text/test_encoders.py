@@ -11,7 +11,7 @@ import socket
 import pytest
 import torch
 
-from ganfuse.errors import CheckpointError, ConfigError, OfflineError
+from ganfuse.errors import ConfigError, OfflineError
 from ganfuse.text import (
     SentenceEncoder,
     SmallTextEncoder,
@@ -87,7 +87,7 @@ def test_minilm_paraphrases_are_closer_than_different_scenes(
     assert same > other + 0.25, (same, other)
 
 
-def test_minilm_cache_serves_repeated_texts_without_the_model(minilm, monkeypatch, tmp_path):
+def test_minilm_cache_serves_repeated_texts_without_the_model(minilm, monkeypatch):
     minilm.clear_cache()
     first = minilm.encode_cached(CAPTIONS + [CAPTIONS[0]])
     assert minilm.cache_size == 3
@@ -101,25 +101,6 @@ def test_minilm_cache_serves_repeated_texts_without_the_model(minilm, monkeypatc
     assert torch.equal(again.pooled, first.pooled[[2, 0]])
     assert torch.equal(again.mask, first.mask[[2, 0], : again.mask.shape[1]])
     assert torch.equal(again.tokens, first.tokens[[2, 0], : again.tokens.shape[1]])
-    # Saved and loaded back, the cache gives the same features.
-    path = tmp_path / "cache.safetensors"
-    minilm.save_cache(path)
-    minilm.clear_cache()
-    assert minilm.load_cache(path) == 3
-    assert torch.equal(minilm(CAPTIONS).pooled, first.pooled[:3])
-
-
-def test_minilm_cache_from_another_model_is_refused(minilm, tmp_path):
-    minilm.encode_cached(CAPTIONS[:1])
-    path = tmp_path / "cache.safetensors"
-    minilm.save_cache(path)
-    other = SmallTextEncoder()  # only to borrow a different name
-    from safetensors.torch import load_file, save_file
-
-    save_file(load_file(str(path)), str(path), metadata={"model": "other", "texts": "[]"})
-    assert other.dim == 256
-    with pytest.raises(CheckpointError, match="other"):
-        minilm.load_cache(path)
 
 
 def test_minilm_truncates_long_prompts_with_a_warning(minilm: SentenceEncoder):
@@ -175,10 +156,10 @@ def test_word_tokenizer_lowercases_splits_and_maps_unknowns():
     assert split_words("红色的圆") == ["红色的圆"]  # letters of any script form words
     tokenizer = WordTokenizer.from_texts(["red red circle", "blue circle", "red"])
     assert tokenizer.vocab == ["<pad>", "<unk>", "red", "circle", "blue"]
-    ids, mask, truncated = tokenizer.encode(["Red square", "", "blue circle red"], max_length=2)
+    with pytest.warns(UserWarning, match="1 text"):
+        ids, mask = tokenizer.encode(["Red square", "", "blue circle red"], max_length=2)
     assert ids.tolist() == [[2, 1], [1, 0], [4, 3]]
     assert mask.tolist() == [[True, True], [True, False], [True, True]]
-    assert truncated == 1
 
 
 def test_shapes_vocabulary_covers_every_caption_word():

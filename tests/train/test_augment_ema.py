@@ -114,7 +114,7 @@ def test_ema_generator_statistics_belong_to_its_own_weights(tmp_path):
     from ganfuse.config import load_config
     from ganfuse.train.loop import Trainer
 
-    config = load_config("digits", ["model.g_width=16", "model.d_width=8", "train.batch_size=16",
+    config = load_config("digits", ["train.precision=fp32", "model.g_width=16", "model.d_width=8", "train.batch_size=16",
                                     "train.ema_decay=0.9", "train.ema_warmup_steps=0"])
     trainer = Trainer(config, tmp_path / "run", progress=False)
     for _ in range(6):

@@ -18,7 +18,7 @@ def conditional_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("cond") / "run"
     cfg = load_config("digits-cond", ["model.g_width=32", "model.d_width=8", "train.batch_size=16",
                                       "train.steps=10", "train.log_every=5", "train.monitor_every=5",
-                                      "train.eval_every=5", "train.eval_num=200"])
+                                      "train.eval_every=5", "train.eval_num=200", "train.precision=fp32"])
     trainer = Trainer(cfg, run, progress=False)
     attach_default_callbacks(trainer)
     trainer.fit()

@@ -13,6 +13,7 @@ import logging
 import pkgutil
 import sys
 
+from ganfuse import __version__
 from ganfuse.errors import UserError
 
 
@@ -21,8 +22,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ganfuse import __version__
-
     parser = argparse.ArgumentParser(
         prog="ganfuse",
         description="GAN image generation and multimodal image-text learning.",

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ganfuse.cli import add_command
+from ganfuse.config import load_config, preset_names
 from ganfuse.errors import UserError
 
 log = logging.getLogger("ganfuse")
@@ -58,8 +59,6 @@ def register(subparsers) -> None:
 
 def available_stages() -> list[str]:
     """The stages this installation can run, in order."""
-    from ganfuse.config import preset_names
-
     stages = ["digits"]
     if "shapes-t2i" in preset_names():
         stages.append("shapes-t2i")
@@ -108,7 +107,6 @@ def _train(
 ) -> Path:
     """Train ``preset`` within ``minutes``, setup included: the time spent building the trainer
     (data, the text encoder and caption embeddings on a first run) comes out of the loop's share."""
-    from ganfuse.config import load_config
     from ganfuse.train.loop import build_trainer
 
     start = time.monotonic()
@@ -148,17 +146,18 @@ def _finish(
 ) -> Path:
     from ganfuse.metrics.evaluate import evaluate_source
     from ganfuse.report.build import build_report
-    from ganfuse.report.images import grid_image
-    from ganfuse.report.runs import write_eval
     from ganfuse.run import load_run
+    from ganfuse.run_folders import write_eval
+    from ganfuse.run_images import grid_image
 
     say(f"evaluating {digits_run} against the real digits ({EVAL_NUM} images each side)")
+    run = load_run(digits_run)
     result = evaluate_source(
-        str(digits_run), "digits", extractor="digits", num=EVAL_NUM, seed=seed, progress=True
+        run, "digits", extractor="digits", num=EVAL_NUM, seed=seed, progress=True
     )
     write_eval(digits_run, [result.to_dict()])
     say(result.format_table())
-    grid_image(load_run(digits_run).sample(64, seed=seed), ncol=8, scale=2).save(
+    grid_image(run.sample(64, seed=seed), ncol=8, scale=2).save(
         out / "digits-samples.png"
     )
     return build_report(reported, out / "report.html", seed=seed, progress=say)

@@ -1,31 +1,41 @@
 """``ganfuse evaluate``: score generated images against a reference (wiring only; the pipeline is
-:mod:`ganfuse.metrics.evaluate`)."""
+:mod:`ganfuse.metrics.evaluate`). A run folder is loaded here and handed to the metrics as a
+sampler, since metrics see images only.
+
+The pipeline, the run loader and the dual encoder (all of them import torch) are imported when the
+command runs, so that ``ganfuse --help`` does not pay for them (docs/architecture-imports.md).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
 from ganfuse.cli import add_command
+from ganfuse.config import arch_family, load_config
+from ganfuse.errors import UserError
+from ganfuse.metrics.inception_weights import (
+    INCEPTION_FILENAME,
+    WEIGHTS_ENV,
+    cached_weights_path,
+)
+from ganfuse.metrics.settings import (
+    DEFAULT_METRICS,
+    DEFAULT_NUM,
+    DEFAULT_RESIZE,
+    METRICS,
+    RESIZE_MODES,
+    T2I_DEFAULT_NUM,
+    T2I_METRICS,
+)
 
 _HELP = ("Score a run or an image folder against a reference: FID, KID, IS, precision/recall, "
          "density/coverage; a text-to-image run: attribute accuracy and R-precision.")
 
 
 def register(subparsers) -> None:
-    from ganfuse.metrics.inception_weights import (
-        INCEPTION_FILENAME,
-        WEIGHTS_ENV,
-        cached_weights_path,
-    )
-    from ganfuse.metrics.settings import (
-        DEFAULT_NUM,
-        DEFAULT_RESIZE,
-        METRICS,
-        RESIZE_MODES,
-        T2I_DEFAULT_NUM,
-        T2I_METRICS,
-    )
-
     parser = add_command(
         subparsers,
         "evaluate",
@@ -90,25 +100,26 @@ def register(subparsers) -> None:
 
 
 def _is_t2i_run(source: str) -> bool:
-    from pathlib import Path
-
-    from ganfuse.config import load_config
-
     config = Path(source) / "config.yaml"
     if not config.is_file():
         return False
     try:
-        return load_config(str(config)).model.arch.startswith("t2i-")
+        return arch_family(load_config(str(config)).model.arch) == "t2i"
     except Exception:  # an unreadable config is reported by the loader that needs it
         return False
 
 
-def run_evaluate(args: argparse.Namespace) -> int:
-    import sys
+def evaluation_source(spec: str | Path):
+    """What :func:`~ganfuse.metrics.evaluate.evaluate_source` scores for ``spec``: the loaded run
+    when it is a run folder, else the folder of images itself."""
+    from ganfuse.metrics.sources import is_run_folder
+    from ganfuse.run import load_run
 
-    from ganfuse.errors import UserError
+    return load_run(spec) if is_run_folder(spec) else spec
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
     from ganfuse.metrics.evaluate import evaluate_source
-    from ganfuse.metrics.settings import DEFAULT_METRICS, DEFAULT_NUM, T2I_METRICS
 
     wanted = [m.strip().lower() for m in (args.metrics or "").split(",") if m.strip()]
     if _is_t2i_run(args.source):
@@ -119,7 +130,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if not args.ref:
         raise UserError("--ref is required: a dataset name (digits) or a folder of real images")
     result = evaluate_source(
-        args.source,
+        evaluation_source(args.source),
         args.ref,
         metrics=wanted or DEFAULT_METRICS,
         extractor=args.extractor,
@@ -135,11 +146,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
-    import json
-
-    from ganfuse.errors import UserError
-    from ganfuse.metrics.settings import T2I_DEFAULT_NUM, T2I_METRICS
     from ganfuse.metrics.t2i import evaluate_t2i_run, format_t2i
+    from ganfuse.multimodal.zeroshot import load_dual_encoder
     from ganfuse.run import load_run
 
     wanted = wanted or (["attr", "rprec"] if args.rprec_model else ["attr"])
@@ -152,8 +160,8 @@ def _evaluate_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
                         "(train one with: ganfuse fuse train --task zeroshot --out RUN)")
     num = args.num or T2I_DEFAULT_NUM
     run = load_run(args.source)
-    result = evaluate_t2i_run(run, num=num, seed=args.seed,
-                              rprec_model=args.rprec_model if "rprec" in wanted else None)
+    rprec_model = load_dual_encoder(args.rprec_model) if "rprec" in wanted else None
+    result = evaluate_t2i_run(run, num=num, seed=args.seed, rprec_model=rprec_model)
     if args.json:
         print(json.dumps({"run": str(args.source), "step": run.step, "num_per_set": num,
                           "seed": args.seed, "rprec_model": args.rprec_model, "sets": result}, indent=2))

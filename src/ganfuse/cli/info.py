@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from ganfuse.cli import add_command
+from ganfuse.config import preset_names
 from ganfuse.errors import UserError
 
 
@@ -21,7 +22,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ganfuse.config import preset_names
     from ganfuse.train.checkpoint import checkpoint_dirs
 
     if args.presets or not args.run:

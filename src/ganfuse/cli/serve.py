@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 
 from ganfuse.cli import add_command
+from ganfuse.errors import UserError
+from ganfuse.serve.limits import Limits
 
 
 def register(subparsers) -> None:
-    from ganfuse.serve.limits import Limits
-
     defaults = Limits()
     p = add_command(
         subparsers,
@@ -44,9 +44,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ganfuse.errors import UserError
-    from ganfuse.serve.limits import Limits
-
     if not 1 <= args.port <= 65535:
         raise UserError(f"--port must be from 1 to 65535, got {args.port}")
     if args.concurrency < 1 or args.max_queue < 1:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 
 from ganfuse.cli import add_command
+from ganfuse.config import load_config
+from ganfuse.errors import UserError
 
 
 def register(subparsers) -> None:
@@ -30,9 +35,6 @@ def register(subparsers) -> None:
 
 def launch_torchrun(nproc: int, argv: list[str]) -> int:
     """Re-run this command under ``torchrun --nproc_per_node nproc`` (without ``--nproc``)."""
-    import subprocess
-    import sys
-
     cleaned, skip = [], False
     for item in argv:
         if skip:
@@ -49,10 +51,6 @@ def launch_torchrun(nproc: int, argv: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
-    from ganfuse.config import load_config
-    from ganfuse.errors import UserError
     from ganfuse.train.loop import train
 
     if args.nproc < 1:

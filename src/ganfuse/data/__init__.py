@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from ganfuse.config import DataConfig
 from ganfuse.data.base import ImageDataset, InMemoryImageDataset
+from ganfuse.data.digits import DigitsDataset
+from ganfuse.data.folder import FolderDataset
+from ganfuse.data.huggingface import HuggingFaceStream
+from ganfuse.data.shapes import ShapesDataset
+from ganfuse.data.shards import ShardDataset
+from ganfuse.data.torchvision_sets import load_torchvision
 from ganfuse.errors import DataError
 
 __all__ = ["build_dataset", "ImageDataset", "InMemoryImageDataset"]
@@ -11,28 +17,16 @@ __all__ = ["build_dataset", "ImageDataset", "InMemoryImageDataset"]
 
 def build_dataset(cfg: DataConfig, channels: int | None = None, progress: bool = False) -> ImageDataset:
     if cfg.name == "digits":
-        from ganfuse.data.digits import DigitsDataset
-
         return DigitsDataset(cfg.image_size)
     if cfg.name == "folder":
-        from ganfuse.data.folder import FolderDataset
-
         return FolderDataset(cfg.path, cfg.image_size, channels or 3, cfg.use_labels, progress=progress)
     if cfg.name in ("mnist", "cifar10"):
-        from ganfuse.data.torchvision_sets import load_torchvision
-
         return load_torchvision(cfg.name, cfg.path, cfg.image_size)
     if cfg.name == "shapes":
-        from ganfuse.data.shapes import ShapesDataset
-
         shapes = ShapesDataset(split="train", image_size=cfg.image_size)
         return InMemoryImageDataset(shapes.images, shapes.labels["color_shape"], shapes.class_names, "shapes")
     if cfg.name == "shards":  # an endless training stream: tar shards, or hf://OWNER/NAME[:SPLIT]
         if str(cfg.path).startswith("hf://"):
-            from ganfuse.data.huggingface import HuggingFaceStream
-
             return HuggingFaceStream(cfg.path, cfg.image_size, channels or 3, repeat=True)
-        from ganfuse.data.shards import ShardDataset
-
         return ShardDataset(cfg.path, cfg.image_size, channels, repeat=True)
     raise DataError(f"unknown dataset {cfg.name!r}")

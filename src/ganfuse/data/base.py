@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
+from ganfuse.errors import DataError
+
 
 class ImageDataset(Dataset):
     name: str = "dataset"
@@ -31,6 +33,17 @@ class ImageDataset(Dataset):
 def uint8_to_float(images: torch.Tensor) -> torch.Tensor:
     """``uint8 [0, 255] -> float32 [-1, 1]``, any shape."""
     return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float in ``[-1, 1]`` -> uint8 ``round((x + 1) * 127.5)`` clamped to 0..255, any shape, on the
+    input's device; uint8 passes through. The inverse of :func:`uint8_to_float`, and the same
+    pixels a saved PNG of the images holds."""
+    if images.dtype == torch.uint8:
+        return images
+    if not images.is_floating_point():
+        raise DataError(f"expected float images in [-1, 1] or uint8, got dtype {images.dtype}")
+    return ((images.detach().float() + 1.0) * 127.5).round_().clamp_(0.0, 255.0).to(torch.uint8)
 
 
 class InMemoryImageDataset(ImageDataset):

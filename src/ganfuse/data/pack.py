@@ -15,9 +15,18 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from PIL import Image
 
-from ganfuse.data.images import UnreadableImage, read_image
+from ganfuse.data.base import to_uint8
+from ganfuse.data.captions import CAPTION_FILES, read_csv_captions, read_jsonl_captions
+from ganfuse.data.digits import load_digits_tensors
+from ganfuse.data.images import UnreadableImage, list_images, read_image
+from ganfuse.data.shapes import (
+    DEFAULT_SPLIT_SIZES,
+    ShapesDataset,
+    attribute_labels,
+    generate_shapes,
+)
 from ganfuse.data.shards import ShardWriter
 from ganfuse.errors import DataError, UserError
 
@@ -53,13 +62,11 @@ def pack_digits(
     out: str | Path, shard_size: int, image_size: int = 32, num: int | None = None, seed: int = 0
 ) -> PackSummary:
     """Shards of scikit-learn's digits (1 channel, labels 0-9), in a seeded random order."""
-    from ganfuse.data.digits import load_digits_tensors
-
     images, labels = load_digits_tensors(image_size)
     num = len(images) if num is None else num
     if not 1 <= num <= len(images):
         raise UserError(f"digits has {len(images)} images; --num must be between 1 and that")
-    pixels = ((images[:num] + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    pixels = to_uint8(images[:num]).numpy()
     writer = ShardWriter(out, shard_size)
     for i in _shuffled(num, seed):
         writer.write(f"{i:08d}", pixels[i], int(labels[i]), meta={"class": str(int(labels[i]))})
@@ -70,13 +77,6 @@ def pack_shapes(
     out: str | Path, shard_size: int, image_size: int = 32, num: int | None = None, seed: int = 0
 ) -> PackSummary:
     """Shards of the ``shapes`` train split: captions, colour-shape labels and attributes."""
-    from ganfuse.data.shapes import (
-        DEFAULT_SPLIT_SIZES,
-        ShapesDataset,
-        attribute_labels,
-        generate_shapes,
-    )
-
     num = DEFAULT_SPLIT_SIZES["train"] if num is None else num
     if num < 1:
         raise UserError(f"--num must be >= 1, got {num}")
@@ -98,8 +98,6 @@ def pack_shapes(
 
 def _square_size(path: Path) -> int:
     """The side of the largest centred square of an image, read from its header."""
-    from PIL import Image
-
     try:
         with Image.open(path) as img:
             return min(img.size)
@@ -117,9 +115,6 @@ def pack_folder(
     pair becomes a sample and uncaptioned images are left out. Images are stored as RGB PNGs,
     centre-cropped to a square and resized to ``image_size`` (kept at their own side when None).
     """
-    from ganfuse.data.captions import CAPTION_FILES, read_csv_captions, read_jsonl_captions
-    from ganfuse.data.images import list_images
-
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"image folder not found: {root}")

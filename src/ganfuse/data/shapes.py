@@ -291,11 +291,6 @@ def make_caption(
     return _captions_from_uniform([attrs], u[None])[0]
 
 
-def make_captions(attributes: Sequence[ShapeAttributes], rng: np.random.Generator) -> list[str]:
-    """One caption per attribute set, like :func:`make_caption` but drawing all choices at once."""
-    return _captions_from_uniform(attributes, rng.random((len(attributes), 1 + len(_SLOT_WORDS))))
-
-
 def _captions_from_uniform(attributes: Sequence[ShapeAttributes], u: np.ndarray) -> list[str]:
     """Captions whose template and synonyms are picked by uniforms ``u`` ``(N, 5)`` in [0, 1)."""
     captions = []

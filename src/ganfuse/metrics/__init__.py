@@ -28,7 +28,7 @@ _EXPORTS = {
     "precision_recall_from_features": "ganfuse.metrics.prdc",
     "density_coverage_from_features": "ganfuse.metrics.prdc",
     "MetricInputError": "ganfuse.metrics.inputs",
-    "to_uint8": "ganfuse.metrics.images",
+    "to_uint8": "ganfuse.data.base",
     "get_extractor": "ganfuse.metrics.extractors",
     "compute_metrics": "ganfuse.metrics.evaluate",
     "evaluate_source": "ganfuse.metrics.evaluate",

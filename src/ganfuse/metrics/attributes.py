@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ganfuse.cache import sha256_of_file
+from ganfuse.data.base import to_uint8
 from ganfuse.data.shapes import (
     COLOR_SHAPE_CLASSES,
     COLORS,
@@ -34,7 +36,6 @@ from ganfuse.data.shapes import (
     generate_shapes,
 )
 from ganfuse.errors import ConfigError
-from ganfuse.metrics.cache import sha256_of_file
 from ganfuse.metrics.classifier import (
     ClassifierSpec,
     ConvClassifier,
@@ -45,7 +46,6 @@ from ganfuse.metrics.classifier import (
     train_classifier,
 )
 from ganfuse.metrics.extractors import ClassifierExtractor, register_extractor
-from ganfuse.metrics.images import to_uint8
 from ganfuse.metrics.inputs import MetricInputError
 from ganfuse.metrics.sources import register_reference_dataset
 

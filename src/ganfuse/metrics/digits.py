@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from ganfuse.data.base import to_uint8
+from ganfuse.data.digits import load_digits_tensors
 from ganfuse.metrics.classifier import (
     ClassifierSpec,
     ConvClassifier,
@@ -21,7 +23,6 @@ from ganfuse.metrics.classifier import (
     stratified_split,
     train_classifier,
 )
-from ganfuse.metrics.images import to_uint8
 
 DIGITS_SPEC = ClassifierSpec(
     in_channels=1, image_size=32, heads={"digit": 10}, widths=(16, 32, 64), feature_dim=64
@@ -39,8 +40,6 @@ def digits_asset_path() -> Path:
 def digits_inputs() -> tuple[torch.Tensor, torch.Tensor]:
     """All real digits as the classifier sees them: ``(1797, 1, 32, 32)`` float in [-1, 1] after the
     uint8 round trip, and labels ``(1797,)``."""
-    from ganfuse.data.digits import load_digits_tensors
-
     images, labels = load_digits_tensors(32)
     return to_uint8(images).float() / 127.5 - 1.0, labels
 

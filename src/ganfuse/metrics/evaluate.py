@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 
+from ganfuse.data.base import to_uint8
 from ganfuse.errors import ConfigError, DataError, OfflineError
 from ganfuse.metrics.extractors import FeatureExtractor, get_extractor
 from ganfuse.metrics.features import ExtractedFeatures, extract_features
 from ganfuse.metrics.frechet import fid_from_stats
-from ganfuse.metrics.images import to_uint8
 from ganfuse.metrics.inception_score import inception_score_from_probs
 from ganfuse.metrics.inception_weights import find_inception_weights
 from ganfuse.metrics.kid import kid_from_features
@@ -36,6 +36,8 @@ from ganfuse.metrics.sources import (
     DATASET_EXTRACTORS,
     FolderSource,
     ImageSource,
+    RunSource,
+    SampleBatches,
     is_reference_dataset,
     open_reference,
     open_source,
@@ -232,7 +234,7 @@ def _features_of(
 
 
 def evaluate_source(
-    source: str,
+    source: str | Path | SampleBatches,
     ref: str,
     metrics: str | Sequence[str] = DEFAULT_METRICS,
     extractor: str | None = None,
@@ -244,15 +246,15 @@ def evaluate_source(
     options: MetricOptions | None = None,
     progress: bool = False,
 ) -> EvaluationResult:
-    """Score ``source`` (run directory or image folder) against ``ref`` (dataset name or folder)
-    with up to ``num`` images on each side."""
+    """Score ``source`` (a loaded run, e.g. ``ganfuse.load_run(path)``, or an image folder) against
+    ``ref`` (dataset name or folder) with up to ``num`` images on each side."""
     started = time.perf_counter()
     wanted = parse_metrics(metrics)
     if num < 2:
         raise ConfigError(f"--num must be at least 2, got {num}")
     options = options or MetricOptions(seed=seed)
     # Fail on a wrong path before loading a large extractor.
-    if not Path(source).expanduser().is_dir():
+    if not hasattr(source, "sample_batches") and not Path(source).expanduser().is_dir():
         raise DataError(f"source not found: {source} (give a run directory or an image folder)")
     if not is_reference_dataset(ref) and not Path(ref).expanduser().is_dir():
         raise DataError(
@@ -275,7 +277,7 @@ def evaluate_source(
     ]
     return EvaluationResult(
         metrics=values,
-        source=str(source),
+        source=fake_source.description if isinstance(fake_source, RunSource) else str(source),
         reference=str(ref),
         n_fake=fake.n,
         n_real=real.n,

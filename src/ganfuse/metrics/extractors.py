@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
+from ganfuse.cache import sha256_of_file
 from ganfuse.errors import ConfigError
-from ganfuse.metrics.cache import sha256_of_file
 from ganfuse.metrics.classifier import ConvClassifier, load_classifier
+from ganfuse.metrics.digits import digits_asset_path
 from ganfuse.metrics.images import match_channels, resize_bicubic_pil
 from ganfuse.metrics.inception_weights import INCEPTION_SHA256, resolve_inception_weights
 from ganfuse.metrics.inputs import MetricInputError
@@ -163,8 +164,6 @@ def load_classifier_extractor(name: str, path: Path, probs_head: str) -> Classif
 
 
 def _digits(**kwargs: object) -> FeatureExtractor:
-    from ganfuse.metrics.digits import digits_asset_path
-
     if kwargs:
         raise ConfigError(f"the digits extractor takes no options, got {sorted(kwargs)}")
     return load_classifier_extractor("digits", digits_asset_path(), "digit")

@@ -1,6 +1,6 @@
 """Image conversions on the way into a feature extractor: every extractor takes uint8 images,
 the format real images are stored in, so generated ``[-1, 1]`` floats are quantised exactly as a
-saved PNG would be.
+saved PNG would be (:func:`ganfuse.data.base.to_uint8`, also exported as ``ganfuse.metrics.to_uint8``).
 """
 
 from __future__ import annotations
@@ -13,17 +13,6 @@ from ganfuse.metrics.inputs import MetricInputError
 
 # ITU-R 601-2 luma, the weights PIL uses for "RGB" -> "L".
 _LUMA = (0.299, 0.587, 0.114)
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """``(B, C, H, W)`` float in ``[-1, 1]`` -> uint8 ``round((x + 1) * 127.5)``, clamped to 0..255."""
-    if images.dtype == torch.uint8:
-        return images
-    if not images.is_floating_point():
-        raise MetricInputError(
-            f"expected float images in [-1, 1] or uint8, got dtype {images.dtype}"
-        )
-    return ((images.detach().float() + 1.0) * 127.5).round_().clamp_(0.0, 255.0).to(torch.uint8)
 
 
 def match_channels(images: torch.Tensor, channels: int) -> torch.Tensor:

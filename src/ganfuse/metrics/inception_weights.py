@@ -16,8 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ganfuse.cache import cache_dir, sha256_of_file
 from ganfuse.errors import CheckpointError, OfflineError
-from ganfuse.metrics.cache import cache_dir, sha256_of_file
 
 INCEPTION_FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 INCEPTION_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"

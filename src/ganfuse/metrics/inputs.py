@@ -14,8 +14,9 @@ from ganfuse.errors import UserError
 ArrayLike = torch.Tensor | np.ndarray
 
 
-class MetricInputError(UserError):
-    """Features or probabilities a metric cannot use; the message says which input and what it needs."""
+class MetricInputError(UserError, ValueError):
+    """Features, probabilities or images a metric cannot use; the message says which input and what
+    it needs. Also a ``ValueError``, which is what it is to code that catches the built-in."""
 
 
 def as_float64(x: ArrayLike, name: str) -> torch.Tensor:

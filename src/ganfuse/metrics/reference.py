@@ -15,7 +15,7 @@ from pathlib import Path
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ganfuse.metrics.cache import cache_dir
+from ganfuse.cache import cache_dir
 from ganfuse.metrics.extractors import FeatureExtractor
 from ganfuse.metrics.features import ExtractedFeatures, extract_features
 from ganfuse.metrics.frechet import FeatureStats

@@ -1,7 +1,9 @@
 """Where images to evaluate come from, streamed as uint8 batches ``(B, C, H, W)``.
 
-- a run directory (it holds ``config.yaml``): samples generated in memory through
-  ``ganfuse.run.load_run(path).sample_batches(n, batch_size, seed)``, never written as PNG;
+- a loaded generator run (anything with ``sample_batches(n, batch_size, seed=...)``, such as
+  ``ganfuse.load_run(path)``): samples generated in memory, never written as PNG. Metrics see
+  images only, so loading the run is the caller's job (``ganfuse evaluate`` does it for a run
+  folder);
 - an image folder (png/jpg/webp/bmp, searched recursively, sorted by path): unreadable files are
   skipped and counted, not fatal;
 - a reference dataset by name (``digits``; others add themselves with
@@ -17,16 +19,25 @@ import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ganfuse.data.base import to_uint8
+from ganfuse.data.digits import load_digits_tensors
 from ganfuse.data.images import UnreadableImage, list_images, read_image
 from ganfuse.errors import DataError
-from ganfuse.metrics.images import to_uint8
 
 RUN_MARKER = "config.yaml"
+
+
+class SampleBatches(Protocol):
+    """What evaluation needs of a generator run: seeded batches of images ``(B, C, H, W)``, float in
+    [-1, 1] or uint8, totalling ``n``."""
+
+    def sample_batches(self, n: int, batch_size: int, seed: int = 0) -> Iterator[torch.Tensor]: ...
 
 
 class ImageSource(ABC):
@@ -111,16 +122,12 @@ class FolderSource(ImageSource):
 
 
 class RunSource(ImageSource):
-    """Samples of a training run, generated batch by batch from ``seed``."""
+    """Samples of a loaded run, generated batch by batch from ``seed``."""
 
-    def __init__(self, path: Path, seed: int = 0):
-        try:
-            from ganfuse.run import load_run
-        except ImportError as exc:  # pragma: no cover - only before ganfuse.run exists
-            raise DataError(f"cannot load the run {path}: {exc}") from None
-        self.run = load_run(path)
+    def __init__(self, run: SampleBatches, seed: int = 0, description: str | None = None):
+        self.run = run
         self.seed = seed
-        self.description = str(path)
+        self.description = description or str(getattr(run, "path", "generator run"))
         self.skipped = []
 
     def available(self) -> None:
@@ -132,8 +139,6 @@ class RunSource(ImageSource):
 
 
 def _digits_images() -> torch.Tensor:
-    from ganfuse.data.digits import load_digits_tensors
-
     return to_uint8(load_digits_tensors(32)[0])
 
 
@@ -165,15 +170,24 @@ def reference_dataset_names() -> list[str]:
     return sorted(_REFERENCE_DATASETS)
 
 
+def is_run_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a training run's folder (it holds ``config.yaml``), not an image folder."""
+    return (Path(path).expanduser() / RUN_MARKER).is_file()
+
+
 def open_source(
-    spec: str | Path, channels: int, image_size: int | None, seed: int = 0
+    spec: str | Path | SampleBatches, channels: int, image_size: int | None, seed: int = 0
 ) -> ImageSource:
-    """A run directory (holds ``config.yaml``) or an image folder."""
+    """A loaded run (sampled from ``seed``) or an image folder."""
+    if hasattr(spec, "sample_batches"):
+        return RunSource(spec, seed=seed)
     path = Path(spec).expanduser()
     if not path.is_dir():
         raise DataError(f"source not found: {path} (give a run directory or a folder of images)")
-    if (path / RUN_MARKER).is_file():
-        return RunSource(path, seed=seed)
+    if is_run_folder(path):
+        raise DataError(
+            f"{path} is a training run: load it first, evaluate_source(ganfuse.load_run({str(path)!r}), ...)"
+        )
     return FolderSource(path, channels, image_size)
 
 

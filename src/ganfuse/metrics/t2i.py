@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ganfuse.data.base import to_uint8
 from ganfuse.data.shapes import DEFAULT_HOLDOUT, ShapeAttributes, ShapesDataset
 from ganfuse.errors import ConfigError
 from ganfuse.metrics.attributes import attribute_accuracy, shapes_extractor
 from ganfuse.metrics.frechet import fid_from_features
-from ganfuse.metrics.images import to_uint8
 from ganfuse.metrics.inputs import MetricInputError
+from ganfuse.metrics.rprec import ImageTextEmbedder, r_precision
 
 PROMPT_SETS: dict[str, str] = {"seen": "test", "heldout": "heldout"}  # name -> shapes split
 SampleFn = Callable[[list[str], int], torch.Tensor]
@@ -81,21 +82,17 @@ def score_images(images: torch.Tensor, prompt_set: PromptSet, extractor=None) ->
 
 def evaluate_t2i(sample_fn: SampleFn, num: int = 500, seed: int = 0, image_size: int = 32,
                  holdout: Sequence[tuple[str, str]] = DEFAULT_HOLDOUT,
-                 rprec_model=None) -> dict[str, dict[str, float]]:
+                 rprec_model: ImageTextEmbedder | None = None) -> dict[str, dict[str, float]]:
     """``{"seen": {...}, "heldout": {...}}`` of :func:`score_images` for images drawn by
     ``sample_fn(prompts, seed)`` (one image per prompt).
 
-    With ``rprec_model`` (a dual encoder or a ``zeroshot`` run folder) each set also gets
-    ``rprec``: R-precision, the image's own prompt ranked against 99 others drawn from both sets'
-    prompts (:func:`ganfuse.multimodal.rprec.r_precision`; chance 0.01)."""
+    With ``rprec_model`` (a dual encoder, e.g. a ``zeroshot`` run loaded with
+    :func:`ganfuse.multimodal.zeroshot.load_dual_encoder`) each set also gets ``rprec``:
+    R-precision, the image's own prompt ranked against 99 others drawn from both sets' prompts
+    (:func:`ganfuse.metrics.rprec.r_precision`; chance 0.01)."""
     extractor = shapes_extractor()
     sets = shapes_prompt_sets(num, seed, image_size, holdout)
     if rprec_model is not None:
-        from ganfuse.multimodal.rprec import r_precision
-        from ganfuse.multimodal.zeroshot import load_dual_encoder
-
-        if not hasattr(rprec_model, "encode_image"):
-            rprec_model = load_dual_encoder(rprec_model)
         pool = [p for s in sets.values() for p in s.prompts]
     out = {}
     for name, prompt_set in sets.items():
@@ -118,9 +115,10 @@ def format_t2i(result: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n(accuracy and R-precision in percent; fd in the attribute classifier's features)"
 
 
-def evaluate_t2i_run(run, num: int = 500, seed: int = 0, rprec_model=None) -> dict[str, dict[str, float]]:
+def evaluate_t2i_run(run, num: int = 500, seed: int = 0,
+                     rprec_model: ImageTextEmbedder | None = None) -> dict[str, dict[str, float]]:
     """:func:`evaluate_t2i` of a loaded text-to-image run (anything with ``config`` and
-    ``sample(n, seed=..., prompts=...)``, e.g. :class:`ganfuse.generate.TextToImageRun`), with the
+    ``sample(n, seed=..., prompts=...)``, e.g. :class:`ganfuse.run.TextToImageRun`), with the
     run's image size and held-out pairs."""
     holdout = parse_holdout(run.config.data.holdout) or DEFAULT_HOLDOUT
     return evaluate_t2i(lambda prompts, s: run.sample(1, seed=s, prompts=prompts), num, seed,

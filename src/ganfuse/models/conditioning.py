@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils import spectral_norm
+
+from ganfuse.models.layers import maybe_spectral_norm
 
 
 class ConditionalBatchNorm2d(nn.Module):
@@ -45,9 +46,9 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, features: int, num_classes: int = 0, use_spectral_norm: bool = False):
         super().__init__()
-        wrap = spectral_norm if use_spectral_norm else (lambda m: m)
-        self.linear = wrap(nn.Linear(features, 1))
-        self.embed = wrap(nn.Embedding(num_classes, features)) if num_classes > 0 else None
+        sn = use_spectral_norm
+        self.linear = maybe_spectral_norm(nn.Linear(features, 1), sn)
+        self.embed = maybe_spectral_norm(nn.Embedding(num_classes, features), sn) if num_classes > 0 else None
 
     def forward(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         out = self.linear(h).squeeze(1)

@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils import spectral_norm
 
 from ganfuse.models.conditioning import Norm2d, ProjectionHead
-
-
-def _maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
-    return spectral_norm(module) if enabled else module
+from ganfuse.models.discriminator import DiscriminatorOutput
+from ganfuse.models.layers import maybe_spectral_norm
 
 
 def minibatch_stddev(h: torch.Tensor, group: int = 4) -> torch.Tensor:
@@ -61,12 +58,12 @@ class DCGANGenerator(nn.Module):
         self.z_dim, self.channels, self.width, self.num_classes = z_dim, channels, width, num_classes
         self.image_size = 32
         sn = use_spectral_norm
-        self.fc = _maybe_sn(nn.Linear(z_dim, 4 * 4 * width), sn)
-        self.up1 = _maybe_sn(nn.ConvTranspose2d(width, width // 2, 5, 2, padding=2, output_padding=1), sn)
+        self.fc = maybe_spectral_norm(nn.Linear(z_dim, 4 * 4 * width), sn)
+        self.up1 = maybe_spectral_norm(nn.ConvTranspose2d(width, width // 2, 5, 2, padding=2, output_padding=1), sn)
         self.norm1 = Norm2d(width // 2, num_classes)
-        self.up2 = _maybe_sn(nn.ConvTranspose2d(width // 2, width // 4, 5, 2, padding=2, output_padding=1), sn)
+        self.up2 = maybe_spectral_norm(nn.ConvTranspose2d(width // 2, width // 4, 5, 2, padding=2, output_padding=1), sn)
         self.norm2 = Norm2d(width // 4, num_classes)
-        self.up3 = _maybe_sn(nn.ConvTranspose2d(width // 4, channels, 5, 2, padding=2, output_padding=1), sn)
+        self.up3 = maybe_spectral_norm(nn.ConvTranspose2d(width // 4, channels, 5, 2, padding=2, output_padding=1), sn)
         self.act = nn.LeakyReLU(0.2)  # Keras' LeakyReLU default slope is 0.3; DCGAN's paper uses 0.2
         dcgan_init_(self)
 
@@ -90,10 +87,10 @@ class DCGANDiscriminator(nn.Module):
         super().__init__()
         sn = use_spectral_norm
         self.minibatch_std = minibatch_std
-        self.conv1 = _maybe_sn(nn.Conv2d(channels, width, 5, 2, padding=2), sn)
-        self.conv2 = _maybe_sn(nn.Conv2d(width, width * 2, 5, 2, padding=2), sn)
+        self.conv1 = maybe_spectral_norm(nn.Conv2d(channels, width, 5, 2, padding=2), sn)
+        self.conv2 = maybe_spectral_norm(nn.Conv2d(width, width * 2, 5, 2, padding=2), sn)
         self.norm2 = nn.Identity() if sn else nn.BatchNorm2d(width * 2)
-        self.conv3 = _maybe_sn(nn.Conv2d(width * 2, width * 4, 5, 2, padding=2), sn)
+        self.conv3 = maybe_spectral_norm(nn.Conv2d(width * 2, width * 4, 5, 2, padding=2), sn)
         self.norm3 = nn.Identity() if sn else nn.BatchNorm2d(width * 4)
         self.act = nn.LeakyReLU(0.2)
         self.head = ProjectionHead(width * 4 * 4 * 4 + (16 if minibatch_std else 0), num_classes, sn)
@@ -108,5 +105,5 @@ class DCGANDiscriminator(nn.Module):
             h = torch.cat([h, minibatch_stddev(h)], dim=1)
         return h.flatten(1)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.features(x), y)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiscriminatorOutput:
+        return DiscriminatorOutput(self.head(self.features(x), y))

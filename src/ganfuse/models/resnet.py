@@ -12,13 +12,10 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import spectral_norm
 
 from ganfuse.models.conditioning import Norm2d, ProjectionHead
-
-
-def _sn(module: nn.Module, enabled: bool) -> nn.Module:
-    return spectral_norm(module) if enabled else module
+from ganfuse.models.discriminator import DiscriminatorOutput
+from ganfuse.models.layers import maybe_spectral_norm
 
 
 class GeneratorBlock(nn.Module):
@@ -27,10 +24,10 @@ class GeneratorBlock(nn.Module):
     def __init__(self, cin: int, cout: int, num_classes: int = 0, sn: bool = False):
         super().__init__()
         self.norm1 = Norm2d(cin, num_classes)
-        self.conv1 = _sn(nn.Conv2d(cin, cout, 3, padding=1), sn)
+        self.conv1 = maybe_spectral_norm(nn.Conv2d(cin, cout, 3, padding=1), sn)
         self.norm2 = Norm2d(cout, num_classes)
-        self.conv2 = _sn(nn.Conv2d(cout, cout, 3, padding=1), sn)
-        self.shortcut = _sn(nn.Conv2d(cin, cout, 1), sn)
+        self.conv2 = maybe_spectral_norm(nn.Conv2d(cout, cout, 3, padding=1), sn)
+        self.shortcut = maybe_spectral_norm(nn.Conv2d(cin, cout, 1), sn)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         h = F.interpolate(F.relu(self.norm1(x, y)), scale_factor=2, mode="nearest")
@@ -47,10 +44,10 @@ class ResNetGenerator(nn.Module):
         self.z_dim, self.channels, self.image_size, self.num_classes = z_dim, channels, image_size, num_classes
         self.width = width
         blocks = int(math.log2(image_size // 4))
-        self.fc = _sn(nn.Linear(z_dim, 4 * 4 * width), use_spectral_norm)
+        self.fc = maybe_spectral_norm(nn.Linear(z_dim, 4 * 4 * width), use_spectral_norm)
         self.blocks = nn.ModuleList(GeneratorBlock(width, width, num_classes, use_spectral_norm) for _ in range(blocks))
         self.out_norm = nn.BatchNorm2d(width)
-        self.out_conv = _sn(nn.Conv2d(width, channels, 3, padding=1), use_spectral_norm)
+        self.out_conv = maybe_spectral_norm(nn.Conv2d(width, channels, 3, padding=1), use_spectral_norm)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(getattr(m, "weight_orig", m.weight))
@@ -68,9 +65,9 @@ class DiscriminatorBlock(nn.Module):
     def __init__(self, cin: int, cout: int, down: bool = True, first: bool = False, sn: bool = True):
         super().__init__()
         self.first, self.down = first, down
-        self.conv1 = _sn(nn.Conv2d(cin, cout, 3, padding=1), sn)
-        self.conv2 = _sn(nn.Conv2d(cout, cout, 3, padding=1), sn)
-        self.shortcut = _sn(nn.Conv2d(cin, cout, 1), sn) if (cin != cout or down) else nn.Identity()
+        self.conv1 = maybe_spectral_norm(nn.Conv2d(cin, cout, 3, padding=1), sn)
+        self.conv2 = maybe_spectral_norm(nn.Conv2d(cout, cout, 3, padding=1), sn)
+        self.shortcut = maybe_spectral_norm(nn.Conv2d(cin, cout, 1), sn) if (cin != cout or down) else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x if self.first else F.relu(x)  # the first block sees raw pixels
@@ -105,5 +102,5 @@ class ResNetDiscriminator(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.blocks(x)).sum(dim=(2, 3))
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.features(x), y)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiscriminatorOutput:
+        return DiscriminatorOutput(self.head(self.features(x), y))

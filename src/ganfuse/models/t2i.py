@@ -1,15 +1,8 @@
 """Text-to-image GAN networks, re-implemented from the papers (no code copied).
 
-Text reaches the networks as a *condition tensor* made by :class:`PromptEncoder`:
-
-- a frozen sentence encoder (MiniLM by default): float ``(B, E)`` sentence embeddings;
-- the small trainable encoder: int64 ``(B, T)`` word ids, 0 at padding.
-
-Inside G and D a :class:`TextConditioner` turns it into a learned text vector ``c (B, cond_dim)``.
-For embeddings that is standardisation with the training captions' statistics followed by a
-learned MLP: MiniLM's embeddings of captions that differ only in position have cosine 0.96, and
-standardising spreads them apart (a linear probe then reads every attribute, position included,
-from them). For word ids it is the small encoder's embeddings and bidirectional GRU.
+Text reaches the networks as a *condition tensor* (:class:`ganfuse.text.prompts.PromptEncoder`);
+inside G and D the module of :func:`ganfuse.text.prompts.build_conditioner` turns it into a
+learned text vector ``c (B, cond_dim)``.
 
 ``t2i-dfgan`` (after Tao et al., "DF-GAN", CVPR 2022):
 
@@ -31,215 +24,20 @@ transposed convolutions) and whose D concatenates ``c`` to its 4x4 map.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import spectral_norm
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ganfuse.errors import ConfigError, UserError
+from ganfuse.errors import ConfigError
+from ganfuse.models.discriminator import DiscriminatorOutput, TextDiscriminator
+from ganfuse.models.layers import maybe_spectral_norm
+from ganfuse.text.prompts import TextSpec, build_conditioner
 
 T2I_ARCHS = ("t2i-dfgan", "t2i-concat")
 FUSIONS = ("every", "input")
 D_CONDITIONS = ("concat", "projection", "both")
-SMALL_ENCODER = "small"
-
-
-# ---------------------------------------------------------------------------------------------
-# Text -> condition tensor
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class TextSpec:
-    """What a t2i model's condition tensor is; stored in the config so a run rebuilds it.
-
-    ``encoder``: ``"small"`` (word ids) or a sentence-transformers name/path (embeddings of
-    width ``embed_dim``). ``vocab``/``max_length``: the small encoder's words and word limit.
-    """
-
-    encoder: str
-    embed_dim: int = 0
-    vocab: list[str] = field(default_factory=list)
-    max_length: int = 32
-
-    @property
-    def kind(self) -> str:
-        return "tokens" if self.encoder == SMALL_ENCODER else "embedding"
-
-
-class PromptError(UserError):
-    """A prompt that cannot be turned into a condition (empty, not a string)."""
-
-
-def check_prompts(prompts: Sequence[str]) -> list[str]:
-    """Reject what no encoder can read: not a list of strings, or an empty/blank prompt."""
-    if isinstance(prompts, str):
-        raise PromptError("prompts must be a list of strings, got a single string")
-    prompts = list(prompts)
-    if not prompts:
-        raise PromptError("no prompts given; pass at least one prompt")
-    for i, prompt in enumerate(prompts):
-        if not isinstance(prompt, str):
-            raise PromptError(f"prompt {i} is a {type(prompt).__name__}, not text")
-        if not prompt.strip():
-            raise PromptError(f"prompt {i} is empty; describe the image, e.g. 'a red circle'")
-    return prompts
-
-
-def _cache_file(encoder: str, texts: Sequence[str]) -> Path:
-    from ganfuse.metrics.cache import cache_dir
-
-    digest = hashlib.sha256(json.dumps([encoder, sorted(set(texts))]).encode()).hexdigest()[:20]
-    name = "".join(ch if ch.isalnum() else "_" for ch in encoder)[-40:]
-    return cache_dir() / "text" / f"{name}-{digest}.safetensors"
-
-
-class PromptEncoder:
-    """Texts -> the condition tensor of a t2i model: ``(B, E)`` float32 for a frozen sentence
-    encoder, ``(B, T)`` int64 word ids (0 = padding) for the small encoder. On CPU.
-
-    The sentence encoder is loaded on first use (MiniLM takes seconds to load and encodes only
-    tens of captions per second on a CPU), and :meth:`encode_many` keeps a dataset's embeddings in
-    ``$GANFUSE_CACHE/text`` so a run encodes its captions once.
-    """
-
-    def __init__(self, spec: TextSpec):
-        self.spec = spec
-        self._encoder = None
-        self._tokenizer = None
-        if spec.kind == "tokens":
-            from ganfuse.text.encoders import WordTokenizer
-
-            self._tokenizer = WordTokenizer(spec.vocab)
-
-    @property
-    def sentence_encoder(self):
-        if self._encoder is None:
-            from ganfuse.text.encoders import build_text_encoder
-
-            self._encoder = build_text_encoder(self.spec.encoder)
-        return self._encoder
-
-    def embed_dim(self) -> int:
-        return self.sentence_encoder.dim
-
-    def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
-        prompts = check_prompts(prompts)
-        if self.spec.kind == "tokens":
-            ids, _, truncated = self._tokenizer.encode(prompts, self.spec.max_length)
-            if truncated:
-                warnings.warn(
-                    f"{truncated} prompt(s) exceed the small text encoder's limit of "
-                    f"{self.spec.max_length} words and are truncated",
-                    stacklevel=2,
-                )
-            unknown = [p for p, row in zip(prompts, ids, strict=True) if bool((row <= 1).all())]
-            if unknown:
-                warnings.warn(
-                    f"{len(unknown)} prompt(s) have no word the model was trained on, e.g. "
-                    f"{unknown[0][:60]!r}; their images follow no text",
-                    stacklevel=2,
-                )
-            return ids
-        return self.sentence_encoder.encode_cached(prompts).pooled.float().cpu()
-
-    def encode_many(self, texts: Sequence[str], cache: bool = True) -> torch.Tensor:
-        """Conditions of many texts (a dataset's captions), through the disk cache for sentence
-        encoders: ``(N, E)`` float32 or ``(N, T)`` int64, rows in the order of ``texts``."""
-        texts = check_prompts(texts)
-        if self.spec.kind == "tokens":
-            return self._tokenizer.encode(texts, self.spec.max_length)[0]
-        path = _cache_file(self.spec.encoder, texts)
-        if cache and path.is_file():
-            from safetensors import safe_open
-            from safetensors.torch import load_file
-
-            with safe_open(str(path), framework="pt") as handle:
-                order = json.loads((handle.metadata() or {})["texts"])
-            table = load_file(str(path))["pooled"]
-            row = {t: i for i, t in enumerate(order)}
-            return table[[row[t] for t in texts]].float()
-        unique = sorted(set(texts))
-        pooled = self.sentence_encoder.encode_cached(unique).pooled.float().cpu()
-        if cache:
-            from safetensors.torch import save_file
-
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            save_file({"pooled": pooled.contiguous()}, str(tmp), metadata={"texts": json.dumps(unique)})
-            tmp.replace(path)
-        row = {t: i for i, t in enumerate(unique)}
-        return pooled[[row[t] for t in texts]]
-
-
-# ---------------------------------------------------------------------------------------------
-# Condition tensor -> learned text vector (inside G and D)
-# ---------------------------------------------------------------------------------------------
-
-
-class EmbeddingConditioner(nn.Module):
-    """Frozen sentence embeddings ``(B, E)`` -> text vector ``(B, cond_dim)``.
-
-    Standardised per dimension with the training captions' mean and std (buffers, saved with the
-    weights; set by :meth:`set_statistics`), then a learned two-layer MLP.
-    """
-
-    def __init__(self, embed_dim: int, cond_dim: int):
-        super().__init__()
-        self.register_buffer("mean", torch.zeros(embed_dim))
-        self.register_buffer("std", torch.ones(embed_dim))
-        self.net = nn.Sequential(
-            nn.Linear(embed_dim, cond_dim), nn.LeakyReLU(0.2), nn.Linear(cond_dim, cond_dim)
-        )
-
-    @torch.no_grad()
-    def set_statistics(self, embeddings: torch.Tensor) -> None:
-        """Standardise with the statistics of ``embeddings`` ``(N, E)``."""
-        self.mean.copy_(embeddings.mean(0))
-        self.std.copy_(embeddings.std(0).clamp(min=1e-4))
-
-    def forward(self, cond: torch.Tensor) -> torch.Tensor:
-        if cond.dtype not in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
-            raise ValueError(f"this model takes sentence embeddings, got a {cond.dtype} tensor")
-        return self.net((cond.float() - self.mean) / self.std)
-
-
-class TokenConditioner(nn.Module):
-    """Word ids ``(B, T)`` int64 (0 = padding, every row has a token) -> ``(B, cond_dim)``: the
-    small trainable encoder (word embeddings, bidirectional GRU, masked mean, linear)."""
-
-    def __init__(self, vocab_size: int, cond_dim: int, embed_dim: int = 64, hidden_dim: int = 64):
-        super().__init__()
-        self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
-        self.gru = nn.GRU(embed_dim, hidden_dim, batch_first=True, bidirectional=True)
-        self.project = nn.Linear(2 * hidden_dim, cond_dim)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if ids.dtype != torch.int64:
-            raise ValueError(f"this model takes word ids (int64), got a {ids.dtype} tensor")
-        mask = ids != 0
-        lengths = mask.sum(1).clamp(min=1)
-        packed = pack_padded_sequence(
-            self.embedding(ids), lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        tokens, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=ids.shape[1])
-        return self.project(tokens.sum(1) / lengths[:, None].to(tokens.dtype))
-
-
-def build_conditioner(spec: TextSpec, cond_dim: int) -> nn.Module:
-    if spec.kind == "tokens":
-        return TokenConditioner(len(spec.vocab) + 2, cond_dim)  # + padding and unknown
-    return EmbeddingConditioner(spec.embed_dim, cond_dim)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,10 +59,6 @@ class Affine(nn.Module):
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return torch.addcmul(self.beta(s)[:, :, None, None], self.gamma(s)[:, :, None, None], x)
-
-
-def _sn(module: nn.Module, enabled: bool) -> nn.Module:
-    return spectral_norm(module) if enabled else module
 
 
 def upsample2x(x: torch.Tensor) -> torch.Tensor:
@@ -363,29 +157,13 @@ class DownBlock(nn.Module):
 
     def __init__(self, in_ch: int, out_ch: int, sn: bool = False):
         super().__init__()
-        self.conv1 = _sn(nn.Conv2d(in_ch, out_ch, 3, padding=1), sn)
-        self.conv2 = _sn(nn.Conv2d(out_ch, out_ch, 4, stride=2, padding=1), sn)
-        self.shortcut = _sn(nn.Conv2d(in_ch, out_ch, 1), sn) if in_ch != out_ch else nn.Identity()
+        self.conv1 = maybe_spectral_norm(nn.Conv2d(in_ch, out_ch, 3, padding=1), sn)
+        self.conv2 = maybe_spectral_norm(nn.Conv2d(out_ch, out_ch, 4, stride=2, padding=1), sn)
+        self.shortcut = maybe_spectral_norm(nn.Conv2d(in_ch, out_ch, 1), sn) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.leaky_relu(self.conv2(F.leaky_relu(self.conv1(x), 0.2)), 0.2)
         return F.avg_pool2d(self.shortcut(x), 2) + h
-
-
-class DiscriminatorOutput(NamedTuple):
-    """``logits (B,)`` of the given pairs; ``mismatch (B,)`` logits of the same images with the
-    ``mismatch`` conditions (or None); ``image_embedding``/``text_embedding`` ``(B, K)`` unit
-    vectors (or None); ``text`` the learned text vectors ``(B, cond_dim)`` (for MA-GP);
-    ``features`` the image trunk's block outputs, finest first (with ``features=True``);
-    ``negative_embedding`` ``(K, K_dim)`` unit vectors of extra texts (``negatives=``)."""
-
-    logits: torch.Tensor
-    mismatch: torch.Tensor | None
-    image_embedding: torch.Tensor | None
-    text_embedding: torch.Tensor | None
-    text: torch.Tensor
-    features: list[torch.Tensor] | None = None
-    negative_embedding: torch.Tensor | None = None
 
 
 class PairHead(nn.Module):
@@ -399,13 +177,13 @@ class PairHead(nn.Module):
         self.concat = None
         if condition in ("concat", "both"):
             self.concat = nn.Sequential(
-                _sn(nn.Conv2d(channels + cond_dim, channels, 3, padding=1), sn), nn.LeakyReLU(0.2),
-                _sn(nn.Conv2d(channels, 1, 4), sn),
+                maybe_spectral_norm(nn.Conv2d(channels + cond_dim, channels, 3, padding=1), sn), nn.LeakyReLU(0.2),
+                maybe_spectral_norm(nn.Conv2d(channels, 1, 4), sn),
             )
         self.linear = self.project = None
         if condition in ("projection", "both"):
-            self.linear = _sn(nn.Linear(channels * 16, 1), sn)
-            self.project = _sn(nn.Linear(cond_dim, channels * 16, bias=False), sn)
+            self.linear = maybe_spectral_norm(nn.Linear(channels * 16, 1), sn)
+            self.project = maybe_spectral_norm(nn.Linear(cond_dim, channels * 16, bias=False), sn)
 
     def forward(self, h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         out = h.new_zeros(h.shape[0])
@@ -418,12 +196,10 @@ class PairHead(nn.Module):
         return out
 
 
-class MatchingDiscriminator(nn.Module):
-    """Images ``(B, 3, S, S)`` and conditions -> logits ``(B,)`` of "real image matching its text".
-
-    ``forward(x, cond)`` gives the logits; with ``mismatch=other``, ``embed=True``,
-    ``features=True`` or ``full=True`` a :class:`DiscriminatorOutput` from a single pass of the
-    image trunk.
+class MatchingDiscriminator(TextDiscriminator):
+    """Images ``(B, 3, S, S)`` and conditions -> :class:`DiscriminatorOutput` whose ``logits (B,)``
+    say "real image matching its text"; ``mismatch=``, ``embed=``, ``features=`` and ``negatives=``
+    add their parts from the same single pass of the image trunk.
     """
 
     def __init__(self, spec: TextSpec, image_size: int = 32, width: int = 32, cond_dim: int = 128,
@@ -431,11 +207,12 @@ class MatchingDiscriminator(nn.Module):
         super().__init__()
         self.text = build_conditioner(spec, cond_dim)
         widths = _widths(width * 2 ** _blocks_for(image_size), _blocks_for(image_size), grow=True)
-        self.from_rgb = _sn(nn.Conv2d(channels, widths[0], 3, padding=1), sn)
+        self.from_rgb = maybe_spectral_norm(nn.Conv2d(channels, widths[0], 3, padding=1), sn)
         self.blocks = nn.Sequential(*(DownBlock(a, b, sn) for a, b in zip(widths[:-1], widths[1:], strict=True)))
         self.head = PairHead(widths[-1], cond_dim, condition, sn)
         # joint image-text space for the contrastive term; absent (embed_dim=0) when unused, so
         # that every parameter takes part in every loss (as DDP requires)
+        self.has_embedding = embed_dim > 0
         self.image_embed = nn.Linear(widths[-1] * 16, embed_dim) if embed_dim else None
         self.text_embed = nn.Linear(cond_dim, embed_dim) if embed_dim else None
 
@@ -449,27 +226,29 @@ class MatchingDiscriminator(nn.Module):
         outs[-1] = F.leaky_relu(outs[-1], 0.2)
         return outs
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, mismatch: torch.Tensor | None = None,
-                embed: bool = False, full: bool = False, features: bool = False,
-                negatives: torch.Tensor | None = None) -> torch.Tensor | DiscriminatorOutput:
-        if cond is None:
-            raise ValueError("a text-to-image discriminator needs a condition for every image")
-        embed = embed or negatives is not None
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, *, mismatch: torch.Tensor | None = None,
+                embed: bool = False, features: bool = False,
+                negatives: torch.Tensor | None = None) -> DiscriminatorOutput:
+        _check_request(self, cond, embed or negatives is not None)
         maps = self.trunk(x)
         h = maps[-1]
         c = self.text(cond)
-        logits = self.head(h, c)
-        if not (full or embed or features or mismatch is not None):
-            return logits
         wrong = self.head(h, self.text(mismatch)) if mismatch is not None else None
-        img = txt = None
-        if embed:
-            if self.image_embed is None:
-                raise ValueError("this discriminator has no embedding heads (built with embed_dim=0)")
+        img = txt = neg = None
+        if embed or negatives is not None:
             img = F.normalize(self.image_embed(h.flatten(1)), dim=1)
             txt = F.normalize(self.text_embed(c), dim=1)
-        neg = F.normalize(self.text_embed(self.text(negatives)), dim=1) if negatives is not None else None
-        return DiscriminatorOutput(logits, wrong, img, txt, c, maps if features else None, neg)
+        if negatives is not None:
+            neg = F.normalize(self.text_embed(self.text(negatives)), dim=1)
+        return DiscriminatorOutput(self.head(h, c), wrong, img, txt, c, maps if features else None, neg)
+
+
+def _check_request(d: TextDiscriminator, cond: torch.Tensor | None, embed: bool) -> None:
+    if cond is None:
+        raise ValueError("a text-to-image discriminator needs a condition for every image")
+    if embed and not d.has_embedding:
+        raise ConfigError(f"{type(d).__name__} has no embedding heads: the contrastive term needs "
+                          "model.arch=t2i-dfgan with text.contrastive_weight > 0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -501,11 +280,10 @@ class ConcatGenerator(nn.Module):
         return self.net(h.view(z.shape[0], -1, 4, 4))
 
 
-class ConcatDiscriminator(nn.Module):
+class ConcatDiscriminator(TextDiscriminator):
     """The baseline: 4x4 stride-2 convs with LeakyReLU to a 4x4 map, the text vector replicated
-    and concatenated to it, a 3x3 conv and a 4x4 conv to one logit: ``(B, 3, S, S), cond -> (B,)``.
-    Accepts ``mismatch``/``full``/``features`` like :class:`MatchingDiscriminator` (it has no
-    embedding heads)."""
+    and concatenated to it, a 3x3 conv and a 4x4 conv to one logit: ``(B, 3, S, S), cond ->``
+    :class:`DiscriminatorOutput`. It has no embedding heads (``embed``/``negatives`` refused)."""
 
     def __init__(self, spec: TextSpec, image_size: int = 32, width: int = 32, cond_dim: int = 128,
                  channels: int = 3):
@@ -518,24 +296,18 @@ class ConcatDiscriminator(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.head = PairHead(widths[-1], cond_dim, "concat")
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, mismatch: torch.Tensor | None = None,
-                embed: bool = False, full: bool = False,
-                features: bool = False) -> torch.Tensor | DiscriminatorOutput:
-        if cond is None:
-            raise ValueError("a text-to-image discriminator needs a condition for every image")
-        if embed:
-            raise ValueError("the concatenation baseline has no embedding heads (text.contrastive_weight=0)")
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, *, mismatch: torch.Tensor | None = None,
+                embed: bool = False, features: bool = False,
+                negatives: torch.Tensor | None = None) -> DiscriminatorOutput:
+        _check_request(self, cond, embed or negatives is not None)
         h, maps = x, []
         for layer in self.trunk:
             h = layer(h)
             if isinstance(layer, nn.LeakyReLU):
                 maps.append(h)
         c = self.text(cond)
-        logits = self.head(h, c)
-        if not (full or features or mismatch is not None):
-            return logits
         wrong = self.head(h, self.text(mismatch)) if mismatch is not None else None
-        return DiscriminatorOutput(logits, wrong, None, None, c, maps[1:] if features else None)
+        return DiscriminatorOutput(self.head(h, c), wrong, None, None, c, maps[1:] if features else None)
 
 
 def build_t2i(config, spec: TextSpec, channels: int = 3) -> tuple[nn.Module, nn.Module]:

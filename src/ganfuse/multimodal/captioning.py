@@ -168,7 +168,7 @@ def train_captioner(
     model.train()
     if pooled is not None:
         model.image_encoder.eval()
-    stats = optimise(model.parameters(), compute_loss, config, "caption", progress)
+    stats = optimise(model.parameters(), compute_loss, config, "caption", progress, out)
     metrics = evaluate_captioner(model, config_split(config, "test"))
     result = CaptionResult(
         model, metrics, stats.seconds, stats.steps, count_parameters(model), None
@@ -176,7 +176,7 @@ def train_captioner(
     if out is not None:
         record = stats.record(result.params, test=metrics)
         result.run_dir = save_run(
-            Path(out), "caption", model, config, {"vocab": vocab.tokens}, record
+            Path(out), "caption", model, config, {"vocab": vocab.tokens}, record, step=stats.steps
         )
     return result
 
@@ -187,5 +187,5 @@ def load_captioner(run_dir: Path | str) -> Captioner:
     if record.kind != "caption":
         raise CheckpointError(f"{run_dir} is a {record.kind!r} run, not a caption run")
     model = build_captioner(record.config, CaptionVocab(record.meta["vocab"]))
-    load_weights(model, record.path)
+    load_weights(model, record)
     return model.eval()

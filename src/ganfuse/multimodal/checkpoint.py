@@ -1,36 +1,42 @@
-"""A multimodal run on disk: weights as safetensors, config and metadata as JSON, no pickle.
+"""A multimodal run on disk, in the checkpoint format of the GAN runs (:mod:`ganfuse.train.checkpoint`):
+safetensors weights and a manifest with SHA-256 hashes, written atomically, never a pickle that runs code.
 
-``RUN/model.safetensors``  the weights (a frozen pretrained text encoder's are left out: they
-                           come from its package when the run is loaded)
-``RUN/config.json``        the :class:`FuseConfig`
-``RUN/run.json``           what else rebuilds the model: ``kind`` (``fusion``, ``zeroshot``,
-                           ``caption``), the text encoder's config (with the small encoder's
-                           vocabulary), the task's head sizes, the caption vocabulary
-``RUN/metrics.json``       validation and test metrics, train seconds, steps, parameters
+``RUN/checkpoints/step_N/``  the trained model after ``N`` steps: ``weights.safetensors`` (a
+                             frozen pretrained text encoder's weights are left out: they come from
+                             its package when the run is loaded), ``state.pt`` and ``manifest.json``,
+                             which holds the run's ``kind`` (``fusion``, ``zeroshot``, ``caption``),
+                             the config it ran with (precision resolved) and what else rebuilds the
+                             model: the text encoder's config, the task's head sizes, the caption
+                             vocabulary. The manifest is what loading reads.
+``RUN/config.json``          the same config, for people and the report
+``RUN/metrics.json``         validation and test metrics, train seconds, steps, parameters
+``RUN/metrics.jsonl``        loss and learning rate per log interval
+``RUN/run.json``             ``kind`` and ``format``: what marks the folder as a finished
+                             multimodal run for readers that build no model; written last
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ganfuse.errors import CheckpointError, ConfigError
-from ganfuse.fileio import atomic_write, atomic_write_text
+from ganfuse.fileio import atomic_write_text
 from ganfuse.multimodal.config import FuseConfig, config_from_dict, save_config
 from ganfuse.text import SentenceEncoder
+from ganfuse.train.checkpoint import checkpoint_dirs, latest_good_checkpoint, save_checkpoint
 
-WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 META_FILE = "run.json"
 METRICS_FILE = "metrics.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: model.safetensors beside run.json, without hashes (no longer read)
 KINDS: tuple[str, ...] = ("fusion", "zeroshot", "caption")
 
 
@@ -65,86 +71,104 @@ def save_run(
     config: FuseConfig,
     meta: dict[str, Any],
     metrics: dict[str, Any],
+    *,
+    step: int,
 ) -> Path:
-    """Write a run folder (created if missing) and return it. Each file is written atomically
-    (temporary file, then rename), so a kill never leaves a truncated one; the metadata file,
-    which makes the folder a run, comes after the weights and config it describes."""
+    """Write a run folder (created if missing) whose model was trained ``step`` steps; return it.
+
+    Every file is written atomically. The checkpoint comes first, so a failed write (a full disk)
+    leaves an earlier run in the folder as it was; that run's checkpoints are removed once the new
+    one is complete; ``run.json``, which makes the folder a run, comes last.
+    """
     if kind not in KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    state = savable_state(model)
-    atomic_write(run_dir / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp)))
+    weights = savable_state(model)
+    bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"training diverged: {len(bad)} weight tensor(s) hold NaN/Inf (first: {bad[0]}); "
+            f"nothing was saved to {run_dir}; lower lr or use precision=fp32"
+        )
+    earlier = checkpoint_dirs(run_dir)
+    manifest = {"kind": kind, "config": config.to_dict(), **meta}
+    final = save_checkpoint(run_dir, step, weights, {"step": step}, manifest, keep=len(earlier) + 1)
+    for old in earlier:
+        if old != final:  # renamed out of the step_* namespace first, as the GAN runs prune
+            trash = old.with_name(f".trash_{old.name}_{os.getpid()}")
+            os.rename(old, trash)
+            shutil.rmtree(trash, ignore_errors=True)
     save_config(config, run_dir / CONFIG_FILE)
     atomic_write_text(run_dir / METRICS_FILE, json.dumps(metrics, indent=2) + "\n")
-    record = {"kind": kind, "format": FORMAT_VERSION, **meta}
+    record = {"kind": kind, "format": FORMAT_VERSION}
     atomic_write_text(run_dir / META_FILE, json.dumps(record, indent=2) + "\n")
     return run_dir
 
 
 @dataclass
 class RunRecord:
-    """A run folder's config, metadata and metrics, read without building the model."""
+    """A run folder's verified checkpoint: config, manifest (``meta``), weights, and its metrics."""
 
     path: Path
     kind: str
     config: FuseConfig
     meta: dict[str, Any]
     metrics: dict[str, Any]
+    weights: dict[str, torch.Tensor]
+    checkpoint: Path
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_run(run_dir: Path) -> RunRecord:
+    """The newest intact checkpoint of a run folder (damaged ones are skipped, as for GAN runs)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run folder {run_dir} does not exist")
+    if (run_dir / "model.safetensors").is_file() and not checkpoint_dirs(run_dir):
+        raise CheckpointError(
+            f"{run_dir} was written by an earlier ganfuse (model.safetensors without a manifest); "
+            "train it again with ganfuse fuse train"
+        )
+    if not checkpoint_dirs(run_dir):
+        raise CheckpointError(f"{run_dir} holds no checkpoint; is it a 'ganfuse fuse' run?")
+    checkpoint, manifest, weights, _ = latest_good_checkpoint(run_dir)
+    kind = manifest.get("kind")
+    if kind not in KINDS:
+        raise CheckpointError(f"{checkpoint} names unknown multimodal run kind {kind!r}")
+    saved = manifest.get("config")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{checkpoint}: the manifest holds no multimodal config")
+    try:
+        config = config_from_dict(saved)
+    except ConfigError as exc:
+        raise CheckpointError(f"{checkpoint}: {exc}") from None
+    return RunRecord(run_dir, kind, config, manifest, _read_metrics(run_dir), weights, checkpoint)
+
+
+def _read_metrics(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / METRICS_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CheckpointError(
-            f"{path} is missing; is {path.parent} a 'ganfuse fuse' run?"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return {}
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} must hold a JSON object")
     return data
 
 
-def read_run(run_dir: Path) -> RunRecord:
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run folder {run_dir} does not exist")
-    meta = _read_json(run_dir / META_FILE)
-    kind = meta.get("kind")
-    if kind not in KINDS:
-        raise CheckpointError(f"{run_dir / META_FILE} names unknown run kind {kind!r}")
-    if meta.get("format") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{run_dir} was written in format {meta.get('format')!r}; this ganfuse reads {FORMAT_VERSION}"
-        )
+def load_weights(model: nn.Module, record: RunRecord) -> None:
+    """Load the run's weights into ``model``; everything but frozen parts must match."""
+    where = record.checkpoint
     try:
-        config = config_from_dict(_read_json(run_dir / CONFIG_FILE))
-    except ConfigError as exc:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE}: {exc}") from None
-    metrics_path = run_dir / METRICS_FILE
-    metrics = _read_json(metrics_path) if metrics_path.exists() else {}
-    return RunRecord(run_dir, kind, config, meta, metrics)
-
-
-def load_weights(model: nn.Module, run_dir: Path) -> None:
-    """Load ``RUN/model.safetensors`` into ``model``; everything but frozen parts must match."""
-    path = Path(run_dir) / WEIGHTS_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from None
-    try:
-        result = model.load_state_dict(state, strict=False)
+        result = model.load_state_dict(record.weights, strict=False)
     except RuntimeError as exc:  # shapes that differ from the config's model
-        raise CheckpointError(f"{path} does not fit the model its config builds: {exc}") from None
+        raise CheckpointError(f"{where} does not fit the model its config builds: {exc}") from None
     skip = tuple(frozen_prefixes(model))
     missing = [k for k in result.missing_keys if not (skip and k.startswith(skip))]
     if missing or result.unexpected_keys:
         raise CheckpointError(
-            f"{path} does not fit the model its config builds "
+            f"{where} does not fit the model its config builds "
             f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})"
         )

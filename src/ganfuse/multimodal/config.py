@@ -10,15 +10,19 @@ fusion class (``fusion_options.rank=4``).
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ganfuse.config import PRECISIONS as SHARED_PRECISIONS
+from ganfuse.config import coerce_value
+from ganfuse.config import parse_override as config_parse_override
 from ganfuse.errors import ConfigError
+from ganfuse.fileio import atomic_write_text
+from ganfuse.models.fusion import FUSION_LEVELS, CrossAttentionFusion
 
 FUSION_TASKS: tuple[str, ...] = (
     "matching",
@@ -33,7 +37,12 @@ OTHER_TASKS: tuple[str, ...] = ("zeroshot", "caption")
 TASKS: tuple[str, ...] = FUSION_TASKS + OTHER_TASKS
 TEXT_ENCODERS: tuple[str, ...] = ("small", "minilm")
 WEIGHTINGS: tuple[str, ...] = ("fixed", "uncertainty")
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+# The multimodal runs train on the CPU, where fp16 autocast does not pay.
+PRECISIONS: tuple[str, ...] = tuple(p for p in SHARED_PRECISIONS if p != "fp16")
+MAX_THREADS = 256  # far above any CPU's cores; torch crashes on absurd counts (100000)
+MAX_WIDTH = (
+    4096  # of any layer: far above these models' needs; a typo of 10**9 would exhaust memory
+)
 
 
 @dataclass
@@ -64,8 +73,10 @@ class FuseConfig:
     decoder_embed: int = 64
     # label efficiency: share of training labels used, and an image encoder to start from
     label_fraction: float = 1.0
-    image_encoder_init: str = ""  # a zeroshot run folder; empty: from scratch
-    text_encoder_init: str = ""  # a zeroshot run whose small text encoder starts this one's
+    image_encoder_init: str | None = None  # a zeroshot run folder; None: from scratch
+    text_encoder_init: str | None = (
+        None  # a zeroshot run whose small text encoder starts this one's
+    )
     freeze_image_encoder: bool = False
     # data
     data_seed: int = 0  # the shapes splits' seed (``seed`` drives the model and the batches)
@@ -84,51 +95,41 @@ class FuseConfig:
     # torch CPU threads; 0: torch's default. One thread by default: on a CPU shared with other
     # jobs, two OpenMP threads ran these small models 3x slower than one (measured).
     threads: int = 1
-    precision: str = "fp32"  # "bf16": CPU autocast, fast only on CPUs with AVX-512 BF16/AMX
+    # fp32 | bf16 | auto (bf16 where the CPU has native bf16, else fp32), resolved once when a run
+    # starts; a saved run records the resolved one. bf16 is many times slower without AVX-512
+    # BF16/AMX, so the default stays fp32.
+    precision: str = "fp32"
+    log_every: int = 10  # steps between the lines of RUN/metrics.jsonl
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 # Applied before the user's overrides when a run of that task is created.
+# Widths of layers: each must be at least 1.
+SIZE_KEYS: tuple[str, ...] = (
+    "text_embed_dim",
+    "text_hidden_dim",
+    "text_dim",
+    "image_dim",
+    "fused_dim",
+    "head_hidden",
+    "embed_dim",
+    "decoder_hidden",
+    "decoder_embed",
+)
+
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "zeroshot": {"fusion": "none", "batch_size": 128, "lr": 1e-3, "steps": 2000},
     "caption": {"fusion": "none", "steps": 1500, "lr": 2e-3},
 }
 
 
-def _coerce(key: str, value: Any, annotation: Any) -> Any:
-    origin = typing.get_origin(annotation)
-    if origin is list:
-        (inner,) = typing.get_args(annotation)
-        if isinstance(value, str):
-            value = [v for v in value.replace(",", " ").split() if v]
-        if not isinstance(value, list):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
-        return [_coerce(key, v, inner) for v in value]
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return int(value)
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if value is None:
-            return ""
-        return str(value)
-    return value
-
-
 def set_value(config: FuseConfig, key: str, value: Any) -> None:
-    """Set ``key`` (a field name, or ``fusion_options.NAME``) to ``value``, type-checked."""
+    """Set ``key`` (a field name, or ``fusion_options.NAME``) to ``value``, type-checked by the
+    coercer every config shares."""
     if key.startswith("fusion_options."):
-        config.fusion_options[key.split(".", 1)[1]] = value
+        config.fusion_options[key.split(".", 1)[1]] = coerce_value(key, value, int)
         return
     hints = typing.get_type_hints(FuseConfig)
     if key not in hints:
@@ -138,27 +139,24 @@ def set_value(config: FuseConfig, key: str, value: Any) -> None:
         )
     if key == "fusion_options":
         if not isinstance(value, dict):
-            raise ConfigError("fusion_options must be a mapping")
-        config.fusion_options = dict(value)
+            raise ConfigError(
+                f"fusion_options must be a mapping of option names to integers, got {value!r}"
+            )
+        config.fusion_options = {}
+        for name, option in value.items():
+            set_value(config, f"fusion_options.{name}", option)
         return
-    setattr(config, key, _coerce(key, value, hints[key]))
+    setattr(config, key, coerce_value(key, value, hints[key]))
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """``"lr=1e-3"`` -> ``("lr", 0.001)``; values are read as YAML scalars."""
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} must look like key=value (for example steps=500)")
-    key, raw = item.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
+    """``"lr=1e-3"`` -> ``("lr", 0.001)``: :func:`ganfuse.config.parse_override`, with a
+    multimodal example in its error."""
+    return config_parse_override(item, example="steps=500")
 
 
 def validate(config: FuseConfig) -> FuseConfig:
     """Raise :class:`ConfigError` naming the first bad field."""
-    from ganfuse.models.fusion import FUSION_LEVELS
 
     def check(ok: bool, key: str, message: str) -> None:
         if not ok:
@@ -169,17 +167,60 @@ def validate(config: FuseConfig) -> FuseConfig:
         check(
             config.fusion in FUSION_LEVELS, "fusion", f"must be one of {', '.join(FUSION_LEVELS)}"
         )
-    check(config.text_encoder in TEXT_ENCODERS, "text_encoder", f"must be one of {TEXT_ENCODERS}")
-    check(config.weighting in WEIGHTINGS, "weighting", f"must be one of {WEIGHTINGS}")
-    check(config.precision in PRECISIONS, "precision", f"must be one of {PRECISIONS}")
+    check(
+        config.text_encoder in TEXT_ENCODERS,
+        "text_encoder",
+        f"must be one of {', '.join(TEXT_ENCODERS)}",
+    )
+    check(config.weighting in WEIGHTINGS, "weighting", f"must be one of {', '.join(WEIGHTINGS)}")
+    check(config.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
     check(config.image_size in (32, 64), "image_size", "must be 32 or 64")
     check(0.0 < config.label_fraction <= 1.0, "label_fraction", "must be in (0, 1]")
     check(config.init_temperature > 0, "init_temperature", "must be positive")
-    for key in ("steps", "batch_size", "train_size", "eval_size", "questions_per_image"):
+    for key in (
+        "steps",
+        "batch_size",
+        "train_size",
+        "eval_size",
+        "questions_per_image",
+        "log_every",
+    ):
         check(getattr(config, key) >= 1, key, "must be at least 1")
-    for key in ("lr", "max_minutes", "weight_decay", "warmup_steps", "threads"):
+    for key in SIZE_KEYS:
+        check(1 <= getattr(config, key) <= MAX_WIDTH, key, f"must be in [1, {MAX_WIDTH}]")
+    for key in ("max_minutes", "weight_decay", "warmup_steps"):
         check(getattr(config, key) >= 0, key, "must not be negative")
-    check(len(config.image_widths) >= 1, "image_widths", "must list at least one width")
+    # AdamW moves each weight by about lr per step: above 1 is a typo
+    check(0 < config.lr <= 1, "lr", "must be in (0, 1]")
+    check(
+        0 <= config.threads <= MAX_THREADS,
+        "threads",
+        f"must be in [0, {MAX_THREADS}] (0: torch's default)",
+    )
+    for key in ("seed", "data_seed"):
+        check(0 <= getattr(config, key) < 2**32, key, "must be in [0, 2**32)")
+    widths = config.image_widths
+    check(
+        len(widths) >= 1 and 1 <= min(widths) and max(widths) <= MAX_WIDTH,
+        "image_widths",
+        f"must list at least one width, each in [1, {MAX_WIDTH}]",
+    )
+    check(
+        config.image_size % 2 ** len(widths) == 0,
+        "image_widths",
+        f"must have at most {config.image_size.bit_length() - 1} widths: each halves the {config.image_size}-pixel image",
+    )
+    for name, value in config.fusion_options.items():
+        if not 1 <= value <= MAX_WIDTH:
+            raise ConfigError(f"fusion_options.{name} must be in [1, {MAX_WIDTH}], got {value}")
+    if config.fusion == "cross-attention":
+        defaults = inspect.signature(CrossAttentionFusion).parameters
+        dim = config.fusion_options.get("dim", defaults["dim"].default)
+        heads = config.fusion_options.get("heads", defaults["heads"].default)
+        if dim % heads:
+            raise ConfigError(
+                f"fusion_options.heads ({heads}) must divide fusion_options.dim ({dim})"
+            )
     return config
 
 
@@ -210,6 +251,4 @@ def config_from_dict(data: dict[str, Any]) -> FuseConfig:
 
 def save_config(config: FuseConfig, path: Path) -> None:
     """Write ``config`` as JSON, atomically (a crash leaves the old file or the new one)."""
-    from ganfuse.fileio import atomic_write_text
-
     atomic_write_text(path, json.dumps(config.to_dict(), indent=2) + "\n")

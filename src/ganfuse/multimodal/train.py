@@ -40,6 +40,7 @@ from ganfuse.multimodal.tasks import (
 )
 from ganfuse.multimodal.vqa import question_words
 from ganfuse.multimodal.weighting import LossWeighting
+from ganfuse.text import build_text_encoder
 from ganfuse.text.encoders import SmallTextEncoder, shapes_vocabulary
 
 # Evaluation draws its negatives and questions from these seeds, so every model of a benchmark is
@@ -194,7 +195,7 @@ def train_fusion(
     if config.freeze_image_encoder:
         image_encoder.eval()  # frozen statistics too
     params = list(model.parameters()) + list(weighting.parameters())
-    stats = optimise(params, compute_loss, config, f"{config.task}/{config.fusion}", progress)
+    stats = optimise(params, compute_loss, config, f"{config.task}/{config.fusion}", progress, out)
     val_metrics = (
         evaluate_task(model, task, eval_batches(task, val, VAL_SEED), features["val"])
         if validate
@@ -212,25 +213,27 @@ def train_fusion(
         run_dir=None,
     )
     if out is not None:
-        metrics = {**stats.record(result.params, val=val_metrics, test=test_metrics),
-                   "loss_weights": weighting.weights()}
+        metrics = {
+            **stats.record(result.params, val=val_metrics, test=test_metrics),
+            "loss_weights": weighting.weights(),
+        }
         meta = {
             "task_sizes": task.task_sizes,
             "text_encoder": model.encoders["text"].config(),
         }
-        result.run_dir = save_run(Path(out), "fusion", model, config, meta, metrics)
+        result.run_dir = save_run(
+            Path(out), "fusion", model, config, meta, metrics, step=stats.steps
+        )
     return result
 
 
 def load_fusion_run(run_dir: Path | str) -> tuple[FusionModel, FuseConfig, dict]:
-    """The trained model of a fusion run (in eval mode), its config and its ``run.json``."""
-    from ganfuse.text import build_text_encoder
-
+    """The trained model of a fusion run (in eval mode), its config and its manifest."""
     record = read_run(Path(run_dir))
     if record.kind != "fusion":
         raise CheckpointError(f"{run_dir} is a {record.kind!r} run, not a fusion run")
     text_config = dict(record.meta["text_encoder"])
     text = build_text_encoder(text_config.pop("name"), **text_config)
     model = build_fusion_model(record.config, record.meta["task_sizes"], text_encoder=text)
-    load_weights(model, record.path)
+    load_weights(model, record)
     return model.eval(), record.config, record.meta

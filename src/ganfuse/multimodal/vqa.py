@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ganfuse.data.shapes import COLORS, POSITIONS, SHAPES, SIZES, ShapeAttributes
+from ganfuse.data.shapes import (
+    COLOR_SHAPE_CLASSES,
+    COLORS,
+    POSITIONS,
+    SHAPES,
+    SIZES,
+    ShapeAttributes,
+)
+from ganfuse.text.encoders import split_words
 
 ANSWERS: tuple[str, ...] = (*COLORS, *SHAPES, *SIZES, *POSITIONS, "yes", "no")
 ANSWER_INDEX: dict[str, int] = {a: i for i, a in enumerate(ANSWERS)}
@@ -43,9 +51,6 @@ class Question:
 
 def question_words() -> list[str]:
     """Every word a generated question can use (for the small text encoder's vocabulary)."""
-    from ganfuse.data.shapes import COLOR_SHAPE_CLASSES, ShapeAttributes
-    from ganfuse.text.encoders import split_words
-
     rng = np.random.default_rng(0)
     words: set[str] = set(ANSWERS)
     for color, shape in COLOR_SHAPE_CLASSES:

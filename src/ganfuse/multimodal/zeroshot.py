@@ -44,7 +44,7 @@ from ganfuse.multimodal.config import FuseConfig
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import build_image_encoder, build_text
 from ganfuse.multimodal.splits import config_split
-from ganfuse.text import SentenceEncoder, TextEncoder
+from ganfuse.text import SentenceEncoder, TextEncoder, build_text_encoder
 from ganfuse.text.encoders import shapes_vocabulary
 
 MAX_LOGIT_SCALE = math.log(100.0)  # temperature no lower than 0.01, as in CLIP
@@ -266,7 +266,7 @@ def train_zeroshot(
 
     model.train()
     stats = optimise(
-        model.parameters(), compute_loss, config, f"zeroshot/{config.text_encoder}", progress
+        model.parameters(), compute_loss, config, f"zeroshot/{config.text_encoder}", progress, out
     )
     metrics = evaluate_zeroshot(
         model, config_split(config, "test"), config_split(config, "heldout")
@@ -277,14 +277,14 @@ def train_zeroshot(
     if out is not None:
         record = stats.record(result.params, test=metrics)
         meta = {"text_encoder": model.text_encoder.config()}
-        result.run_dir = save_run(Path(out), "zeroshot", model, config, meta, record)
+        result.run_dir = save_run(
+            Path(out), "zeroshot", model, config, meta, record, step=stats.steps
+        )
     return result
 
 
 def load_dual_encoder(run_dir: Path | str) -> DualEncoder:
     """The trained dual encoder of a ``zeroshot`` run, in eval mode."""
-    from ganfuse.text import build_text_encoder
-
     record = read_run(Path(run_dir))
     if record.kind != "zeroshot":
         raise CheckpointError(
@@ -294,5 +294,5 @@ def load_dual_encoder(run_dir: Path | str) -> DualEncoder:
     model = build_dual_encoder(
         record.config, build_text_encoder(text_config.pop("name"), **text_config)
     )
-    load_weights(model, record.path)
+    load_weights(model, record)
     return model.eval()

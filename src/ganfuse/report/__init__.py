@@ -7,13 +7,6 @@ and prompt grids, metrics, fusion benchmarks).
 
 from __future__ import annotations
 
+from ganfuse.report.build import build_report
+
 __all__ = ["build_report"]
-
-
-def __getattr__(name: str):
-    # lazy: ``ganfuse --help`` must not import matplotlib and torch
-    if name == "build_report":
-        from ganfuse.report.build import build_report
-
-        return build_report
-    raise AttributeError(f"module 'ganfuse.report' has no attribute {name!r}")

@@ -18,9 +18,11 @@ from typing import Any
 
 import yaml
 
+from ganfuse import __version__, run_images
 from ganfuse.errors import UserError
-from ganfuse.report import html, images, plots
-from ganfuse.report.runs import (
+from ganfuse.report import html, plots
+from ganfuse.run import load_run
+from ganfuse.run_folders import (
     EVAL_FILE,
     GanRunInfo,
     benchmark_runs,
@@ -47,8 +49,6 @@ def _load(info: GanRunInfo, device: str):
     """The loaded run, or the one-line reason it cannot be sampled (shown in the report)."""
     if not info.has_checkpoint:
         return None, f"{info.name}: no checkpoint yet, so no generated images"
-    from ganfuse.run import load_run
-
     try:
         return load_run(info.path, device=device), None
     except UserError as exc:
@@ -155,9 +155,9 @@ def interpolation_section(
         if run is None:
             parts.append(html.note(reason or "not available"))
             continue
-        prompt = images.DEFAULT_PROMPTS[0] if info.mode == "text" else None
+        prompt = run_images.DEFAULT_PROMPTS[0] if info.mode == "text" else None
         try:
-            strip = images.interpolation_strip(
+            strip = run_images.interpolation_strip(
                 run, steps, seed, class_label=0 if info.mode == "class" else None, prompt=prompt
             )
         except UserError as exc:
@@ -168,7 +168,7 @@ def interpolation_section(
             if prompt
             else ("class 0" if info.mode == "class" else "unconditional")
         )
-        png = images.png_bytes(images.grid_image(strip, ncol=steps, scale=3))
+        png = run_images.png_bytes(run_images.grid_image(strip, ncol=steps, scale=3))
         parts.append(
             html.image(
                 png,
@@ -190,19 +190,19 @@ def grid_section(loaded: Sequence[tuple[GanRunInfo, Any, str | None]], seed: int
             parts.append(html.note(reason or "not available"))
             continue
         if info.mode == "class":
-            grid = images.class_grid(run, PER_CLASS, seed)
+            grid = run_images.class_grid(run, PER_CLASS, seed)
             names = run.class_names or [str(k) for k in range(run.num_classes)]
             caption = (
                 f"one row per class ({', '.join(map(str, names))}); the same latents in every row"
             )
         elif info.mode == "text":
-            grid = images.prompt_grid(run, images.DEFAULT_PROMPTS, PER_CLASS, seed)
-            caption = "one row per prompt: " + " | ".join(images.DEFAULT_PROMPTS)
+            grid = run_images.prompt_grid(run, run_images.DEFAULT_PROMPTS, PER_CLASS, seed)
+            caption = "one row per prompt: " + " | ".join(run_images.DEFAULT_PROMPTS)
         else:
             grid = run.sample(64, seed=seed)
             caption = "64 samples (unconditional run: no classes or prompts)"
-        png = images.png_bytes(
-            images.grid_image(grid, ncol=PER_CLASS if info.mode != "unconditional" else 8, scale=2)
+        png = run_images.png_bytes(
+            run_images.grid_image(grid, ncol=PER_CLASS if info.mode != "unconditional" else 8, scale=2)
         )
         parts.append(
             html.image(
@@ -390,8 +390,6 @@ def build_report(
         metrics_section(gans),
         fusion_section(benchmarks, multimodal),
     ]
-    from ganfuse import __version__
-
     stamp = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     document = html.page(
         f"ganfuse report: {', '.join(names)}", f"written {stamp} by ganfuse {__version__}", sections

@@ -17,6 +17,8 @@ from typing import Any
 import matplotlib
 from matplotlib.figure import Figure
 
+from ganfuse.multimodal.benchmark import MAIN_METRICS
+
 STEP_LABEL = "training step (generator updates)"
 LINE_STYLES = ("-", "--", ":", "-.")
 
@@ -139,10 +141,6 @@ REPORT_MAIN_METRICS: dict[str, str] = {"zeroshot": "heldout_top1", "caption": "e
 def main_metric(task: str, metrics: Sequence[str]) -> str:
     """The metric a benchmark task is compared by: the benchmark's own choice, else the report's
     (:data:`REPORT_MAIN_METRICS`), else the first accuracy, else the first metric."""
-    try:
-        from ganfuse.multimodal.benchmark import MAIN_METRICS
-    except ImportError:  # fusion benchmark not installed: fall back to the rows themselves
-        MAIN_METRICS = {}
     for choice in (MAIN_METRICS.get(task), REPORT_MAIN_METRICS.get(task)):
         if choice in metrics:
             return choice

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from ganfuse.errors import UserError
-from ganfuse.report.runs import (
+from ganfuse.run_folders import (
     GanRunInfo,
     benchmark_runs,
     detect_kind,

@@ -1,6 +1,6 @@
 """The "Generate" tab's work, free of any web framework: images from the GAN runs given to serve.
 
-A run is asked according to its :func:`~ganfuse.report.runs.generation_mode`:
+A run is asked according to its :func:`~ganfuse.run_folders.generation_mode`:
 
 - ``unconditional``: number, seed, truncation;
 - ``class``: the same plus a class (or random classes);
@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ganfuse import run_images
 from ganfuse.errors import UserError
-from ganfuse.report import images
-from ganfuse.report.runs import GanRunInfo
+from ganfuse.run import load_run
+from ganfuse.run_folders import GanRunInfo
 from ganfuse.serve.limits import (
     LimitError,
     Limits,
@@ -48,8 +49,6 @@ class GenerateService:
     """Loads every GAN run once; answers generate and interpolate requests within ``limits``."""
 
     def __init__(self, runs: list[GanRunInfo], limits: Limits, device: str = "cpu"):
-        from ganfuse.run import load_run
-
         self.limits = limits
         self.runs: dict[str, LoadedRun] = {}
         for info in runs:
@@ -131,7 +130,7 @@ class GenerateService:
         else:
             label = self._class_label(loaded, class_choice)
             batch = loaded.run.sample(n, seed=seed_value, class_label=label, truncation=trunc)
-        return [upscale(p) for p in images.to_uint8(batch)]
+        return [upscale(p) for p in run_images.rgb_pixels(batch)]
 
     @torch.no_grad()
     def interpolate(
@@ -154,7 +153,7 @@ class GenerateService:
             raise LimitError("an interpolation needs at least 2 steps")
         text = self._prompt(loaded, prompt)
         label = self._class_label(loaded, class_choice)
-        strip = images.interpolation_strip(
+        strip = run_images.interpolation_strip(
             loaded.run, n, check_seed(seed), label, text, check_truncation(truncation)
         )
-        return np.asarray(images.grid_image(strip, ncol=n, scale=3))
+        return np.asarray(run_images.grid_image(strip, ncol=n, scale=3))

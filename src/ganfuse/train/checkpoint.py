@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -305,9 +306,10 @@ def _describe(exc: Exception) -> str:
 
 
 def _version() -> str:
-    from ganfuse import __version__
-
-    return __version__
+    try:
+        return importlib.metadata.version("ganfuse")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree without install
+        return "unknown"
 
 
 def verify_checkpoint(path: Path) -> dict[str, Any]:

@@ -19,6 +19,10 @@ import math
 
 import torch
 
+from ganfuse.metrics import frechet_distance_of_generator, to_uint8
+from ganfuse.metrics.extractors import get_extractor
+from ganfuse.metrics.t2i import score_images, shapes_prompt_sets
+
 log = logging.getLogger("ganfuse")
 
 CLASSIFIER_EXTRACTORS = {"digits": "digits"}  # dataset name -> extractor with class probabilities
@@ -57,8 +61,6 @@ class ModeCollapseMonitor:
         self.extractor = None
         name = CLASSIFIER_EXTRACTORS.get(trainer.config.data.name)
         if name is not None and trainer.dataset.num_classes:
-            from ganfuse.metrics.extractors import get_extractor
-
             self.extractor = get_extractor(name)
         real = trainer.dataset.batch(torch.arange(min(len(trainer.dataset), 256)))[0] \
             if hasattr(trainer.dataset, "batch") else None
@@ -70,8 +72,6 @@ class ModeCollapseMonitor:
         fake = _samples(trainer, self.num, self.seed)
         record = {"mc_diversity": round(mean_pairwise_distance(fake[:256]) / self.real_diversity, 4)}
         if self.extractor is not None:
-            from ganfuse.metrics import to_uint8
-
             probs = self.extractor.probs(to_uint8(fake))
             k = probs.shape[1]
             share = torch.bincount(probs.argmax(1), minlength=k).double() / len(fake)
@@ -90,8 +90,6 @@ class FrechetEvaluator:
     def __call__(self, trainer) -> dict[str, float]:
         if trainer.step % trainer.config.train.eval_every != 0:
             return {}
-        from ganfuse.metrics import frechet_distance_of_generator
-
         fake = _samples(trainer, self.n, seed=2024)
         cursor = {"i": 0}
 
@@ -120,3 +118,36 @@ def attach_default_callbacks(trainer) -> None:
                         trainer.config.data.name)
         else:
             trainer.callbacks.append(FrechetEvaluator(trainer))
+
+
+class AttributeMonitor:
+    """Text-to-image on ``shapes``, every ``train.eval_every`` steps: attribute accuracy and FD of
+    the sampling generator's images for fixed seen and held-out prompts (``eval_num`` each, capped
+    at 1000), written to metrics.jsonl as ``seen_color``, ..., ``heldout_all``, ``seen_fd``,
+    ``heldout_fd``."""
+
+    def __init__(self, trainer, seed: int = 0):
+        t = trainer.config.train
+        self.every = t.eval_every
+        self.sets = shapes_prompt_sets(min(t.eval_num, 1000), seed, trainer.config.data.image_size,
+                                       trainer.objective.holdout)
+        self.conditions = {k: trainer.objective.encode(s.prompts) for k, s in self.sets.items()}
+        gen = torch.Generator().manual_seed(seed + 17)
+        self.z = {k: torch.randn(len(s.prompts), trainer.config.model.z_dim, generator=gen).to(trainer.device)
+                  for k, s in self.sets.items()}
+
+    @torch.no_grad()
+    def __call__(self, trainer) -> dict[str, float]:
+        if trainer.step % self.every != 0:
+            return {}
+        g = trainer.sampling_generator
+        was_training = g.training
+        g.eval()
+        record = {}
+        for name, prompt_set in self.sets.items():
+            images = torch.cat([g(z, c).float().cpu() for z, c in zip(self.z[name].split(500),
+                                                                     self.conditions[name].split(500), strict=True)])
+            for key, value in score_images(images, prompt_set).items():
+                record[f"{name}_{key}"] = round(value, 4)
+        g.train(was_training)
+        return record

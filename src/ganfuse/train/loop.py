@@ -1,10 +1,11 @@
-"""The GAN training loop, readable top to bottom.
+"""The training loop of every GAN family, readable top to bottom.
 
-One step = ``n_critic`` discriminator updates, then one generator update, then the EMA update:
-
-    Dmain  D minimises its loss on augmented real and (detached) fake images
-    Dreg   every ``r1_every`` steps, lazy R1 on real images (scaled by the interval); WGAN-GP
-    Gmain  G minimises its loss on D's verdict of fresh fakes
+What a family means (its data and conditioning, networks, phases and losses) is its objective
+(:mod:`ganfuse.train.objectives`); the loop owns the rest. One step = ``n_critic`` rounds of the
+discriminator phases (``Dmain``, and ``Dreg`` every its interval, in the first round), each on a
+fresh batch, then the generator phases on the last round's fakes, then the EMA update. Each phase
+is its own backward pass and optimiser step; the statistics the objective reports are reduced
+across ranks once per log interval.
 
 Everything random draws from explicit generators whose states go into checkpoints, and the data
 order is a pure function of (seed, epoch, position), so ``--resume`` continues a run exactly.
@@ -14,6 +15,7 @@ no host-device synchronisation on GPUs.
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import logging
@@ -28,12 +30,11 @@ from torch import nn
 from torchvision.utils import save_image
 from tqdm import tqdm
 
-from ganfuse.config import Config, load_config, save_config, validate
-from ganfuse.data import InMemoryImageDataset, build_dataset
+from ganfuse.config import Config, arch_family, load_config, save_config, validate
+from ganfuse.data import InMemoryImageDataset
 from ganfuse.data.sampler import EpochBatchSampler
 from ganfuse.errors import CheckpointError, ConfigError, UserError
 from ganfuse.logging_backends import make_loggers
-from ganfuse.models.build import build_gan
 from ganfuse.train import distributed
 from ganfuse.train.augment import AdaptiveAugment
 from ganfuse.train.checkpoint import (
@@ -45,17 +46,17 @@ from ganfuse.train.checkpoint import (
     recover_interrupted_writes,
     save_checkpoint,
 )
+from ganfuse.train.diagnostics import AttributeMonitor, attach_default_callbacks
 from ganfuse.train.distributed import DistributedContext
 from ganfuse.train.ema import EMA, recalibrate_batchnorm
 from ganfuse.train.guard import NaNGuard
-from ganfuse.train.losses import LOSS_FUNCTIONS, gradient_penalty, r1_penalty
-from ganfuse.train.precision import Precision, resolve_device, resolve_precision
+from ganfuse.train.objectives import Batch, Nets, Phase, make_objective
+from ganfuse.train.precision import Precision, resolve_device, resolve_precision, resume_precision
+from ganfuse.train.stats import StatsReporter
 
 log = logging.getLogger("ganfuse")
 
 EMA_BN_BATCHES = 16  # batches that recompute the EMA generator's BatchNorm statistics
-STAT_NAMES = ("loss_d", "loss_g", "d_real", "d_fake", "acc_real", "acc_fake", "grad_norm_d", "grad_norm_g",
-              "r1", "gp", "nonfinite")
 
 
 def grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
@@ -93,12 +94,15 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
 
 
 class Trainer:
-    """Builds data, models, optimisers and state from a config; ``fit()`` trains and checkpoints."""
+    """Builds the objective (data, conditioning, networks), optimisers and state from a config;
+    ``fit()`` trains and checkpoints. The trainer works on its own copy of ``config``: the copy
+    records what the run resolved (the precision, a text encoder's width and words) and is saved
+    as the run's ``config.yaml``."""
 
     def __init__(self, config: Config, run_dir: str | Path, resume: bool = False, progress: bool = True):
-        self.config = validate(config)
+        self.config = validate(copy.deepcopy(config))
         self.run_dir = Path(run_dir)
-        t, m = config.train, config.model
+        t, m = self.config.train, self.config.model
         self.dist = DistributedContext.from_env()
         self.progress = progress and self.dist.is_main
         if self.dist.is_main:
@@ -108,9 +112,15 @@ class Trainer:
         torch.manual_seed(t.seed)
         self.device = self.dist.device_for(resolve_device(t.device))
         self.dist.init(self.device)
-        self.precision = Precision(resolve_precision(t.precision, self.device), self.device)
+        self.saved = latest_good_checkpoint(self.run_dir) if resume else None
+        recorded = self.saved[1].get("config", {}).get("train", {}).get("precision") if resume else None
+        t.precision = resume_precision(t.precision, recorded, self.device) if recorded \
+            else resolve_precision(t.precision, self.device)
+        self.precision = Precision(t.precision, self.device)
 
-        self.dataset = self.build_data()
+        self.objective = make_objective(self.config, self.device, progress=self.progress)
+        self.dataset = self.objective.dataset
+        self.num_classes = self.objective.num_classes
         self.channels = self.dataset.channels
         self.batch_size = min(t.batch_size, len(self.dataset)) if hasattr(self.dataset, "__len__") else t.batch_size
         self.local_batch_size = self.dist.local_batch(self.batch_size)
@@ -118,7 +128,7 @@ class Trainer:
             if hasattr(self.dataset, "__len__") else None
         self._stream = None  # iterator over a streaming (iterable) dataset
 
-        self.G, self.D = self.build_models()
+        self.G, self.D = self.objective.build_models(self.channels)
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.G.to(self.device, memory_format=self.memory_format)
         self.D.to(self.device, memory_format=self.memory_format)
@@ -129,18 +139,11 @@ class Trainer:
         if t.sync_bn and self.dist.enabled and self.device.type == "cuda":
             self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
             self.D = nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
-        fused = self.device.type == "cuda"
-        adam = dict(betas=(t.beta1, t.beta2), foreach=None if fused else True, fused=fused or None)
-        # Lazy R1 (Karras et al. 2020): the penalty is applied every k steps and scaled by k; Adam's
-        # betas and lr are adjusted by c = k / (k + 1) so the effective regularisation matches.
-        c = t.r1_every / (t.r1_every + 1) if t.r1_gamma > 0 else 1.0
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=t.lr_g, **adam)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=t.lr_d * c,
-                                      **{**adam, "betas": (t.beta1**c, t.beta2**c)})
-        self.scaler_g = self.precision.grad_scaler()
-        self.scaler_d = self.precision.grad_scaler()
+        self.phases: list[Phase] = self.objective.phases()
+        self.opt_g, self.opt_d = self._optimizers()
+        self.optimizers = {"G": self.opt_g, "D": self.opt_d}
+        self.scalers = {"G": self.precision.grad_scaler(), "D": self.precision.grad_scaler()}
         self.augment = AdaptiveAugment(t.augment, t.augment_p, t.ada_target, t.ada_interval, t.ada_kimg)
-        self.d_loss_fn, self.g_loss_fn = LOSS_FUNCTIONS[t.loss]
         # G_train/D_train: the modules the training step calls (DDP-wrapped and/or compiled);
         # D_frozen: D as seen by the generator step, which needs no gradient synchronisation for D.
         self.G_train = distributed.wrap(self.G, self.dist, self.device)
@@ -156,8 +159,9 @@ class Trainer:
         self.images_seen = 0
         self.best_fd = math.inf
         self.data_seconds = 0.0
-        self._stats = torch.zeros(len(STAT_NAMES), device=self.device)
-        self._stat_counts = torch.zeros(len(STAT_NAMES), device=self.device)
+        self.stats = StatsReporter(self.device)
+        self.nets = Nets(self.D_train, self.D_frozen, self.augment, self.aug_gen, self.precision.autocast,
+                         self.stats.report)
         self.guard = NaNGuard(self._memory_state, self._load_memory_state, [self.opt_g, self.opt_d]) if t.guard else None
         self.callbacks: list = []  # fn(trainer) -> dict, called on rank 0 at each log step
 
@@ -166,38 +170,26 @@ class Trainer:
                              t.keep_checkpoints)
         if resume:
             self._resume()
+        self.saved = None  # the checkpoint read for resuming is not kept in memory
         self.logger = None  # metrics.jsonl (+ TensorBoard), opened on rank 0 when fit() starts
         if self.dist.is_main:
             save_config(self.config, self.run_dir / "config.yaml")
         self.fixed_z = fixed_latents(m.z_dim, 64, t.seed, self.device)
-        self.fixed_y = self.fixed_conditions(64)
+        self.fixed_y = self.objective.sample_conditions(64)
 
-    # ------------------------------------------------------------------ what a subclass may change
-
-    def build_data(self):
-        """The training dataset; sets ``self.num_classes`` (0 for an unconditional model)."""
-        dataset = build_dataset(self.config.data, progress=self.progress)
-        if self.config.model.conditional and dataset.num_classes == 0:
-            raise ConfigError("model.conditional needs a labelled dataset; this one has no classes")
-        self.num_classes = dataset.num_classes if self.config.model.conditional else 0
-        return dataset
-
-    def build_models(self) -> tuple[nn.Module, nn.Module]:
-        return build_gan(self.config, self.channels, self.dataset.num_classes)
-
-    def fixed_conditions(self, n: int) -> torch.Tensor | None:
-        """Conditions for the sample grids: classes 0..K-1 repeated (None when unconditional)."""
-        return (torch.arange(n, device=self.device) % self.num_classes) if self.num_classes else None
-
-    def _fake_labels(self, n: int) -> torch.Tensor | None:
-        """Conditions for ``n`` fakes of the *global* batch (random classes; None when unconditional)."""
-        if not self.num_classes:
-            return None
-        return torch.randint(0, self.num_classes, (n,), device=self.device, generator=self.noise_gen)
-
-    def batch_conditions(self, indices: torch.Tensor, labels: torch.Tensor) -> torch.Tensor | None:
-        """The condition of each real image of a batch: its class label (None when unconditional)."""
-        return labels.to(self.device) if self.num_classes else None
+    def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        """Adam for G and D. A lazy regularisation phase of interval k makes D take k + 1 steps per
+        k batches, so D's lr and betas are corrected by c = k / (k + 1) (Karras et al. 2020)."""
+        t = self.config.train
+        fused = self.device.type == "cuda"
+        adam = dict(betas=(t.beta1, t.beta2), foreach=None if fused else True, fused=fused or None)
+        opts = []
+        for module, net, lr in (("G", self.G, t.lr_g), ("D", self.D, t.lr_d)):
+            k = next((p.interval for p in self.phases if p.module == module and p.name.endswith("reg")), None)
+            c = k / (k + 1) if k else 1.0
+            opts.append(torch.optim.Adam(net.parameters(), lr=lr * c,
+                                         **{**adam, "betas": (t.beta1**c, t.beta2**c)}))
+        return opts[0], opts[1]
 
     # ------------------------------------------------------------------ one training step
 
@@ -209,7 +201,6 @@ class Trainer:
         start = time.perf_counter()
         if self.sampler is None:
             images, labels = self._next_streamed()
-            indices = None
         else:
             indices = self.dist.local_slice(self.sampler.next_indices())
             if isinstance(self.dataset, InMemoryImageDataset):
@@ -219,7 +210,7 @@ class Trainer:
                 images = torch.stack([it[0] for it in items])
                 labels = torch.tensor([it[1] for it in items])
         images = images.to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
-        conditions = self.batch_conditions(indices, labels)
+        conditions = self.objective.real_conditions(labels)
         if self.config.train.profile:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
@@ -240,12 +231,22 @@ class Trainer:
             self._stream = None
             return self._next_streamed()
 
-    def _record(self, name: str, value: torch.Tensor) -> None:
-        i = STAT_NAMES.index(name)
-        self._stats[i] += value.detach().float()
-        self._stat_counts[i] += 1
+    def _draw(self, keep_graph: bool) -> Batch:
+        """A real batch and as many fresh fakes; the fakes keep G's graph when ``keep_graph``."""
+        real, cond = self._next_batch()
+        n = real.shape[0] * self.dist.world_size  # noise and conditions are drawn for the global batch
+        z = self.dist.local_slice(self._noise(n))
+        fake_cond = self.objective.fake_conditions(n, cond, self.dist.world_size, self.noise_gen)
+        fake_cond = None if fake_cond is None else self.dist.local_slice(fake_cond)
+        with torch.set_grad_enabled(keep_graph), self.precision.autocast():
+            fake = self.G_train(z, fake_cond)
+        return Batch(real, cond, fake.float(), fake_cond)
 
-    def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, scaler, params) -> torch.Tensor:
+    def _run_phase(self, phase: Phase, batch: Batch) -> None:
+        """One optimiser step of ``phase``'s network on the objective's loss."""
+        loss = self.objective.loss(phase.name, batch, self.nets)
+        opt, scaler = self.optimizers[phase.module], self.scalers[phase.module]
+        params = list((self.D if phase.module == "D" else self.G).parameters())
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
@@ -257,66 +258,9 @@ class Trainer:
             norm = grad_norm(params)
             scaler.step(opt)
             scaler.update()
-        return norm
-
-    def generate(self, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Fresh fakes ``(n, C, H, W)`` float32 with their labels; keeps the graph when grad is enabled."""
-        z = self.dist.local_slice(self._noise(n * self.dist.world_size))
-        labels = self._fake_labels(n * self.dist.world_size)
-        labels = None if labels is None else self.dist.local_slice(labels)
-        with self.precision.autocast():
-            fake = self.G_train(z, labels)
-        return fake.float(), labels
-
-    def d_step(self, real: torch.Tensor, labels: torch.Tensor | None, fake: torch.Tensor,
-               fake_labels: torch.Tensor | None, regularise: bool) -> None:
-        """Dmain (+ Dreg): one discriminator update on a real batch and detached fakes."""
-        t = self.config.train
-        r1_active = regularise and t.r1_gamma > 0
-        real_in = self.augment(real, self.aug_gen).detach().requires_grad_(r1_active)
-        fake_in = self.augment(fake.detach(), self.aug_gen)
-        with self.precision.autocast():
-            real_logits = self.D_train(real_in, labels).float()
-            fake_logits = self.D_train(fake_in, fake_labels).float()
-        loss = self.d_loss_fn(real_logits, fake_logits)
-        if r1_active:
-            r1 = r1_penalty(real_logits, real_in)
-            loss = loss + (t.r1_gamma / 2) * r1 * t.r1_every
-            self._record("r1", r1)
-        if t.loss == "wgan-gp":
-            # interpolates between a real and a fake image take the real image's label
-            gp = gradient_penalty(lambda x: self.D_train(x, labels), real_in.detach(), fake_in, self.aug_gen)
-            loss = loss + t.gp_weight * gp
-            self._record("gp", gp)
-        norm = self._backward_step(loss, self.opt_d, self.scaler_d, list(self.D.parameters()))
-        self.augment.accumulate(real_logits)
-        self._record_d_step(loss, real_logits, fake_logits, norm)
-
-    def g_step(self, fake: torch.Tensor, labels: torch.Tensor | None) -> None:
-        """Gmain: one generator update through D's verdict on ``fake`` (which carries G's graph)."""
-        fake_in = self.augment(fake, self.aug_gen)
-        with self.precision.autocast():
-            logits = self.D_frozen(fake_in, labels).float()
-        loss = self.g_loss_fn(logits)
-        norm = self._backward_step(loss, self.opt_g, self.scaler_g, list(self.G.parameters()))
-        self._record_g_step(loss, norm)
-
-    def _record_d_step(self, loss: torch.Tensor, real_logits: torch.Tensor, fake_logits: torch.Tensor,
-                       norm: torch.Tensor) -> None:
-        """The statistics every discriminator update logs (subclasses' d_step call it too)."""
-        self._record("loss_d", loss)
-        self._record("d_real", real_logits.mean())
-        self._record("d_fake", fake_logits.mean())
-        self._record("acc_real", (real_logits > 0).float().mean())
-        self._record("acc_fake", (fake_logits < 0).float().mean())
-        self._record("grad_norm_d", norm)
-        self._record("nonfinite", (~torch.isfinite(loss)).float())
-
-    def _record_g_step(self, loss: torch.Tensor, norm: torch.Tensor) -> None:
-        """The statistics every generator update logs."""
-        self._record("loss_g", loss)
-        self._record("grad_norm_g", norm)
-        self._record("nonfinite", (~torch.isfinite(loss)).float())
+        if phase.name.endswith("main"):
+            self.stats.report(f"grad_norm_{phase.module.lower()}", norm)
+        self.stats.report("nonfinite", (~torch.isfinite(loss)).float())
 
     def train_step(self) -> None:
         t = self.config.train
@@ -324,17 +268,19 @@ class Trainer:
         self.D.train()
         # Augmentation randomness is a pure function of (seed, step, rank): nothing to checkpoint.
         self.aug_gen.manual_seed((t.seed * 1_000_003 + self.step) * 1009 + self.dist.rank + 2)
+        d_phases = [p for p in self.phases if p.module == "D"]
         for i in range(t.n_critic):
-            real, labels = self._next_batch()
-            last = i == t.n_critic - 1
-            # The last critic step's fakes are reused by the generator step (as the PyTorch DCGAN
+            # The last round's fakes are reused by the generator phases (as the PyTorch DCGAN
             # example does), so they keep G's graph; earlier ones need none.
-            with torch.set_grad_enabled(last):
-                fake, fake_labels = self.generate(real.shape[0])
-            self.d_step(real, labels, fake, fake_labels, regularise=(self.step % t.r1_every == 0) and i == 0)
-            self.images_seen += real.shape[0] * self.dist.world_size
+            batch = self._draw(keep_graph=i == t.n_critic - 1)
+            for phase in d_phases:  # a regularisation phase runs in the first round only
+                if phase.interval == 1 or (i == 0 and self.step % phase.interval == 0):
+                    self._run_phase(phase, batch)
+            self.images_seen += batch.real.shape[0] * self.dist.world_size
         self.D.requires_grad_(False)
-        self.g_step(fake, fake_labels)
+        for phase in self.phases:
+            if phase.module == "G" and self.step % phase.interval == 0:
+                self._run_phase(phase, batch)
         self.D.requires_grad_(True)
         self.step += 1
         if self.ema is not None:
@@ -357,16 +303,14 @@ class Trainer:
 
     def _recalibrate_ema(self) -> None:
         """BatchNorm statistics of the EMA generator from :data:`EMA_BN_BATCHES` batches of its own
-        samples; the latents and classes are a pure function of (seed, step), so a resumed run
+        samples; the latents and conditions are a pure function of (seed, step), so a resumed run
         gets the very same statistics and the training noise stream is untouched."""
         gen = torch.Generator(device=self.device).manual_seed(self.config.train.seed * 7919 + self.step)
         n = self.batch_size
 
         def inputs(_: int) -> tuple:
             z = torch.randn(n, self.config.model.z_dim, device=self.device, generator=gen)
-            y = torch.randint(0, self.num_classes, (n,), device=self.device, generator=gen) \
-                if self.num_classes else None
-            return z, y
+            return z, self.objective.sample_conditions(n, gen)
 
         with self.precision.autocast():
             recalibrate_batchnorm(self.ema.model, inputs, EMA_BN_BATCHES)
@@ -396,9 +340,9 @@ class Trainer:
                 "noise": self.noise_gen.get_state(),
             },
         }
-        for name, scaler in (("scaler_g", self.scaler_g), ("scaler_d", self.scaler_d)):
+        for module, scaler in self.scalers.items():
             if scaler is not None:
-                state[name] = scaler.state_dict()
+                state[f"scaler_{module.lower()}"] = scaler.state_dict()
         if self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
@@ -424,9 +368,9 @@ class Trainer:
         self.noise_gen.set_state(state["rng"]["noise"])
         if "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
-        for name, scaler in (("scaler_g", self.scaler_g), ("scaler_d", self.scaler_d)):
-            if scaler is not None and name in state:
-                scaler.load_state_dict(state[name])
+        for module, scaler in self.scalers.items():
+            if scaler is not None and f"scaler_{module.lower()}" in state:
+                scaler.load_state_dict(state[f"scaler_{module.lower()}"])
 
     def _sampler_state(self) -> dict[str, int]:
         return self.sampler.state_dict() if self.sampler is not None else {"epoch": 0, "position": 0, "seed": 0}
@@ -444,7 +388,7 @@ class Trainer:
         self.noise_gen.set_state(rng["noise"])
 
     def _resume(self) -> None:
-        path, manifest, weights, state = latest_good_checkpoint(self.run_dir)
+        path, manifest, weights, state = self.saved
         saved = manifest.get("config", {})
         for section in ("data", "model"):
             if saved.get(section) and saved[section] != self.config.to_dict()[section]:
@@ -478,8 +422,7 @@ class Trainer:
         if not self.dist.is_main:
             return None
         meta = {"config": self.config.to_dict(), "precision": self.precision.name,
-                "channels": self.channels, "num_classes": self.num_classes,
-                "class_names": list(self.dataset.class_names) if self.num_classes else [],
+                "channels": self.channels, **self.objective.metadata(),
                 "best_fd": None if math.isinf(self.best_fd) else self.best_fd}
         keep, folder = (1, "best") if best else (self.config.train.keep_checkpoints, "checkpoints")
         return save_checkpoint(self.run_dir, self.step, self.weights(), self.training_state(), meta,
@@ -503,14 +446,8 @@ class Trainer:
         return path
 
     def _flush_stats(self) -> dict[str, float]:
-        """Interval means of the step statistics, averaged over ranks (one synchronisation)."""
-        self.dist.mean(self._stats)
-        self.dist.mean(self._stat_counts)
-        values = (self._stats / self._stat_counts.clamp(min=1)).tolist()
-        counts = self._stat_counts.tolist()
-        self._stats.zero_()
-        self._stat_counts.zero_()
-        return {name: v for name, v, c in zip(STAT_NAMES, values, counts, strict=True) if c > 0}
+        """Interval means of the reported statistics, averaged over ranks (one synchronisation)."""
+        return self.stats.flush(self.dist)
 
     def _write_metrics(self, record: dict[str, Any]) -> None:
         if self.logger is not None:
@@ -575,8 +512,7 @@ class Trainer:
                 if self.step % t.checkpoint_every == 0:
                     # An interval that went non-finite since the last guard check is not saved:
                     # the next log step rolls it back, and a later checkpoint saves good weights.
-                    unchecked_bad = ~torch.isfinite(self._stats).all() | (self._stats[STAT_NAMES.index("nonfinite")] > 0)
-                    if self.guard is not None and bool(unchecked_bad):
+                    if self.guard is not None and not self.stats.all_finite(flag="nonfinite"):
                         log.warning("step %d: not saving a checkpoint over non-finite losses", self.step)
                         continue
                     self.save()
@@ -616,17 +552,21 @@ def _minutes_seconds(seconds: float) -> str:
 
 
 def build_trainer(config: Config, out: str | Path, resume: bool = False, progress: bool = True) -> Trainer:
-    """The trainer for ``config`` with its default callbacks: :class:`Trainer` with the
-    diagnostics, or the text-to-image trainer for ``t2i-*`` archs. Construction does the setup
+    """The trainer for ``config`` with its family's default callbacks (diagnostics and FD for
+    GANs, the attribute monitor for text-to-image on ``shapes``). Construction does the setup
     (data, text embeddings, models, resume); :meth:`Trainer.fit` then trains."""
-    if config.model.arch.startswith("t2i-"):  # text-to-image: captions as conditions
-        from ganfuse.train.t2i import build_t2i_trainer
-
-        return build_t2i_trainer(config, out, resume=resume, progress=progress)
     trainer = Trainer(config, out, resume=resume, progress=progress)
-    from ganfuse.train.diagnostics import attach_default_callbacks
-
-    attach_default_callbacks(trainer)
+    t = trainer.config.train
+    if arch_family(config.model.arch) == "gan":
+        attach_default_callbacks(trainer)
+        return trainer
+    if t.eval_every > 0 and trainer.dist.is_main:
+        if config.data.name == "shapes":
+            trainer.callbacks.append(AttributeMonitor(trainer))
+        else:
+            log.warning("train.eval_every: attribute accuracy needs data.name=shapes; not tracked")
+    if t.monitor_every > 0:
+        log.warning("train.monitor_every: the mode-collapse monitor is for class/unconditional runs; ignored")
     return trainer
 
 

@@ -79,3 +79,48 @@ def gradient_penalty(
     logits = discriminator(mixed).float()
     (grad,) = torch.autograd.grad(logits.sum(), mixed, create_graph=True)
     return (grad.flatten(1).norm(dim=1) - 1.0).pow(2).mean()
+
+
+# ---------------------------------------------------------------------------------------------
+# text-to-image terms
+
+
+def matching_aware_hinge_d_loss(real: torch.Tensor, fake: torch.Tensor, mismatch: torch.Tensor | None,
+                                mismatch_weight: float = 1.0) -> torch.Tensor:
+    """``relu(1 - real) + [relu(1 + fake) + w * relu(1 + mismatch)] / (1 + w)``, each term a batch
+    mean of logits ``(B,)`` (Reed et al. 2016's matching-aware discriminator, hinge form); without
+    ``mismatch`` it is :func:`hinge_d_loss`."""
+    if mismatch is None or mismatch_weight == 0:
+        return hinge_d_loss(real, fake)
+    loss_fake = F.relu(1.0 + fake).mean() + mismatch_weight * F.relu(1.0 + mismatch).mean()
+    return F.relu(1.0 - real).mean() + loss_fake / (1.0 + mismatch_weight)
+
+
+def info_nce(image: torch.Tensor, text: torch.Tensor, symmetric: bool = True, temperature: float = 0.1,
+             negatives: torch.Tensor | None = None) -> torch.Tensor:
+    """Contrastive loss of unit vectors ``image, text (B, K)`` where row i of each is a pair:
+    cross-entropy of picking text i for image i among the batch's texts and the extra
+    ``negatives`` ``(N, K)`` (and image i for text i, within the batch, when ``symmetric``)."""
+    logits = image @ text.t() / temperature
+    target = torch.arange(image.shape[0], device=image.device)
+    candidates = logits if negatives is None else torch.cat([logits, image @ negatives.t() / temperature], 1)
+    loss = F.cross_entropy(candidates, target)
+    return (loss + F.cross_entropy(logits.t(), target)) / 2 if symmetric else loss
+
+
+def matching_aware_gradient_penalty(logits: torch.Tensor, images: torch.Tensor, text: torch.Tensor,
+                                    power: float) -> torch.Tensor:
+    """MA-GP (Tao et al. 2022): ``E ||(grad_x, grad_c) logits||^p`` over real matching pairs.
+
+    ``images`` ``(B, C, H, W)`` must require grad; ``text`` ``(B, cond_dim)`` is D's text vector
+    (part of the graph of ``logits``)."""
+    grad_x, grad_c = torch.autograd.grad(logits.sum(), (images, text), create_graph=True)
+    norm = (grad_x.flatten(1).pow(2).sum(1) + grad_c.pow(2).sum(1) + 1e-12).sqrt()
+    return norm.pow(power).mean()
+
+
+def paired_feature_matching(fake_maps: list[torch.Tensor], real_maps: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over D's blocks of the mean absolute difference between the feature maps of fake ``i``
+    and real ``i`` (same caption), as in pix2pixHD's discriminator feature-matching loss."""
+    terms = [(f.float() - r.float().detach()).abs().mean() for f, r in zip(fake_maps, real_maps, strict=True)]
+    return torch.stack(terms).mean()

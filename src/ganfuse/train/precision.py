@@ -12,11 +12,14 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 import torch
 
 from ganfuse.errors import ConfigError
+
+log = logging.getLogger("ganfuse")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -69,3 +72,19 @@ class Precision:
 
     def grad_scaler(self) -> torch.amp.GradScaler | None:
         return torch.amp.GradScaler(self.device.type) if self.name == "fp16" else None
+
+
+def resume_precision(asked: str, recorded: str, device: torch.device) -> str:
+    """The precision a resumed run continues in: the one it ``recorded`` (resolved when it started),
+    so a run moved to another machine keeps its numerics. ``asked`` is the config's value: ``auto``
+    or the recorded one are fine; another one is refused, as is a precision ``device`` cannot run."""
+    if asked not in ("auto", recorded):
+        raise ConfigError(f"--resume: this run trains in {recorded} (recorded in its config.yaml); "
+                          f"resume it with train.precision={recorded} or auto, not {asked}")
+    if recorded == "fp16" and device.type != "cuda":
+        raise ConfigError(f"--resume: this run trains in fp16, which needs a CUDA GPU; {device.type} "
+                          "cannot continue it exactly (start a new run with train.precision=fp32)")
+    if recorded == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        log.warning("--resume: this run trains in bf16, which this CPU emulates (many times slower "
+                    "than on one with AVX-512 BF16 or AMX); continuing in bf16 to keep its numerics")
+    return recorded

@@ -1,5 +1,6 @@
 """Images from a loaded run for people to look at: grids, latent interpolations, class and prompt
-grids, and PNG encoding. Used by the HTML report and the web app.
+grids, and PNG encoding. Used by the HTML report, the web app and the demo, so it sits in the runs
+layer below all three.
 
 ``run`` is a :class:`ganfuse.run.Run` (or anything with ``z_dim``, ``num_classes``, ``generator``
 and ``sample``). A text-to-image run is asked through ``run.sample(n, seed=..., prompts=[...])``;
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ganfuse.data.base import to_uint8
 from ganfuse.errors import UserError
 
 DEFAULT_PROMPTS = (
@@ -26,11 +28,12 @@ DEFAULT_PROMPTS = (
 )
 
 
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """``(N, C, H, W)`` float in [-1, 1] (C = 1 or 3) -> ``(N, H, W, 3)`` uint8."""
+def rgb_pixels(images: torch.Tensor) -> np.ndarray:
+    """``(N, C, H, W)`` float in [-1, 1] (C = 1 or 3) -> ``(N, H, W, 3)`` uint8, grey repeated to
+    RGB: the layout PIL and the web app show."""
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected (N, 1|3, H, W) images, got shape {tuple(images.shape)}")
-    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    x = to_uint8(images.detach().cpu())
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     return x.permute(0, 2, 3, 1).contiguous().numpy()
@@ -39,7 +42,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 def grid_image(images: torch.Tensor, ncol: int, scale: int = 2, padding: int = 2) -> Image.Image:
     """Images ``(N, C, H, W)`` in [-1, 1] tiled row by row, ``ncol`` per row, on a grey background,
     each upscaled ``scale`` times with nearest neighbours so 32-pixel images stay crisp."""
-    pixels = to_uint8(images)
+    pixels = rgb_pixels(images)
     n, h, w, _ = pixels.shape
     ncol = max(1, min(ncol, n))
     nrow = math.ceil(n / ncol)

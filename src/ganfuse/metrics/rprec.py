@@ -4,18 +4,21 @@ As text-to-image papers report it (AttnGAN's R-precision with R = 1): for each i
 and ``num_distractors`` other prompts are scored by cosine similarity in a contrastive model's
 space; the image scores a hit when its own prompt ranks first. The result is the share of hits,
 so chance is ``1 / (num_distractors + 1)``.
+
+A pure function of the images, the prompts and an embedder; loading a trained model (a ``zeroshot``
+run) is the caller's job (:func:`ganfuse.multimodal.zeroshot.load_dual_encoder`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
 from ganfuse.data.shapes import parse_caption
+from ganfuse.metrics.inputs import MetricInputError
 
 
 class ImageTextEmbedder(Protocol):
@@ -30,7 +33,7 @@ class ImageTextEmbedder(Protocol):
 def r_precision(
     images: torch.Tensor,
     prompts: Sequence[str],
-    model: ImageTextEmbedder | str | Path,
+    model: ImageTextEmbedder,
     num_distractors: int = 99,
     seed: int = 0,
     distractor_pool: Sequence[str] | None = None,
@@ -39,15 +42,17 @@ def r_precision(
     """Share of ``images`` ``(N, 3, S, S)`` in [-1, 1] whose prompt ``prompts[i]`` outscores
     ``num_distractors`` prompts drawn (with ``seed``) from ``distractor_pool`` (default: the other
     prompts). A distractor never says the same thing as the true prompt: the same text, or, for
-    ``shapes`` captions, the same attributes. ``model``: a dual encoder or a ``zeroshot`` run folder.
+    ``shapes`` captions, the same attributes. ``model``: a dual encoder (anything with
+    ``encode_image`` and ``encode_text`` returning normalised embeddings).
     """
-    if isinstance(model, str | Path):
-        from ganfuse.multimodal.zeroshot import load_dual_encoder
-
-        model = load_dual_encoder(model)
+    if not (hasattr(model, "encode_image") and hasattr(model, "encode_text")):
+        raise MetricInputError(
+            f"R-precision needs a model with encode_image and encode_text, got {type(model).__name__}"
+            " (load a zeroshot run with ganfuse.multimodal.zeroshot.load_dual_encoder)"
+        )
     prompts = list(prompts)
     if len(prompts) != len(images):
-        raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+        raise MetricInputError(f"{len(images)} images but {len(prompts)} prompts")
     pool = list(dict.fromkeys(prompts if distractor_pool is None else distractor_pool))
     if hasattr(model, "eval"):
         model.eval()
@@ -78,7 +83,7 @@ def r_precision(
             allowed &= pool_meaning != meaning[own[i]]
         candidates = np.nonzero(allowed)[0]
         if not len(candidates):
-            raise ValueError(f"no distractor prompt differs from prompt {prompts[i]!r}")
+            raise MetricInputError(f"no distractor prompt differs from prompt {prompts[i]!r}")
         replace = len(candidates) < num_distractors
         chosen[i] = pool_index[rng.choice(candidates, size=num_distractors, replace=replace)]
     true_score = (image_emb * text_emb[torch.from_numpy(own)]).sum(-1)

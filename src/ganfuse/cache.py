@@ -1,4 +1,4 @@
-"""Where evaluation keeps downloaded weights and reference statistics.
+"""Where ganfuse keeps caches: downloaded weights, reference statistics, text embeddings.
 
 ``$GANFUSE_CACHE`` if set, else ``$XDG_CACHE_HOME/ganfuse``, else ``~/.cache/ganfuse``.
 """

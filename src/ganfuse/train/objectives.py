@@ -1,0 +1,398 @@
+"""Objectives: what a model family means, apart from the loop that runs it.
+
+An objective owns its family's data and conditioning (none, a class, a caption), builds its
+networks, declares its *phases* and computes each phase's loss, reporting any named statistic on
+the way. The loop (:mod:`ganfuse.train.loop`) owns everything else: batches, device, precision,
+DDP, optimisers, when each phase runs, checkpoints, the NaN guard and progress.
+
+Phases, in the manner of stylegan2-ada-pytorch (Karras et al. 2020):
+
+    Dmain  every step (``n_critic`` times): D's loss on augmented real and detached fake images
+    Dreg   every ``interval`` steps: D's regulariser on real images, scaled by the interval
+           (lazy regularisation); its own optimiser step
+    Gmain  every step: G's loss on D's verdict of fresh fakes
+
+A regularisation phase with interval ``k`` makes D take ``k + 1`` optimiser steps per ``k``
+batches; the loop corrects D's Adam learning rate and betas by ``c = k / (k + 1)`` so the
+effective schedule matches an unregularised run. That follows from the phases declared here.
+
+Families, keyed by the family name that :data:`ganfuse.config.ARCHS` gives each architecture:
+``gan`` (unconditional and class-conditional, :class:`GANObjective`) and ``t2i`` (text-to-image,
+:class:`TextToImageObjective`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ganfuse.config import Config, arch_family
+from ganfuse.data import InMemoryImageDataset, build_dataset
+from ganfuse.data.captions import CaptionedFolderDataset
+from ganfuse.data.shapes import DEFAULT_HOLDOUT, ShapesDataset
+from ganfuse.errors import ConfigError
+from ganfuse.metrics.t2i import parse_holdout
+from ganfuse.models.build import build_gan
+from ganfuse.models.t2i import build_t2i, text_spec_from_config
+from ganfuse.text.encoders import WordTokenizer, shapes_vocabulary
+from ganfuse.text.prompts import PromptEncoder, TextSpec
+from ganfuse.train.augment import AdaptiveAugment
+from ganfuse.train.losses import (
+    LOSS_FUNCTIONS,
+    gradient_penalty,
+    hinge_g_loss,
+    info_nce,
+    matching_aware_gradient_penalty,
+    matching_aware_hinge_d_loss,
+    paired_feature_matching,
+    r1_penalty,
+)
+
+log = logging.getLogger("ganfuse")
+
+CONTRASTIVE_NEGATIVES = 1024  # extra captions each image is contrasted with
+# Rows of the text-to-image sample grids: seen pairs first, then the default held-out pairs.
+GRID_PROMPTS: tuple[str, ...] = (
+    "a large red circle in the center",
+    "a small green square in the top left",
+    "a large blue triangle in the bottom right",
+    "a small yellow circle in the top right",
+    "a large red triangle in the bottom left",
+    "a small green circle in the center",
+    "a large blue square in the top center",
+    "a small white triangle in the middle right",
+)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One kind of optimiser step: ``name`` (Dmain, Dreg, Gmain), the network it updates
+    (``"D"`` or ``"G"``) and every how many steps it runs."""
+
+    name: str
+    module: str
+    interval: int = 1
+
+
+@dataclass
+class Batch:
+    """This rank's share of one step's data: real images ``(b, C, H, W)`` float in [-1, 1] with
+    their conditions, and fakes ``(b, C, H, W)`` float32 (carrying G's graph when G is trained on
+    them) with the conditions they were made for. Conditions are None for unconditional models."""
+
+    real: torch.Tensor
+    cond: torch.Tensor | None
+    fake: torch.Tensor
+    fake_cond: torch.Tensor | None
+
+
+@dataclass
+class Nets:
+    """What the loop lends an objective for one phase: D as trained (DDP-wrapped and/or compiled),
+    D as the generator step sees it (no gradient synchronisation), the augmentation pipeline with
+    this step's generator, the precision's autocast and the statistics reporter."""
+
+    D_train: nn.Module
+    D_frozen: nn.Module
+    augment: AdaptiveAugment
+    aug_gen: torch.Generator
+    autocast: Callable[[], AbstractContextManager]
+    report: Callable[[str, torch.Tensor], None]
+
+    def aug(self, images: torch.Tensor) -> torch.Tensor:
+        return self.augment(images, self.aug_gen)
+
+
+class Objective:
+    """Base of the family objectives; see the module docstring for the roles."""
+
+    dataset: InMemoryImageDataset
+    num_classes: int = 0  # class-conditional models only
+
+    def __init__(self, config: Config, device: torch.device, progress: bool = True):
+        self.config, self.device = config, device
+
+    # what the loop asks of every family
+    def phases(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def build_models(self, channels: int) -> tuple[nn.Module, nn.Module]:
+        raise NotImplementedError
+
+    def loss(self, phase: str, batch: Batch, nets: Nets) -> torch.Tensor:
+        raise NotImplementedError
+
+    def real_conditions(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """The condition of each real image of a batch from the dataset's labels."""
+        raise NotImplementedError
+
+    def fake_conditions(self, n: int, real_cond: torch.Tensor | None, world_size: int,
+                        gen: torch.Generator) -> torch.Tensor | None:
+        """Conditions for the ``n`` fakes of the *global* batch (the loop takes this rank's slice)."""
+        raise NotImplementedError
+
+    def sample_conditions(self, n: int, gen: torch.Generator | None = None) -> torch.Tensor | None:
+        """Conditions for ``n`` samples: a fixed, readable set for grids (``gen`` None), random
+        training conditions otherwise (BatchNorm recalibration)."""
+        raise NotImplementedError
+
+    def metadata(self) -> dict:
+        """What a run loader needs besides the config (goes into each checkpoint's manifest)."""
+        return {"num_classes": self.num_classes}
+
+    def reg_interval(self) -> int | None:
+        return next((p.interval for p in self.phases() if p.name == "Dreg"), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# unconditional and class-conditional GANs
+# ---------------------------------------------------------------------------------------------
+
+
+class GANObjective(Objective):
+    """``train.loss`` (non-saturating, hinge, WGAN-GP or LSGAN) on images, optionally with class
+    labels (projection D, conditional BatchNorm in G); R1 on reals as the lazy Dreg phase."""
+
+    def __init__(self, config: Config, device: torch.device, progress: bool = True):
+        super().__init__(config, device, progress)
+        self.dataset = build_dataset(config.data, progress=progress)
+        if config.model.conditional and self.dataset.num_classes == 0:
+            raise ConfigError("model.conditional needs a labelled dataset; this one has no classes")
+        self.num_classes = self.dataset.num_classes if config.model.conditional else 0
+        self.d_loss_fn, self.g_loss_fn = LOSS_FUNCTIONS[config.train.loss]
+
+    def phases(self) -> list[Phase]:
+        t = self.config.train
+        reg = [Phase("Dreg", "D", t.r1_every)] if t.r1_gamma > 0 else []
+        return [Phase("Dmain", "D"), *reg, Phase("Gmain", "G")]
+
+    def build_models(self, channels: int) -> tuple[nn.Module, nn.Module]:
+        return build_gan(self.config, channels, self.num_classes)
+
+    def metadata(self) -> dict:
+        names = list(self.dataset.class_names) if self.num_classes else []
+        return {"num_classes": self.num_classes, "class_names": names}
+
+    def real_conditions(self, labels: torch.Tensor) -> torch.Tensor | None:
+        return labels.to(self.device) if self.num_classes else None
+
+    def fake_conditions(self, n, real_cond, world_size, gen):
+        if not self.num_classes:
+            return None
+        return torch.randint(0, self.num_classes, (n,), device=self.device, generator=gen)
+
+    def sample_conditions(self, n: int, gen: torch.Generator | None = None) -> torch.Tensor | None:
+        if not self.num_classes:
+            return None
+        if gen is None:  # classes 0..K-1 repeated
+            return torch.arange(n, device=self.device) % self.num_classes
+        return torch.randint(0, self.num_classes, (n,), device=self.device, generator=gen)
+
+    def loss(self, phase: str, batch: Batch, nets: Nets) -> torch.Tensor:
+        t = self.config.train
+        if phase == "Dmain":
+            real_in, fake_in = nets.aug(batch.real).detach(), nets.aug(batch.fake.detach())
+            with nets.autocast():
+                real_logits = nets.D_train(real_in, batch.cond).logits.float()
+                fake_logits = nets.D_train(fake_in, batch.fake_cond).logits.float()
+            loss = self.d_loss_fn(real_logits, fake_logits)
+            if t.loss == "wgan-gp":  # interpolates take the real image's label
+                gp = gradient_penalty(lambda x: nets.D_train(x, batch.cond).logits, real_in, fake_in,
+                                      nets.aug_gen)
+                loss = loss + t.gp_weight * gp
+                nets.report("gp", gp)
+            nets.augment.accumulate(real_logits)
+            report_d_verdicts(nets, loss, real_logits, fake_logits)
+            return loss
+        if phase == "Dreg":
+            real_in = nets.aug(batch.real).detach().requires_grad_(True)
+            with nets.autocast():
+                logits = nets.D_train(real_in, batch.cond).logits.float()
+            r1 = r1_penalty(logits, real_in)
+            nets.report("r1", r1)
+            # ``logits * 0`` keeps every parameter in the graph, as DDP requires
+            return (t.r1_gamma / 2) * r1 * t.r1_every + 0.0 * logits.sum()
+        if phase == "Gmain":
+            with nets.autocast():
+                logits = nets.D_frozen(nets.aug(batch.fake), batch.fake_cond).logits.float()
+            loss = self.g_loss_fn(logits)
+            nets.report("loss_g", loss)
+            return loss
+        raise ValueError(f"unknown phase {phase!r}")
+
+
+def report_d_verdicts(nets: Nets, loss: torch.Tensor, real: torch.Tensor, fake: torch.Tensor) -> None:
+    """The statistics every discriminator update logs, from its logits on reals and fakes."""
+    nets.report("loss_d", loss)
+    nets.report("d_real", real.mean())
+    nets.report("d_fake", fake.mean())
+    nets.report("acc_real", (real > 0).float().mean())
+    nets.report("acc_fake", (fake < 0).float().mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# text-to-image
+# ---------------------------------------------------------------------------------------------
+
+
+def load_captioned_data(config: Config) -> tuple[torch.Tensor, list[str], str, tuple | None]:
+    """Training images uint8 ``(N, 3, S, S)``, one caption each, the dataset name, and the held-out
+    pairs (shapes only; None elsewhere)."""
+    d = config.data
+    if d.name == "shapes":
+        holdout = parse_holdout(d.holdout)
+        holdout = DEFAULT_HOLDOUT if holdout is None else holdout
+        data = ShapesDataset("train", image_size=d.image_size, holdout=holdout)
+        return data.images, list(data.captions), "shapes", tuple(data.holdout)
+    data = CaptionedFolderDataset(d.path, d.image_size)
+    return data.images, list(data.captions), data.name, None
+
+
+class TextToImageObjective(Objective):
+    """Captions as conditions, with the matching-aware hinge objective (DF-GAN and successors).
+
+    Conditions are the rows of a table made once from the training captions (frozen sentence
+    embeddings through the text cache, or word ids of the small encoder); a real image's condition
+    is its caption's row, and the fakes of a step take the real batch's captions (as in DF-GAN), so
+    fake ``i`` and real ``i`` share a caption and held-out pairs never reach training.
+
+        Dmain  relu(1 - D(x, t)) + [relu(1 + D(G(z, t), t)) + w relu(1 + D(x, t_other))] / (1 + w)
+               (w = ``text.mismatch_weight``: a real image with another caption is judged fake)
+               + ``text.contrastive_weight`` * InfoNCE of real (image, text) pairs in D's space
+        Dreg   every ``train.r1_every`` steps: MA-GP, ``text.magp_weight`` * E ||(grad_x, grad_c)
+               D(x, t)||^p on real pairs (p = ``text.magp_power``), scaled by the interval
+        Gmain  -D(G(z, t), t) + ``text.contrastive_weight`` * InfoNCE of fakes against their texts
+               + ``text.feature_matching_weight`` * L1 between D's block features of G(z, t) and of
+               the real image of caption t + ``text.pixel_weight`` * L1 to that real image
+    """
+
+    def __init__(self, config: Config, device: torch.device, progress: bool = True):
+        super().__init__(config, device, progress)
+        c = config  # the run's own copy: the text section's learned facts are recorded in it
+        if c.train.loss != "hinge":
+            raise ConfigError(f"text-to-image training uses the hinge loss (train.loss=hinge), got {c.train.loss!r}")
+        images, self.captions, name, self.holdout = load_captioned_data(c)
+        if c.text.encoder == "small" and not c.text.vocab:
+            words = set(WordTokenizer.from_texts(self.captions).words())
+            c.text.vocab = sorted(words | (set(shapes_vocabulary()) if name == "shapes" else set()))
+        self.prompt_encoder = PromptEncoder(TextSpec(c.text.encoder, 0, list(c.text.vocab), c.text.max_words))
+        self.conditions = self.prompt_encoder.encode_many(self.captions).to(device)
+        if self.prompt_encoder.spec.kind == "embedding":
+            c.text.embed_dim = int(self.conditions.shape[1])
+        self.text_spec: TextSpec = text_spec_from_config(c)
+        self.prompt_encoder.spec = self.text_spec
+        self.dataset = InMemoryImageDataset(images, torch.arange(images.shape[0]), None, name)
+        self.grid_table = self.prompt_encoder.encode_many(list(GRID_PROMPTS)).to(device)
+        log.info("text-to-image data: %d captioned images from %s, text encoder %s", len(self.captions),
+                 name, c.text.encoder)
+
+    def phases(self) -> list[Phase]:
+        t, x = self.config.train, self.config.text
+        reg = [Phase("Dreg", "D", t.r1_every)] if x.magp_weight > 0 else []
+        return [Phase("Dmain", "D"), *reg, Phase("Gmain", "G")]
+
+    def build_models(self, channels: int) -> tuple[nn.Module, nn.Module]:
+        g, d = build_t2i(self.config, self.text_spec, channels)
+        if self.text_spec.kind == "embedding":
+            for net in (g, d):
+                net.text.set_statistics(self.conditions.cpu())
+        return g, d
+
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """Conditions of prompts on the training device (through the text cache)."""
+        return self.prompt_encoder.encode_many(prompts).to(self.device)
+
+    def real_conditions(self, labels: torch.Tensor) -> torch.Tensor:
+        return self.conditions[labels.to(self.device)]  # the labels are dataset indices
+
+    def fake_conditions(self, n, real_cond, world_size, gen):
+        if real_cond is None or n != real_cond.shape[0] * world_size:
+            return self.conditions[torch.randint(0, len(self.captions), (n,), device=self.device, generator=gen)]
+        # every rank's slice of the global batch is its own real batch's conditions
+        return real_cond.repeat(world_size, *([1] * (real_cond.ndim - 1)))
+
+    def sample_conditions(self, n: int, gen: torch.Generator | None = None) -> torch.Tensor:
+        if gen is None:  # rows of 8 samples per grid prompt
+            return self.grid_table[(torch.arange(n, device=self.device) // 8) % len(GRID_PROMPTS)]
+        return self.conditions[torch.randint(0, len(self.captions), (n,), device=self.device, generator=gen)]
+
+    def _negatives(self, gen: torch.Generator) -> torch.Tensor:
+        """:data:`CONTRASTIVE_NEGATIVES` random training captions' conditions: with only the batch's
+        captions as negatives, D can tell pairs apart by colour and place alone; among a thousand,
+        many share those and differ only in shape or size, so every attribute must count."""
+        index = torch.randint(0, len(self.captions), (CONTRASTIVE_NEGATIVES,), device=self.device, generator=gen)
+        return self.conditions[index]
+
+    def loss(self, phase: str, batch: Batch, nets: Nets) -> torch.Tensor:
+        x = self.config.text
+        contrastive = x.contrastive_weight > 0
+        if phase == "Dmain":
+            real_in, fake_in = nets.aug(batch.real).detach(), nets.aug(batch.fake.detach())
+            # another caption of the batch: rolled by one, so no image keeps its own
+            wrong = batch.cond.roll(1, 0) if x.mismatch_weight > 0 and batch.cond.shape[0] > 1 else None
+            with nets.autocast():
+                out = nets.D_train(real_in, batch.cond, mismatch=wrong, embed=contrastive,
+                                   negatives=self._negatives(nets.aug_gen) if contrastive else None)
+                fake_logits = nets.D_train(fake_in, batch.fake_cond).logits.float()
+            real_logits = out.logits.float()
+            mismatch = out.mismatch.float() if out.mismatch is not None else None
+            loss = matching_aware_hinge_d_loss(real_logits, fake_logits, mismatch, x.mismatch_weight)
+            if contrastive:
+                con = info_nce(out.image_embedding.float(), out.text_embedding.float(),
+                               negatives=out.negative_embedding.float())
+                loss = loss + x.contrastive_weight * con
+                nets.report("con_d", con)
+            if mismatch is not None:
+                nets.report("d_mismatch", mismatch.mean())
+                nets.report("acc_mismatch", (mismatch < 0).float().mean())
+            nets.augment.accumulate(real_logits)
+            report_d_verdicts(nets, loss, real_logits, fake_logits)
+            return loss
+        if phase == "Dreg":
+            real_in = nets.aug(batch.real).detach().requires_grad_(True)
+            with nets.autocast():
+                out = nets.D_train(real_in, batch.cond, embed=contrastive)
+            logits = out.logits.float()
+            magp = matching_aware_gradient_penalty(logits, real_in, out.text, x.magp_power)
+            nets.report("magp", magp)
+            unused = sum(e.sum() for e in (out.image_embedding, out.text_embedding) if e is not None)
+            # the zero terms keep every parameter in the graph, as DDP requires
+            return x.magp_weight * magp * self.config.train.r1_every + 0.0 * (logits.sum() + unused)
+        if phase == "Gmain":
+            matching = x.feature_matching_weight > 0
+            with nets.autocast():
+                out = nets.D_frozen(nets.aug(batch.fake), batch.fake_cond, embed=contrastive, features=matching,
+                                    negatives=self._negatives(nets.aug_gen) if contrastive else None)
+                if matching:
+                    with torch.no_grad():
+                        real_maps = nets.D_frozen(batch.real, batch.fake_cond, features=True).features
+            loss = hinge_g_loss(out.logits.float())
+            nets.report("loss_g", loss)
+            if contrastive:
+                con = info_nce(out.image_embedding.float(), out.text_embedding.float(), symmetric=False,
+                               negatives=out.negative_embedding.float())
+                loss = loss + x.contrastive_weight * con
+                nets.report("con_g", con)
+            if matching:
+                fm = paired_feature_matching(out.features, real_maps)
+                loss = loss + x.feature_matching_weight * fm
+                nets.report("fm", fm)
+            if x.pixel_weight > 0:
+                pixel = (batch.fake.float() - batch.real.float()).abs().mean()
+                loss = loss + x.pixel_weight * pixel
+                nets.report("pixel", pixel)
+            return loss
+        raise ValueError(f"unknown phase {phase!r}")
+
+
+OBJECTIVES: dict[str, type[Objective]] = {"gan": GANObjective, "t2i": TextToImageObjective}
+
+
+def make_objective(config: Config, device: torch.device, progress: bool = True) -> Objective:
+    """The objective of ``config``'s architecture family (data loaded, conditions ready)."""
+    return OBJECTIVES[arch_family(config.model.arch)](config, device, progress)

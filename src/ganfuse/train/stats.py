@@ -1,0 +1,70 @@
+"""Named training statistics, accumulated on the device and reduced across ranks.
+
+An objective reports whatever it measures by name (``reporter.report("loss/d", loss)``); the loop
+flushes once per log interval and gets the interval mean of every name, averaged over the
+processes of a distributed run. Values stay on the device between flushes, so a training step
+never waits for the host (in the manner of stylegan2-ada-pytorch's ``training_stats``).
+
+Every rank must report the same names during an interval (objectives are deterministic in what
+they report, so they do); the flush reduces one tensor of sums and one of counts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ganfuse.train.distributed import DistributedContext
+
+
+class StatsReporter:
+    """Sums and counts of named scalars since the last :meth:`flush`."""
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self._sums: dict[str, torch.Tensor] = {}
+        self._counts: dict[str, int] = {}
+
+    def report(self, name: str, value: torch.Tensor | float) -> None:
+        """Add one observation of ``name`` (a 0-dim tensor or a number; tensors are detached)."""
+        if isinstance(value, torch.Tensor):
+            value = value.detach().float().reshape(())
+            if value.device != self.device:
+                value = value.to(self.device)
+        else:
+            value = torch.tensor(float(value), device=self.device)
+        if name in self._sums:
+            self._sums[name] += value
+            self._counts[name] += 1
+        else:
+            self._sums[name] = value.clone()
+            self._counts[name] = 1
+
+    def names(self) -> list[str]:
+        return sorted(self._sums)
+
+    def all_finite(self, flag: str | None = None) -> bool:
+        """Whether every value reported since the last flush was finite and, when ``flag`` names a
+        statistic, that one stayed 0 (one host sync)."""
+        if not self._sums:
+            return True
+        ok = torch.isfinite(torch.stack(list(self._sums.values()))).all()
+        if flag is not None and flag in self._sums:
+            ok = ok & (self._sums[flag] == 0)
+        return bool(ok)
+
+    def flush(self, dist: DistributedContext | None = None) -> dict[str, float]:
+        """Interval means ``{name: mean}`` (averaged over ranks when ``dist`` is enabled); resets."""
+        names = self.names()
+        if not names:
+            return {}
+        sums = torch.stack([self._sums[n] for n in names])
+        counts = torch.tensor([float(self._counts[n]) for n in names], device=self.device)
+        if dist is not None and dist.enabled:
+            dist.mean(sums)
+            dist.mean(counts)
+        means = (sums / counts.clamp(min=1)).tolist()
+        self._sums.clear()
+        self._counts.clear()
+        return {n: (v if math.isfinite(v) else float("nan")) for n, v in zip(names, means, strict=True)}
