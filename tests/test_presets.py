@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -105,7 +106,8 @@ def test_every_fuse_task_trains_a_few_steps_through_the_cli(task, tmp_path, caps
     assert math.isfinite(result["final_loss"]) and result["final_loss"] > 0
     scores = result["test"]
     assert scores and all(math.isfinite(v) for v in scores.values())
-    assert all(0.0 <= v <= 1.0 for k, v in scores.items() if k.endswith("accuracy") or "_r" in k)
+    rates = {k: v for k, v in scores.items() if re.search(r"(accuracy|top1|_r\d+)$", k)}
+    assert rates and all(0.0 <= v <= 1.0 for v in rates.values()), scores  # accuracies, recalls
     # the run reloads: ``fuse evaluate`` scores the saved checkpoint as training did
     assert main(["fuse", "evaluate", str(out), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == pytest.approx(scores)

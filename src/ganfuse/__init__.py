@@ -21,10 +21,10 @@ def __getattr__(name: str):
         from ganfuse.config import load_config
 
         return load_config
-    if name == "train":
-        from ganfuse.train.loop import train
+    if name == "train":  # the package, callable as the train function (see ganfuse/train/__init__.py)
+        import ganfuse.train
 
-        return train
+        return ganfuse.train
     if name == "load_run":
         from ganfuse.run import load_run
 

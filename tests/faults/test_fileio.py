@@ -38,18 +38,23 @@ def test_fusion_run_files_are_written_atomically(tmp_path, monkeypatch):
     from ganfuse.multimodal.config import make_config
 
     def files(folder):
-        return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        return {
+            str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+        }
 
     config = make_config("matching", "early", [])
     meta = {"task": "matching"}
-    run = ckpt.save_run(tmp_path / "run", "fusion", nn.Linear(2, 2), config, meta, {"acc": 1.0}, step=5)
+    run = ckpt.save_run(
+        tmp_path / "run", "fusion", nn.Linear(2, 2), config, meta, {"acc": 1.0}, step=5
+    )
     before = files(run)
 
     def broken(state, filename):
         open(filename, "wb").write(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(shared, "save_file", broken)  # multimodal runs write the GAN checkpoint format
+    # multimodal runs write the GAN runs' checkpoint format
+    monkeypatch.setattr(shared, "save_file", broken)
     with pytest.raises(CheckpointError, match="the disk is full"):
         ckpt.save_run(run, "fusion", nn.Linear(2, 2), config, meta, {"acc": 0.5}, step=9)
     assert files(run) == before  # the earlier run, untouched, and no temporary left behind

@@ -85,4 +85,3 @@ def test_cycle_accuracy_scores_captions_of_generated_images_against_the_prompts(
     assert scores["exact_match"] == 0.0 and scores["parse_rate"] == 0.0
     with pytest.raises(ValueError, match="parseable"):
         cycle_accuracy(generate, PerfectCaptioner(), ["hello"])
-

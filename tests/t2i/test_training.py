@@ -51,7 +51,9 @@ class FakeSentenceEncoder:
 
 
 @pytest.fixture
-def fake_minilm(monkeypatch):
+def fake_minilm(monkeypatch, tmp_path_factory):
+    # its 12-d embeddings go to a cache of their own, never to the session's "minilm" entries
+    monkeypatch.setenv("GANFUSE_CACHE", str(tmp_path_factory.mktemp("fake-minilm-cache")))
     encoder = FakeSentenceEncoder()
     monkeypatch.setattr(PromptEncoder, "sentence_encoder", property(lambda self: encoder))
     return encoder

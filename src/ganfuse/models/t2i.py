@@ -233,6 +233,9 @@ class MatchingDiscriminator(TextDiscriminator):
         maps = self.trunk(x)
         h = maps[-1]
         c = self.text(cond)
+        # the pairs first, then the mismatched ones: with spectral norm each head call takes a
+        # power-iteration step, so the order is part of the function
+        logits = self.head(h, c)
         wrong = self.head(h, self.text(mismatch)) if mismatch is not None else None
         img = txt = neg = None
         if embed or negatives is not None:
@@ -240,7 +243,7 @@ class MatchingDiscriminator(TextDiscriminator):
             txt = F.normalize(self.text_embed(c), dim=1)
         if negatives is not None:
             neg = F.normalize(self.text_embed(self.text(negatives)), dim=1)
-        return DiscriminatorOutput(self.head(h, c), wrong, img, txt, c, maps if features else None, neg)
+        return DiscriminatorOutput(logits, wrong, img, txt, c, maps if features else None, neg)
 
 
 def _check_request(d: TextDiscriminator, cond: torch.Tensor | None, embed: bool) -> None:
@@ -306,8 +309,9 @@ class ConcatDiscriminator(TextDiscriminator):
             if isinstance(layer, nn.LeakyReLU):
                 maps.append(h)
         c = self.text(cond)
+        logits = self.head(h, c)
         wrong = self.head(h, self.text(mismatch)) if mismatch is not None else None
-        return DiscriminatorOutput(self.head(h, c), wrong, None, None, c, maps[1:] if features else None)
+        return DiscriminatorOutput(logits, wrong, None, None, c, maps[1:] if features else None)
 
 
 def build_t2i(config, spec: TextSpec, channels: int = 3) -> tuple[nn.Module, nn.Module]:

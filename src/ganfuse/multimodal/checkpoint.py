@@ -124,12 +124,12 @@ def read_run(run_dir: Path) -> RunRecord:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder {run_dir} does not exist")
-    if (run_dir / "model.safetensors").is_file() and not checkpoint_dirs(run_dir):
-        raise CheckpointError(
-            f"{run_dir} was written by an earlier ganfuse (model.safetensors without a manifest); "
-            "train it again with ganfuse fuse train"
-        )
     if not checkpoint_dirs(run_dir):
+        if (run_dir / "model.safetensors").is_file():
+            raise CheckpointError(
+                f"{run_dir} was written by an earlier ganfuse (model.safetensors without a "
+                "manifest); train it again with ganfuse fuse train"
+            )
         raise CheckpointError(f"{run_dir} holds no checkpoint; is it a 'ganfuse fuse' run?")
     checkpoint, manifest, weights, _ = latest_good_checkpoint(run_dir)
     kind = manifest.get("kind")

@@ -105,20 +105,13 @@ class FuseConfig:
         return dataclasses.asdict(self)
 
 
-# Applied before the user's overrides when a run of that task is created.
-# Widths of layers: each must be at least 1.
-SIZE_KEYS: tuple[str, ...] = (
-    "text_embed_dim",
-    "text_hidden_dim",
-    "text_dim",
-    "image_dim",
-    "fused_dim",
-    "head_hidden",
-    "embed_dim",
-    "decoder_hidden",
-    "decoder_embed",
+# Widths of layers: each in [1, MAX_WIDTH].
+SIZE_KEYS: tuple[str, ...] = tuple(
+    "text_embed_dim text_hidden_dim text_dim image_dim fused_dim head_hidden embed_dim "
+    "decoder_hidden decoder_embed".split()
 )
 
+# Applied before the user's overrides when a run of that task is created.
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "zeroshot": {"fusion": "none", "batch_size": 128, "lr": 1e-3, "steps": 2000},
     "caption": {"fusion": "none", "steps": 1500, "lr": 2e-3},
@@ -177,14 +170,8 @@ def validate(config: FuseConfig) -> FuseConfig:
     check(config.image_size in (32, 64), "image_size", "must be 32 or 64")
     check(0.0 < config.label_fraction <= 1.0, "label_fraction", "must be in (0, 1]")
     check(config.init_temperature > 0, "init_temperature", "must be positive")
-    for key in (
-        "steps",
-        "batch_size",
-        "train_size",
-        "eval_size",
-        "questions_per_image",
-        "log_every",
-    ):
+    counts = ("steps", "batch_size", "train_size", "eval_size", "questions_per_image", "log_every")
+    for key in counts:
         check(getattr(config, key) >= 1, key, "must be at least 1")
     for key in SIZE_KEYS:
         check(1 <= getattr(config, key) <= MAX_WIDTH, key, f"must be in [1, {MAX_WIDTH}]")

@@ -160,7 +160,7 @@ class Trainer:
         self.best_fd = math.inf
         self.data_seconds = 0.0
         self.stats = StatsReporter(self.device)
-        self.nets = Nets(self.D_train, self.D_frozen, self.augment, self.aug_gen, self.precision.autocast,
+        self.nets = Nets(self.D_train, self.D_frozen, self.augment, self.aug_gen, self.noise_gen, self.precision.autocast,
                          self.stats.report)
         self.guard = NaNGuard(self._memory_state, self._load_memory_state, [self.opt_g, self.opt_d]) if t.guard else None
         self.callbacks: list = []  # fn(trainer) -> dict, called on rank 0 at each log step

@@ -95,12 +95,14 @@ class Batch:
 class Nets:
     """What the loop lends an objective for one phase: D as trained (DDP-wrapped and/or compiled),
     D as the generator step sees it (no gradient synchronisation), the augmentation pipeline with
-    this step's generator, the precision's autocast and the statistics reporter."""
+    this step's generator, the training noise generator (checkpointed), the precision's autocast
+    and the statistics reporter."""
 
     D_train: nn.Module
     D_frozen: nn.Module
     augment: AdaptiveAugment
     aug_gen: torch.Generator
+    noise_gen: torch.Generator
     autocast: Callable[[], AbstractContextManager]
     report: Callable[[str, torch.Tensor], None]
 
@@ -337,7 +339,7 @@ class TextToImageObjective(Objective):
             wrong = batch.cond.roll(1, 0) if x.mismatch_weight > 0 and batch.cond.shape[0] > 1 else None
             with nets.autocast():
                 out = nets.D_train(real_in, batch.cond, mismatch=wrong, embed=contrastive,
-                                   negatives=self._negatives(nets.aug_gen) if contrastive else None)
+                                   negatives=self._negatives(nets.noise_gen) if contrastive else None)
                 fake_logits = nets.D_train(fake_in, batch.fake_cond).logits.float()
             real_logits = out.logits.float()
             mismatch = out.mismatch.float() if out.mismatch is not None else None
@@ -367,7 +369,7 @@ class TextToImageObjective(Objective):
             matching = x.feature_matching_weight > 0
             with nets.autocast():
                 out = nets.D_frozen(nets.aug(batch.fake), batch.fake_cond, embed=contrastive, features=matching,
-                                    negatives=self._negatives(nets.aug_gen) if contrastive else None)
+                                    negatives=self._negatives(nets.noise_gen) if contrastive else None)
                 if matching:
                     with torch.no_grad():
                         real_maps = nets.D_frozen(batch.real, batch.fake_cond, features=True).features
