@@ -18,9 +18,9 @@ import statistics
 import time
 
 import torch
+from ganfuse.train.t2i import GRID_PROMPTS
 
 from ganfuse.run import TextToImageRun
-from ganfuse.train.t2i import GRID_PROMPTS
 
 
 def preset_run(preset: str, overrides: list[str]) -> TextToImageRun:

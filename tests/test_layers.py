@@ -1,4 +1,4 @@
-"""The import layers of docs/architecture-imports.md, enforced: ``[tool.importlinter]`` in
+"""The import layers of docs/architecture.md, enforced: ``[tool.importlinter]`` in
 pyproject.toml says which package may import which, and that no modules import each other in a
 cycle. A new import that breaks either fails here with import-linter's report."""
 

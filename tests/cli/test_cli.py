@@ -82,7 +82,7 @@ def test_console_script_help_has_examples():
 
 def test_the_command_line_parser_loads_without_torch():
     """The command modules import their implementation when the command runs
-    (docs/architecture-imports.md), so ``ganfuse --help`` and argument errors answer at once."""
+    (docs/architecture.md), so ``ganfuse --help`` and argument errors answer at once."""
     code = (
         "import sys; from ganfuse.cli import build_parser; build_parser(); "
         "print(sorted(m for m in ('torch', 'matplotlib', 'gradio') if m in sys.modules))"

@@ -29,7 +29,6 @@ from ganfuse.data.shapes import (
     parse_caption,
     render_shape,
     render_shapes,
-    sample_attributes,
 )
 from ganfuse.errors import ConfigError, UserError
 
@@ -174,7 +173,7 @@ def test_heldout_split_has_only_and_all_heldout_pairs():
 
 def test_holdout_is_configurable_and_validated():
     holdout = (("cyan", "square"),)
-    train = sample_attributes(2000, np.random.default_rng(0), holdout=holdout, split="train")
+    _, train, _ = generate_shapes(2000, split="train", holdout=holdout)
     assert ("cyan", "square") not in {a.color_shape for a in train}
     assert ("red", "triangle") in {a.color_shape for a in train}
     held = ShapesDataset("heldout", num=50, holdout=holdout)

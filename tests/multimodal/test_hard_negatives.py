@@ -7,7 +7,12 @@ from collections import Counter
 import numpy as np
 
 from ganfuse.data.shapes import DEFAULT_HOLDOUT, ShapeAttributes, make_caption, parse_caption
-from ganfuse.multimodal.negatives import ATTRIBUTE_FIELDS, changed_fields, one_attribute_negative
+from ganfuse.multimodal.negatives import ATTRIBUTE_FIELDS, one_attribute_negative
+
+
+def changed_fields(a: ShapeAttributes, b: ShapeAttributes) -> list[str]:
+    da, db = a.as_dict(), b.as_dict()
+    return [f for f in ATTRIBUTE_FIELDS if da[f] != db[f]]
 
 
 def test_exactly_one_attribute_changes_and_every_field_is_used():

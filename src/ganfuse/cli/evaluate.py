@@ -3,7 +3,7 @@
 sampler, since metrics see images only.
 
 The pipeline, the run loader and the dual encoder (all of them import torch) are imported when the
-command runs, so that ``ganfuse --help`` does not pay for them (docs/architecture-imports.md).
+command runs, so that ``ganfuse --help`` does not pay for them (docs/architecture.md).
 """
 
 from __future__ import annotations

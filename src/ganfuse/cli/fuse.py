@@ -113,22 +113,9 @@ def _train(args: argparse.Namespace) -> int:
     config = make_config(args.task, args.fusion, overrides)
     if args.fusion is not None and config.task not in FUSION_TASKS:
         raise ConfigError(f"--fusion applies to the fusion tasks only, not to task {args.task!r}")
-    progress = not args.quiet
-    if config.task in FUSION_TASKS:
-        from ganfuse.multimodal.train import train_fusion
+    from ganfuse.multimodal.runs import train_task
 
-        result = train_fusion(config, args.out, progress)
-        metrics, seconds, steps = result.test_metrics, result.train_seconds, result.steps
-    elif config.task == "zeroshot":
-        from ganfuse.multimodal.zeroshot import train_zeroshot
-
-        result = train_zeroshot(config, args.out, progress)
-        metrics, seconds, steps = result.metrics, result.train_seconds, result.steps
-    else:
-        from ganfuse.multimodal.captioning import train_captioner
-
-        result = train_captioner(config, args.out, progress)
-        metrics, seconds, steps = result.metrics, result.train_seconds, result.steps
+    metrics, seconds, steps = train_task(config, args.out, progress=not args.quiet)
     print(
         f"trained {config.task} ({config.fusion}) for {steps} steps in {seconds:.0f}s -> {args.out}"
     )

@@ -22,6 +22,7 @@ Held-out colour-shape pairs (:data:`DEFAULT_HOLDOUT`) never appear in the ``trai
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
@@ -56,6 +57,13 @@ POSITIONS: tuple[str, ...] = (
     "bottom-center",
     "bottom-right",
 )
+# Every attribute an image carries and its values, in label-index order.
+ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
+    "color": tuple(COLORS),
+    "shape": SHAPES,
+    "size": SIZES,
+    "position": POSITIONS,
+}
 DEFAULT_HOLDOUT: tuple[tuple[str, str], ...] = (
     ("red", "triangle"),
     ("green", "circle"),
@@ -83,9 +91,6 @@ ANCHOR_FRACTIONS: tuple[float, float, float] = (
     0.75,
 )  # left/center/right, top/middle/bottom
 
-_ROWS = ("top", "middle", "bottom")
-_COLS = ("left", "center", "right")
-
 
 @dataclass(frozen=True)
 class ShapeAttributes:
@@ -97,24 +102,15 @@ class ShapeAttributes:
     position: str
 
     def __post_init__(self) -> None:
-        for field, value, allowed in (
-            ("color", self.color, tuple(COLORS)),
-            ("shape", self.shape, SHAPES),
-            ("size", self.size, SIZES),
-            ("position", self.position, POSITIONS),
-        ):
+        for field, allowed in ATTRIBUTE_VALUES.items():
+            value = getattr(self, field)
             if value not in allowed:
                 raise ConfigError(
                     f"unknown shapes {field} {value!r}; choose one of {', '.join(allowed)}"
                 )
 
     def as_dict(self) -> dict[str, str]:
-        return {
-            "color": self.color,
-            "shape": self.shape,
-            "size": self.size,
-            "position": self.position,
-        }
+        return dataclasses.asdict(self)
 
     @property
     def color_shape(self) -> tuple[str, str]:
@@ -390,17 +386,6 @@ def allowed_pairs(
     return [p for p in COLOR_SHAPE_CLASSES if p not in held]
 
 
-def sample_attributes(
-    n: int,
-    rng: np.random.Generator,
-    holdout: Sequence[tuple[str, str]] = DEFAULT_HOLDOUT,
-    split: str = "train",
-) -> list[ShapeAttributes]:
-    """``n`` attribute sets: colour-shape pair uniform over the split's allowed pairs, size and
-    position uniform. ``val``/``test`` draw from the same pairs as ``train``."""
-    return _attributes_from_uniform(rng.random((n, 3)), allowed_pairs(split, holdout))
-
-
 def _attributes_from_uniform(
     u: np.ndarray, pairs: Sequence[tuple[str, str]]
 ) -> list[ShapeAttributes]:
@@ -424,14 +409,13 @@ def split_rng(seed: int, split: str) -> np.random.Generator:
 
 def attribute_labels(attributes: Sequence[ShapeAttributes]) -> dict[str, torch.Tensor]:
     """Integer labels ``(N,)`` int64 for ``color``, ``shape``, ``size``, ``position``, ``color_shape``."""
-    colors = list(COLORS)
     return {
-        "color": torch.tensor([colors.index(a.color) for a in attributes], dtype=torch.int64),
-        "shape": torch.tensor([SHAPES.index(a.shape) for a in attributes], dtype=torch.int64),
-        "size": torch.tensor([SIZES.index(a.size) for a in attributes], dtype=torch.int64),
-        "position": torch.tensor(
-            [POSITIONS.index(a.position) for a in attributes], dtype=torch.int64
-        ),
+        **{
+            field: torch.tensor(
+                [values.index(getattr(a, field)) for a in attributes], dtype=torch.int64
+            )
+            for field, values in ATTRIBUTE_VALUES.items()
+        },
         "color_shape": torch.tensor(
             [COLOR_SHAPE_CLASSES.index(a.color_shape) for a in attributes], dtype=torch.int64
         ),

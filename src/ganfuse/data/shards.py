@@ -38,6 +38,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ganfuse.data.base import uint8_to_float
 from ganfuse.data.images import UnreadableImage, read_image
 from ganfuse.errors import DataError, UserError
+from ganfuse.fileio import atomic_write_text
 
 log = logging.getLogger("ganfuse")
 
@@ -184,9 +185,7 @@ class ShardWriter:
             "samples": self.num_samples,
             "shards": self.shards,
         }
-        tmp = self.out / f".{INDEX_FILE}.partial"
-        tmp.write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, self.out / INDEX_FILE)
+        atomic_write_text(self.out / INDEX_FILE, json.dumps(index, indent=1) + "\n")
         return index
 
 

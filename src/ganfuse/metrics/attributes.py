@@ -25,11 +25,8 @@ import torch.nn.functional as F
 from ganfuse.cache import sha256_of_file
 from ganfuse.data.base import to_uint8
 from ganfuse.data.shapes import (
+    ATTRIBUTE_VALUES,
     COLOR_SHAPE_CLASSES,
-    COLORS,
-    POSITIONS,
-    SHAPES,
-    SIZES,
     ShapeAttributes,
     ShapesDataset,
     attribute_labels,
@@ -49,12 +46,6 @@ from ganfuse.metrics.extractors import ClassifierExtractor, register_extractor
 from ganfuse.metrics.inputs import MetricInputError
 from ganfuse.metrics.sources import register_reference_dataset
 
-ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
-    "color": tuple(COLORS),
-    "shape": SHAPES,
-    "size": SIZES,
-    "position": POSITIONS,
-}
 SHAPES_SPEC = ClassifierSpec(
     in_channels=3,
     image_size=32,

@@ -2,20 +2,19 @@
 
 A cache entry is keyed by dataset, extractor, resize, the extractor's weights fingerprint and N,
 and stored as one safetensors file under ``<cache>/reference/`` holding the features and their float64
-mean and covariance. Writes go to a temp file renamed into place,
-so an interrupted run never leaves a half-written entry.
+mean and covariance. Writes are atomic (:mod:`ganfuse.fileio`), so an interrupted run never leaves
+a half-written entry.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ganfuse.cache import cache_dir
+from ganfuse.fileio import atomic_write
 from ganfuse.metrics.extractors import FeatureExtractor
 from ganfuse.metrics.features import ExtractedFeatures, extract_features
 from ganfuse.metrics.frechet import FeatureStats
@@ -35,13 +34,7 @@ def _save(path: Path, feats: ExtractedFeatures) -> None:
     if feats.probs is not None:
         tensors["probs"] = feats.probs.contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    os.close(handle)
-    try:
-        save_file(tensors, tmp, metadata={"n": str(feats.n)})
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"n": str(feats.n)}))
 
 
 def _load(path: Path) -> ExtractedFeatures | None:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from ganfuse.models.encoders import ImageEncoder
 
@@ -39,6 +40,8 @@ def caption_tokens(text: str) -> list[str]:
 class CaptionVocab:
     """Token strings <-> ids; ids 0-3 are ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>``."""
 
+    pad, bos, eos = 0, 1, 2
+
     def __init__(self, tokens: Sequence[str]):
         self.tokens: list[str] = list(SPECIALS) + [
             t for t in dict.fromkeys(tokens) if t not in SPECIALS
@@ -54,28 +57,12 @@ class CaptionVocab:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    @property
-    def pad(self) -> int:
-        return 0
-
-    @property
-    def bos(self) -> int:
-        return 1
-
-    @property
-    def eos(self) -> int:
-        return 2
-
     def encode(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forcing pairs ``(inputs, targets)``, each ``(B, L)`` int64, pad 0:
         ``inputs = <bos> t1 .. tn``, ``targets = t1 .. tn <eos>``."""
         rows = [[self.index.get(t, 3) for t in caption_tokens(text)] for text in texts]
-        length = max(len(r) for r in rows) + 1
-        inputs = torch.zeros(len(rows), length, dtype=torch.int64)
-        targets = torch.zeros(len(rows), length, dtype=torch.int64)
-        for i, row in enumerate(rows):
-            inputs[i, : len(row) + 1] = torch.tensor([self.bos, *row])
-            targets[i, : len(row) + 1] = torch.tensor([*row, self.eos])
+        inputs = pad_sequence([torch.tensor([self.bos, *r]) for r in rows], batch_first=True)
+        targets = pad_sequence([torch.tensor([*r, self.eos]) for r in rows], batch_first=True)
         return inputs, targets
 
     def decode(self, ids: Sequence[int]) -> str:

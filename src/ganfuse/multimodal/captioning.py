@@ -16,13 +16,13 @@ should state the prompt's attributes.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ganfuse.data.base import uint8_to_float
 from ganfuse.data.shapes import (
     ShapeAttributes,
     ShapesDataset,
@@ -30,9 +30,14 @@ from ganfuse.data.shapes import (
     make_caption,
     parse_caption,
 )
-from ganfuse.errors import CheckpointError
 from ganfuse.models.captioner import Captioner, CaptionVocab
-from ganfuse.multimodal.checkpoint import count_parameters, load_weights, read_run, save_run
+from ganfuse.multimodal.checkpoint import (
+    RunResult,
+    count_parameters,
+    load_weights,
+    read_run,
+    save_run,
+)
 from ganfuse.multimodal.config import FuseConfig
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import build_image_encoder
@@ -116,16 +121,6 @@ def cycle_accuracy(
     return attribute_scores(caption_images(captioner, generate(list(prompts))), truth)
 
 
-@dataclass
-class CaptionResult:
-    model: Captioner
-    metrics: dict[str, float]
-    train_seconds: float
-    steps: int
-    params: int
-    run_dir: Path | None
-
-
 def build_captioner(config: FuseConfig, vocab: CaptionVocab) -> Captioner:
     return Captioner(
         build_image_encoder(config), vocab, config.decoder_embed, config.decoder_hidden
@@ -135,7 +130,7 @@ def build_captioner(config: FuseConfig, vocab: CaptionVocab) -> Captioner:
 @uses_config_threads
 def train_captioner(
     config: FuseConfig, out: Path | str | None = None, progress: bool = True
-) -> CaptionResult:
+) -> RunResult:
     """Teacher-forced training on fresh random captions of ``train`` images; scored on ``test``.
 
     ``image_encoder_init`` starts the image encoder from a ``zeroshot`` run; with
@@ -160,7 +155,7 @@ def train_captioner(
             [make_caption(train.attributes[i], rng) for i in index.tolist()]
         )
         if pooled is None:
-            logits = model(train.images[index].float() / 127.5 - 1.0, inputs)
+            logits = model(uint8_to_float(train.images[index]), inputs)
         else:
             logits = model.decoder(pooled[index], inputs)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=vocab.pad)
@@ -170,9 +165,7 @@ def train_captioner(
         model.image_encoder.eval()
     stats = optimise(model.parameters(), compute_loss, config, "caption", progress, out)
     metrics = evaluate_captioner(model, config_split(config, "test"))
-    result = CaptionResult(
-        model, metrics, stats.seconds, stats.steps, count_parameters(model), None
-    )
+    result = RunResult(model, metrics, stats.seconds, stats.steps, count_parameters(model), None)
     if out is not None:
         record = stats.record(result.params, test=metrics)
         result.run_dir = save_run(
@@ -183,9 +176,7 @@ def train_captioner(
 
 def load_captioner(run_dir: Path | str) -> Captioner:
     """The trained captioner of a ``caption`` run, in eval mode."""
-    record = read_run(Path(run_dir))
-    if record.kind != "caption":
-        raise CheckpointError(f"{run_dir} is a {record.kind!r} run, not a caption run")
+    record = read_run(Path(run_dir), kind="caption")
     model = build_captioner(record.config, CaptionVocab(record.meta["vocab"]))
     load_weights(model, record)
     return model.eval()

@@ -30,7 +30,7 @@ from torch import nn
 from ganfuse.errors import CheckpointError, ConfigError
 from ganfuse.fileio import atomic_write_text
 from ganfuse.multimodal.config import FuseConfig, config_from_dict, save_config
-from ganfuse.text import SentenceEncoder
+from ganfuse.text import SentenceEncoder, TextEncoder, build_text_encoder
 from ganfuse.train.checkpoint import checkpoint_dirs, latest_good_checkpoint, save_checkpoint
 
 CONFIG_FILE = "config.json"
@@ -119,8 +119,22 @@ class RunRecord:
     checkpoint: Path
 
 
-def read_run(run_dir: Path) -> RunRecord:
-    """The newest intact checkpoint of a run folder (damaged ones are skipped, as for GAN runs)."""
+@dataclass
+class RunResult:
+    """A trained run: its model, test metrics, training time and steps, trainable parameters and
+    the folder it was saved to (``None``: not saved)."""
+
+    model: nn.Module
+    metrics: dict[str, float]
+    train_seconds: float
+    steps: int
+    params: int
+    run_dir: Path | None
+
+
+def read_run(run_dir: Path, kind: str | None = None) -> RunRecord:
+    """The newest intact checkpoint of a run folder (damaged ones are skipped, as for GAN runs);
+    with ``kind``, a run of another kind is an error."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run folder {run_dir} does not exist")
@@ -132,9 +146,11 @@ def read_run(run_dir: Path) -> RunRecord:
             )
         raise CheckpointError(f"{run_dir} holds no checkpoint; is it a 'ganfuse fuse' run?")
     checkpoint, manifest, weights, _ = latest_good_checkpoint(run_dir)
-    kind = manifest.get("kind")
-    if kind not in KINDS:
-        raise CheckpointError(f"{checkpoint} names unknown multimodal run kind {kind!r}")
+    found = manifest.get("kind")
+    if found not in KINDS:
+        raise CheckpointError(f"{checkpoint} names unknown multimodal run kind {found!r}")
+    if kind is not None and found != kind:
+        raise CheckpointError(f"{run_dir} is a {found!r} run, not a {kind} run")
     saved = manifest.get("config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{checkpoint}: the manifest holds no multimodal config")
@@ -142,7 +158,7 @@ def read_run(run_dir: Path) -> RunRecord:
         config = config_from_dict(saved)
     except ConfigError as exc:
         raise CheckpointError(f"{checkpoint}: {exc}") from None
-    return RunRecord(run_dir, kind, config, manifest, _read_metrics(run_dir), weights, checkpoint)
+    return RunRecord(run_dir, found, config, manifest, _read_metrics(run_dir), weights, checkpoint)
 
 
 def _read_metrics(run_dir: Path) -> dict[str, Any]:
@@ -156,6 +172,12 @@ def _read_metrics(run_dir: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"{path} must hold a JSON object")
     return data
+
+
+def saved_text_encoder(record: RunRecord) -> TextEncoder:
+    """The text encoder the run's manifest describes (its name and constructor options)."""
+    options = dict(record.meta["text_encoder"])
+    return build_text_encoder(options.pop("name"), **options)
 
 
 def load_weights(model: nn.Module, record: RunRecord) -> None:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganfuse.data.base import uint8_to_float
 from ganfuse.data.shapes import ShapesDataset
 from ganfuse.models.encoders import ImageEncoder
 from ganfuse.models.heads import TaskHeads
@@ -46,7 +47,7 @@ def _pooled(encoder: ImageEncoder, data: ShapesDataset, index: torch.Tensor) -> 
     encoder.eval()
     return torch.cat(
         [
-            encoder(data.images[index[i : i + 500]].float() / 127.5 - 1.0).pooled
+            encoder(uint8_to_float(data.images[index[i : i + 500]])).pooled
             for i in range(0, len(index), 500)
         ]
     )
@@ -91,7 +92,7 @@ def train_attribute_classifier(
             logits = model.heads(features[pick])
         else:
             index = labelled[pick]
-            logits = model(train.images[index].float() / 127.5 - 1.0)
+            logits = model(uint8_to_float(train.images[index]))
         targets = {a: train.labels[a][labelled[pick]] for a in ATTRIBUTE_SIZES}
         return sum(F.cross_entropy(logits[a], targets[a]) for a in ATTRIBUTE_SIZES)
 

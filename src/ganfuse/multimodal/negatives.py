@@ -11,14 +11,8 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
-from ganfuse.data.shapes import COLORS, POSITIONS, SHAPES, SIZES, ShapeAttributes
+from ganfuse.data.shapes import ATTRIBUTE_VALUES, ShapeAttributes
 
-ATTRIBUTE_VALUES: dict[str, tuple[str, ...]] = {
-    "color": tuple(COLORS),
-    "shape": SHAPES,
-    "size": SIZES,
-    "position": POSITIONS,
-}
 ATTRIBUTE_FIELDS: tuple[str, ...] = tuple(ATTRIBUTE_VALUES)
 
 
@@ -48,9 +42,3 @@ def one_attribute_negative(
             values[field] = options[int(rng.integers(len(options)))]
             return ShapeAttributes(**values), field
     raise ValueError(f"no allowed one-attribute change of {attrs}")  # pragma: no cover
-
-
-def changed_fields(a: ShapeAttributes, b: ShapeAttributes) -> list[str]:
-    """The attribute fields on which ``a`` and ``b`` differ."""
-    da, db = a.as_dict(), b.as_dict()
-    return [f for f in ATTRIBUTE_FIELDS if da[f] != db[f]]

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
+from ganfuse.data.base import uint8_to_float
 from ganfuse.data.images import UnreadableImage, read_image
-from ganfuse.data.shapes import COLOR_SHAPE_CLASSES
+from ganfuse.data.shapes import ATTRIBUTE_VALUES, COLOR_SHAPE_CLASSES
 from ganfuse.errors import ConfigError, DataError
 from ganfuse.multimodal.checkpoint import read_run
-from ganfuse.multimodal.negatives import ATTRIBUTE_VALUES
 from ganfuse.multimodal.vqa import ANSWERS
 
 LABELS: dict[str, tuple[str, ...]] = {"match": ("no", "yes"), "answer": ANSWERS, **ATTRIBUTE_VALUES}
@@ -37,7 +37,7 @@ def load_image(path: Path | str, image_size: int) -> torch.Tensor:
         raise DataError(
             f"{path} is not a readable image ({exc}); give a PNG, JPEG, WebP or BMP file"
         ) from None
-    return torch.from_numpy(array).float()[None] / 127.5 - 1.0
+    return uint8_to_float(torch.from_numpy(array))[None]
 
 
 def check_text(text: str | None) -> str:

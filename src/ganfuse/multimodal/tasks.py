@@ -21,17 +21,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ganfuse.data.shapes import COLORS, POSITIONS, SHAPES, SIZES, ShapesDataset, make_caption
+from ganfuse.data.base import uint8_to_float
+from ganfuse.data.shapes import ATTRIBUTE_VALUES, ShapesDataset, make_caption
 from ganfuse.models.fusion import ModalityFeatures
 from ganfuse.multimodal.negatives import one_attribute_negative
 from ganfuse.multimodal.vqa import ANSWER_INDEX, ANSWERS, YES_NO_KINDS, make_question
 
-ATTRIBUTE_SIZES: dict[str, int] = {
-    "color": len(COLORS),
-    "shape": len(SHAPES),
-    "size": len(SIZES),
-    "position": len(POSITIONS),
-}
+ATTRIBUTE_SIZES: dict[str, int] = {k: len(v) for k, v in ATTRIBUTE_VALUES.items()}
 
 
 @dataclass
@@ -49,10 +45,6 @@ class Batch:
     kinds: list[str] = field(default_factory=list)
 
 
-def _images(data: ShapesDataset, indices: torch.Tensor) -> torch.Tensor:
-    return data.images[indices].float() / 127.5 - 1.0
-
-
 class PairTask:
     """Each image with one true caption (a fresh random template) and one hard negative."""
 
@@ -62,7 +54,6 @@ class PairTask:
             raise ValueError(f"unknown heads {unknown}")
         self.name = name
         self.task_sizes = {h: 2 if h == "match" else ATTRIBUTE_SIZES[h] for h in heads}
-        self.primary = "match" if "match" in heads else heads[0]
 
     def make_batch(
         self, data: ShapesDataset, indices: torch.Tensor, rng: np.random.Generator
@@ -80,7 +71,7 @@ class PairTask:
                 targets[head] = torch.tensor([1, 0] * len(indices), dtype=torch.int64)
             else:
                 targets[head] = data.labels[head][indices][pairs]
-        return Batch(_images(data, indices), indices, texts, pairs, targets)
+        return Batch(uint8_to_float(data.images[indices]), indices, texts, pairs, targets)
 
 
 class VQATask:
@@ -89,7 +80,6 @@ class VQATask:
     def __init__(self, questions_per_image: int = 2):
         self.name = "vqa"
         self.task_sizes = {"answer": len(ANSWERS)}
-        self.primary = "answer"
         self.questions_per_image = questions_per_image
 
     def make_batch(
@@ -104,7 +94,7 @@ class VQATask:
                 kinds.append(question.kind)
         pairs = torch.arange(len(indices)).repeat_interleave(self.questions_per_image)
         targets = {"answer": torch.tensor(answers, dtype=torch.int64)}
-        return Batch(_images(data, indices), indices, texts, pairs, targets, kinds)
+        return Batch(uint8_to_float(data.images[indices]), indices, texts, pairs, targets, kinds)
 
 
 def batch_inputs(batch: Batch, image_features: ModalityFeatures | None = None) -> dict[str, object]:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ganfuse.data.base import uint8_to_float
 from ganfuse.data.sampler import EpochBatchSampler
 from ganfuse.errors import CheckpointError
 from ganfuse.models.fusion import ModalityFeatures
@@ -25,6 +26,7 @@ from ganfuse.multimodal.checkpoint import (
     load_weights,
     read_run,
     save_run,
+    saved_text_encoder,
 )
 from ganfuse.multimodal.config import FUSION_TASKS, FuseConfig
 from ganfuse.multimodal.loop import optimise, uses_config_threads
@@ -40,7 +42,6 @@ from ganfuse.multimodal.tasks import (
 )
 from ganfuse.multimodal.vqa import question_words
 from ganfuse.multimodal.weighting import LossWeighting
-from ganfuse.text import build_text_encoder
 from ganfuse.text.encoders import SmallTextEncoder, shapes_vocabulary
 
 # Evaluation draws its negatives and questions from these seeds, so every model of a benchmark is
@@ -112,7 +113,7 @@ def image_features(encoder: torch.nn.Module, data, batch_size: int = 500) -> Mod
     """A frozen image encoder's features of every image of ``data``, computed once."""
     encoder.eval()
     parts = [
-        encoder(data.images[i : i + batch_size].float() / 127.5 - 1.0)
+        encoder(uint8_to_float(data.images[i : i + batch_size]))
         for i in range(0, len(data), batch_size)
     ]
     return ModalityFeatures(
@@ -229,11 +230,9 @@ def train_fusion(
 
 def load_fusion_run(run_dir: Path | str) -> tuple[FusionModel, FuseConfig, dict]:
     """The trained model of a fusion run (in eval mode), its config and its manifest."""
-    record = read_run(Path(run_dir))
-    if record.kind != "fusion":
-        raise CheckpointError(f"{run_dir} is a {record.kind!r} run, not a fusion run")
-    text_config = dict(record.meta["text_encoder"])
-    text = build_text_encoder(text_config.pop("name"), **text_config)
-    model = build_fusion_model(record.config, record.meta["task_sizes"], text_encoder=text)
+    record = read_run(Path(run_dir), kind="fusion")
+    model = build_fusion_model(
+        record.config, record.meta["task_sizes"], text_encoder=saved_text_encoder(record)
+    )
     load_weights(model, record)
     return model.eval(), record.config, record.meta

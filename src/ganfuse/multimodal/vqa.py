@@ -21,6 +21,7 @@ from ganfuse.data.shapes import (
     SHAPES,
     SIZES,
     ShapeAttributes,
+    position_cell,
 )
 from ganfuse.text.encoders import split_words
 
@@ -61,10 +62,6 @@ def question_words() -> list[str]:
     return sorted({w for word in words for w in split_words(word)})
 
 
-def _cell(position: str) -> tuple[int, int]:
-    return divmod(POSITIONS.index(position), 3)
-
-
 def _pick(rng: np.random.Generator, options) -> str:
     options = list(options)
     return options[int(rng.integers(len(options)))]
@@ -85,7 +82,7 @@ def make_question(
     if kind not in QUESTION_KINDS:
         raise ValueError(f"unknown question kind {kind!r}; choose one of {QUESTION_KINDS}")
     yes = bool(rng.integers(2))
-    row, col = _cell(attrs.position)
+    row, col = position_cell(attrs.position)
     if kind == "color":
         noun = _pick(rng, ("shape", attrs.shape, "object"))
         return Question(f"what {_pick(rng, ('colour', 'color'))} is the {noun}?", attrs.color, kind)

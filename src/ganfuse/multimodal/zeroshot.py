@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganfuse.data.base import uint8_to_float
 from ganfuse.data.shapes import (
     COLOR_SHAPE_CLASSES,
     POSITIONS,
@@ -37,14 +37,20 @@ from ganfuse.data.shapes import (
     caption_templates,
     make_caption,
 )
-from ganfuse.errors import CheckpointError
 from ganfuse.models.encoders import ImageEncoder
-from ganfuse.multimodal.checkpoint import count_parameters, load_weights, read_run, save_run
+from ganfuse.multimodal.checkpoint import (
+    RunResult,
+    count_parameters,
+    load_weights,
+    read_run,
+    save_run,
+    saved_text_encoder,
+)
 from ganfuse.multimodal.config import FuseConfig
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import build_image_encoder, build_text
 from ganfuse.multimodal.splits import config_split
-from ganfuse.text import SentenceEncoder, TextEncoder, build_text_encoder
+from ganfuse.text import SentenceEncoder, TextEncoder
 from ganfuse.text.encoders import shapes_vocabulary
 
 MAX_LOGIT_SCALE = math.log(100.0)  # temperature no lower than 0.01, as in CLIP
@@ -216,16 +222,6 @@ def evaluate_zeroshot(
     return metrics
 
 
-@dataclass
-class ZeroShotResult:
-    model: DualEncoder
-    metrics: dict[str, float]
-    train_seconds: float
-    steps: int
-    params: int
-    run_dir: Path | None
-
-
 def build_dual_encoder(config: FuseConfig, text_encoder: TextEncoder | None = None) -> DualEncoder:
     text = text_encoder if text_encoder is not None else build_text(config, shapes_vocabulary())
     return DualEncoder(build_image_encoder(config), text, config.embed_dim, config.init_temperature)
@@ -234,7 +230,7 @@ def build_dual_encoder(config: FuseConfig, text_encoder: TextEncoder | None = No
 @uses_config_threads
 def train_zeroshot(
     config: FuseConfig, out: Path | str | None = None, progress: bool = True
-) -> ZeroShotResult:
+) -> RunResult:
     """Train the dual encoder on ``train`` image-caption pairs; score it on ``test`` and ``heldout``.
 
     A trainable text encoder sees a fresh random caption of each image at every step; a frozen
@@ -254,7 +250,7 @@ def train_zeroshot(
 
     def compute_loss(step: int) -> torch.Tensor:
         index = torch.randperm(len(train), generator=generator)[: config.batch_size]
-        images = train.images[index].float() / 127.5 - 1.0
+        images = uint8_to_float(train.images[index])
         if frozen_text:  # the cached dataset captions
             texts = [train.captions[i] for i in index.tolist()]
         else:
@@ -271,9 +267,7 @@ def train_zeroshot(
     metrics = evaluate_zeroshot(
         model, config_split(config, "test"), config_split(config, "heldout")
     )
-    result = ZeroShotResult(
-        model, metrics, stats.seconds, stats.steps, count_parameters(model), None
-    )
+    result = RunResult(model, metrics, stats.seconds, stats.steps, count_parameters(model), None)
     if out is not None:
         record = stats.record(result.params, test=metrics)
         meta = {"text_encoder": model.text_encoder.config()}
@@ -285,14 +279,7 @@ def train_zeroshot(
 
 def load_dual_encoder(run_dir: Path | str) -> DualEncoder:
     """The trained dual encoder of a ``zeroshot`` run, in eval mode."""
-    record = read_run(Path(run_dir))
-    if record.kind != "zeroshot":
-        raise CheckpointError(
-            f"{run_dir} is a {record.kind!r} run, not a zeroshot (dual encoder) run"
-        )
-    text_config = dict(record.meta["text_encoder"])
-    model = build_dual_encoder(
-        record.config, build_text_encoder(text_config.pop("name"), **text_config)
-    )
+    record = read_run(Path(run_dir), kind="zeroshot")
+    model = build_dual_encoder(record.config, saved_text_encoder(record))
     load_weights(model, record)
     return model.eval()

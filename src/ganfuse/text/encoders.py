@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
 from ganfuse.data.shapes import caption_synonyms, caption_templates
 from ganfuse.errors import ConfigError, OfflineError
@@ -81,18 +81,16 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     for text in texts:
         if not isinstance(text, str):
             raise ConfigError(f"a text encoder takes strings, got {type(text).__name__}")
+    if not texts:
+        raise ConfigError("a text encoder needs at least one text")
     return texts
 
 
 def _pad_tokens(rows: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Stack ``(T_i, Dt)`` rows into ``(B, T, Dt)`` zero-padded tokens and a ``(B, T)`` bool mask."""
-    length = max(row.shape[0] for row in rows)
-    tokens = rows[0].new_zeros(len(rows), length, rows[0].shape[1])
-    mask = torch.zeros(len(rows), length, dtype=torch.bool, device=rows[0].device)
-    for i, row in enumerate(rows):
-        tokens[i, : row.shape[0]] = row
-        mask[i, : row.shape[0]] = True
-    return tokens, mask
+    tokens = pad_sequence(list(rows), batch_first=True)
+    lengths = torch.tensor([row.shape[0] for row in rows], device=tokens.device)
+    return tokens, torch.arange(tokens.shape[1], device=tokens.device) < lengths[:, None]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,8 +232,6 @@ class SentenceEncoder(TextEncoder):
         if self.use_cache:
             return self.encode_cached(texts)
         texts = _check_texts(texts)
-        if not texts:
-            raise ConfigError("a text encoder needs at least one text")
         if self.trainable:
             pooled, tokens, mask = self._encode(texts)
         else:
@@ -250,8 +246,6 @@ class SentenceEncoder(TextEncoder):
         Call it once on a dataset's captions to precompute them all.
         """
         texts = _check_texts(texts)
-        if not texts:
-            raise ConfigError("a text encoder needs at least one text")
         missing = sorted({t for t in texts if t not in self._cache}, key=len)
         with torch.no_grad():
             for start in range(0, len(missing), self.batch_size):
@@ -327,11 +321,7 @@ class WordTokenizer:
                 "words and are truncated",
                 stacklevel=3,
             )
-        rows = [r[:max_length] for r in rows]
-        length = max(len(r) for r in rows)
-        ids = torch.zeros(len(rows), length, dtype=torch.int64)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
+        ids = pad_sequence([torch.tensor(r[:max_length]) for r in rows], batch_first=True)
         return ids, ids != 0
 
 
@@ -394,8 +384,6 @@ class SmallTextEncoder(TextEncoder):
 
     def forward(self, texts: list[str]) -> TextFeatures:
         texts = _check_texts(texts)
-        if not texts:
-            raise ConfigError("a text encoder needs at least one text")
         return self.encode_ids(self.tokenizer.encode(texts, self.max_length)[0].to(self.device))
 
     def encode_ids(self, ids: torch.Tensor) -> TextFeatures:
@@ -417,6 +405,4 @@ def build_text_encoder(name: str = MINILM_NAME, **kwargs: Any) -> TextEncoder:
     any sentence-transformers model name or folder. ``kwargs`` go to the encoder's constructor."""
     if name == SMALL_NAME:
         return SmallTextEncoder(**kwargs)
-    if name == MINILM_NAME:
-        return SentenceEncoder(None, **kwargs)
-    return SentenceEncoder(name, **kwargs)
+    return SentenceEncoder(name, **kwargs)  # "minilm" is the bundled model
