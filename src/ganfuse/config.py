@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from ganfuse.errors import ConfigError
+from ganfuse.fileio import atomic_write_text
 
 LOSSES = ("nonsaturating", "hinge", "wgan-gp", "lsgan")
 # Every architecture and the family it belongs to: ``gan`` (unconditional or class-conditional) or
@@ -360,6 +361,4 @@ def validate(config: Config) -> Config:
 
 def save_config(config: Config, path: Path) -> None:
     """Write ``config`` as YAML, atomically (a crash leaves the old file or the new one)."""
-    from ganfuse.fileio import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))

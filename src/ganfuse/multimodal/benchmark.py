@@ -27,7 +27,11 @@ from pathlib import Path
 
 from ganfuse.errors import ConfigError
 from ganfuse.models.fusion import FUSION_LEVELS
+from ganfuse.multimodal.captioning import train_captioner
 from ganfuse.multimodal.config import FuseConfig, make_config, parse_override
+from ganfuse.multimodal.label_efficiency import label_efficiency
+from ganfuse.multimodal.train import train_fusion
+from ganfuse.multimodal.zeroshot import train_zeroshot
 
 BENCHMARK_TASKS: tuple[str, ...] = (
     "matching",
@@ -178,14 +182,10 @@ def _run_one(
 ) -> list[dict]:
     """Train and score one planned run; returns its result rows."""
     if run.task == "zeroshot":
-        from ganfuse.multimodal.zeroshot import train_zeroshot
-
         result = train_zeroshot(config, out / "runs" / run.fusion.replace("/", "-"), progress)
         encoders[f"contrastive-{config.text_encoder}"] = result.model.image_encoder
         return _rows(run.task, run.fusion, result.metrics, result.params, result.train_seconds)
     if run.task == "label-efficiency":
-        from ganfuse.multimodal.label_efficiency import label_efficiency
-
         inits = {"scratch": None, **encoders}
         rows = []
         for row in label_efficiency(config, inits, progress=progress):
@@ -196,12 +196,8 @@ def _run_one(
             rows += _rows(run.task, name, metrics, 0, row["train_seconds"])
         return rows
     if run.task == "caption":
-        from ganfuse.multimodal.captioning import train_captioner
-
         result = train_captioner(config, out / "runs" / "caption", progress)
         return _rows(run.task, run.fusion, result.metrics, result.params, result.train_seconds)
-    from ganfuse.multimodal.train import train_fusion
-
     result = train_fusion(config, None, progress, validate=False)
     return _rows(run.task, run.fusion, result.test_metrics, result.params, result.train_seconds)
 

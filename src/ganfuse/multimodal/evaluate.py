@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ganfuse.multimodal.captioning import evaluate_captioner, load_captioner
 from ganfuse.multimodal.checkpoint import read_run
 from ganfuse.multimodal.splits import config_split
+from ganfuse.multimodal.tasks import build_task, eval_batches, evaluate_task
+from ganfuse.multimodal.train import TEST_SEED, load_fusion_run
+from ganfuse.multimodal.zeroshot import evaluate_zeroshot, load_dual_encoder
 
 
 def evaluate_run(run_dir: Path | str) -> dict[str, float]:
@@ -14,21 +18,14 @@ def evaluate_run(run_dir: Path | str) -> dict[str, float]:
     record = read_run(Path(run_dir))
     config = record.config
     if record.kind == "fusion":
-        from ganfuse.multimodal.tasks import build_task, eval_batches, evaluate_task
-        from ganfuse.multimodal.train import TEST_SEED, load_fusion_run
-
         model, _, _ = load_fusion_run(record.path)
         task = build_task(config.task, config.questions_per_image)
         return evaluate_task(
             model, task, eval_batches(task, config_split(config, "test"), TEST_SEED)
         )
     if record.kind == "zeroshot":
-        from ganfuse.multimodal.zeroshot import evaluate_zeroshot, load_dual_encoder
-
         model = load_dual_encoder(record.path)
         return evaluate_zeroshot(
             model, config_split(config, "test"), config_split(config, "heldout")
         )
-    from ganfuse.multimodal.captioning import evaluate_captioner, load_captioner
-
     return evaluate_captioner(load_captioner(record.path), config_split(config, "test"))

@@ -17,8 +17,11 @@ from ganfuse.data.base import uint8_to_float
 from ganfuse.data.images import UnreadableImage, read_image
 from ganfuse.data.shapes import ATTRIBUTE_VALUES, COLOR_SHAPE_CLASSES
 from ganfuse.errors import ConfigError, DataError
+from ganfuse.multimodal.captioning import load_captioner
 from ganfuse.multimodal.checkpoint import read_run
+from ganfuse.multimodal.train import load_fusion_run
 from ganfuse.multimodal.vqa import ANSWERS
+from ganfuse.multimodal.zeroshot import class_embeddings, load_dual_encoder, prompt_templates
 
 LABELS: dict[str, tuple[str, ...]] = {"match": ("no", "yes"), "answer": ANSWERS, **ATTRIBUTE_VALUES}
 
@@ -55,18 +58,10 @@ def predict(run_dir: Path | str, image_path: Path | str, text: str | None = None
     record = read_run(Path(run_dir))
     image = load_image(image_path, record.config.image_size)
     if record.kind == "caption":
-        from ganfuse.multimodal.captioning import load_captioner
-
         caption = load_captioner(record.path).caption(image)[0]
         return {"kind": "caption", "caption": caption, "lines": [caption]}
     text = check_text(text)
     if record.kind == "zeroshot":
-        from ganfuse.multimodal.zeroshot import (
-            class_embeddings,
-            load_dual_encoder,
-            prompt_templates,
-        )
-
         model = load_dual_encoder(record.path)
         image_emb = model.encode_image(image)
         similarity = float(image_emb[0] @ model.encode_text([text])[0])
@@ -81,8 +76,6 @@ def predict(run_dir: Path | str, image_path: Path | str, text: str | None = None
             "class_probability": float(probs[best]),
             "lines": [f"similarity: {similarity:.3f}", f"class: {name} ({float(probs[best]):.3f})"],
         }
-    from ganfuse.multimodal.train import load_fusion_run
-
     model, _, _ = load_fusion_run(record.path)
     logits = model({"image": image, "text": [text]})
     answers, lines = {}, []

@@ -31,7 +31,7 @@ from ganfuse.multimodal.checkpoint import (
 from ganfuse.multimodal.config import FUSION_TASKS, FuseConfig
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import FusionModel, build_fusion_model
-from ganfuse.multimodal.splits import config_split, labelled_indices
+from ganfuse.multimodal.splits import config_split, labelled_indices, shapes_split
 from ganfuse.multimodal.tasks import (
     PairTask,
     VQATask,
@@ -42,6 +42,7 @@ from ganfuse.multimodal.tasks import (
 )
 from ganfuse.multimodal.vqa import question_words
 from ganfuse.multimodal.weighting import LossWeighting
+from ganfuse.multimodal.zeroshot import load_dual_encoder
 from ganfuse.text.encoders import SmallTextEncoder, shapes_vocabulary
 
 # Evaluation draws its negatives and questions from these seeds, so every model of a benchmark is
@@ -71,8 +72,6 @@ def task_vocabulary(task: str) -> list[str]:
 
 def init_image_encoder(image_encoder: torch.nn.Module, run_dir: str) -> None:
     """Copy the image encoder of a ``zeroshot`` run into ``image_encoder``."""
-    from ganfuse.multimodal.zeroshot import load_dual_encoder
-
     dual = load_dual_encoder(Path(run_dir))
     try:
         image_encoder.load_state_dict(dual.image_encoder.state_dict())
@@ -88,8 +87,6 @@ def init_text_encoder(text_encoder: torch.nn.Module, run_dir: str) -> None:
     """Copy the small text encoder of a ``zeroshot`` run into ``text_encoder``, word by word:
     words of both vocabularies keep their trained embedding, new words (a VQA question's "what",
     "row") start from their fresh one; the GRU and the output projection are copied whole."""
-    from ganfuse.multimodal.zeroshot import load_dual_encoder
-
     source = load_dual_encoder(Path(run_dir)).text_encoder
     if not isinstance(source, SmallTextEncoder) or not isinstance(text_encoder, SmallTextEncoder):
         raise CheckpointError("text_encoder_init needs the small text encoder on both sides")
@@ -128,9 +125,6 @@ def _pretrained_features(
     run_dir: str, split: str, num: int, seed: int, size: int
 ) -> ModalityFeatures:
     # A benchmark trains many fusion models on one frozen encoder: its features are computed once.
-    from ganfuse.multimodal.splits import shapes_split
-    from ganfuse.multimodal.zeroshot import load_dual_encoder
-
     encoder = load_dual_encoder(Path(run_dir)).image_encoder
     return image_features(encoder, shapes_split(split, num, seed, size))
 
