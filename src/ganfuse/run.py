@@ -17,6 +17,7 @@ from torch import nn
 
 from ganfuse.config import Config, arch_family, from_dict, validate
 from ganfuse.errors import ConfigError, UserError
+from ganfuse.inputs import MAX_IMAGES, check_count, check_seed, check_truncation
 from ganfuse.models.build import build_gan
 from ganfuse.models.t2i import build_t2i, text_spec_from_config
 from ganfuse.text.prompts import PromptEncoder, check_prompts
@@ -58,8 +59,9 @@ class Run:
         Latents come from a CPU generator seeded with ``seed``, so a seed gives the same images on
         every device and batch size. ``truncation`` clamps latents to ``[-t, t]`` (the truncation trick).
         """
-        if n < 1:
-            raise UserError(f"the number of images must be >= 1, got {n}")
+        n = check_count("the number of images", n, MAX_IMAGES)
+        batch_size = check_count("batch_size", batch_size, MAX_IMAGES)
+        seed, truncation = check_seed(seed, "seed"), check_truncation(truncation, "truncation")
         gen = torch.Generator().manual_seed(seed)
         # All latents are drawn up front (n * z_dim floats: 20 MB for 50k images) so that the
         # images for a seed do not depend on the batch size.
@@ -76,9 +78,6 @@ class Run:
                truncation: float | None = None) -> torch.Tensor:
         """``n`` images, float ``(n, C, H, W)`` in [-1, 1]."""
         return torch.cat(list(self.sample_batches(n, batch_size, seed, class_label, truncation)))
-
-
-MAX_IMAGES = 1_000_000  # latents for more are drawn up front: refuse what cannot fit in memory
 
 
 @dataclass
@@ -109,21 +108,19 @@ class TextToImageRun(Run):
                 f"the run in {self.path} is text-to-image and needs prompts: "
                 f"ganfuse generate {self.path} --prompt 'a large red circle in the center' --num 8 --out DIR"
             )
-        if n < 1:
-            raise UserError(f"the number of images per prompt must be >= 1, got {n}")
-        if batch_size < 1:
-            raise UserError(f"batch size must be >= 1, got {batch_size}")
+        n = check_count("the number of images per prompt", n, MAX_IMAGES)
+        batch_size = check_count("batch_size", batch_size, MAX_IMAGES)
+        seed, truncation = check_seed(seed, "seed"), check_truncation(truncation, "truncation")
         cond = self.conditions(prompts)
         total = n * cond.shape[0]
         if total > MAX_IMAGES:
-            raise UserError(f"{total} images requested; generate at most {MAX_IMAGES} per call")
+            raise UserError(f"{total} images requested ({n} for each of {cond.shape[0]} prompts); "
+                            f"generate at most {MAX_IMAGES} per call")
         gen = torch.Generator().manual_seed(seed)
         # one draw per prompt, all up front: a prompt's latents depend on neither the batch size
         # nor the prompts after it (a single draw would not keep prefixes: randn fills in chunks)
         z_all = torch.cat([torch.randn(n, self.z_dim, generator=gen) for _ in range(cond.shape[0])])
         if truncation is not None:
-            if truncation <= 0:
-                raise UserError(f"truncation must be > 0, got {truncation}")
             z_all = z_all.clamp(-truncation, truncation)
         cond = cond.repeat_interleave(n, dim=0)
         for start in range(0, total, batch_size):

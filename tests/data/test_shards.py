@@ -168,8 +168,11 @@ def test_damaged_shards_and_samples_are_reported_once_and_skipped(tmp_path, capl
     assert 10 + 0 + 3 + 9 < per_pass < 10 + 10 + 3 + 9  # shard 1 keeps the samples before its break
     per_pass -= 1  # the out-of-range label
 
+    # caplog's handler sits on the ganfuse logger (tests/conftest.py); with propagation also on
+    # (no CLI run yet in this process) the root logger would record every line a second time
     logger = logging.getLogger("ganfuse")
-    logger.addHandler(caplog.handler)  # the CLI may have stopped propagation in this process
+    logger.addHandler(caplog.handler)
+    propagate, logger.propagate = logger.propagate, False
     try:
         with caplog.at_level(logging.WARNING, logger="ganfuse"):
             ds = ShardDataset(tmp_path, 32, shuffle_buffer=0, repeat=True)
@@ -178,7 +181,7 @@ def test_damaged_shards_and_samples_are_reported_once_and_skipped(tmp_path, capl
                 next(stream) for _ in range(3 * per_pass + 1)
             ]  # into a 4th pass of an endless stream
     finally:
-        logger.removeHandler(caplog.handler)
+        logger.propagate = propagate
     assert all(image.shape == (1, 32, 32) for image, _ in items)
     assert (ds.bad_shards, ds.skipped) == (3 * 2, 3 * 2)
     assert all(0 <= label < 10 for _, label in items)

@@ -16,6 +16,7 @@ from pathlib import Path
 from ganfuse.cli import add_command
 from ganfuse.config import arch_family, load_config
 from ganfuse.errors import UserError
+from ganfuse.inputs import MAX_EVAL_IMAGES, check_count, check_seed
 from ganfuse.metrics.inception_weights import (
     INCEPTION_FILENAME,
     WEIGHTS_ENV,
@@ -73,8 +74,8 @@ def register(subparsers) -> None:
         "--num",
         type=int,
         default=None,
-        help=f"images per side (at most; default {DEFAULT_NUM}); text-to-image: prompts per set "
-        f"(default {T2I_DEFAULT_NUM})",
+        help=f"images per side (at most; default {DEFAULT_NUM}, 2 to {MAX_EVAL_IMAGES}); "
+        f"text-to-image: prompts per set (default {T2I_DEFAULT_NUM}, 1 to {MAX_EVAL_IMAGES})",
     )
     parser.add_argument(
         "--json", action="store_true", help="print the result as JSON instead of a table"
@@ -119,11 +120,16 @@ def evaluation_source(spec: str | Path):
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ganfuse.metrics.evaluate import evaluate_source
-
+    args.seed = check_seed(args.seed)
+    if args.batch_size is not None:
+        args.batch_size = check_count("--batch-size", args.batch_size, MAX_EVAL_IMAGES)
     wanted = [m.strip().lower() for m in (args.metrics or "").split(",") if m.strip()]
     if _is_t2i_run(args.source):
         return _evaluate_t2i(args, wanted)
+    num = DEFAULT_NUM if args.num is None else check_count("--num", args.num, MAX_EVAL_IMAGES, minimum=2)
+
+    from ganfuse.metrics.evaluate import evaluate_source
+
     if any(m in T2I_METRICS for m in wanted):
         raise UserError(f"--metrics {','.join(T2I_METRICS)} score text-to-image runs; "
                         f"{args.source} is not one (its config.yaml has no model.arch t2i-*)")
@@ -134,7 +140,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.ref,
         metrics=wanted or DEFAULT_METRICS,
         extractor=args.extractor,
-        num=args.num or DEFAULT_NUM,
+        num=num,
         weights=args.weights,
         resize=args.resize,
         batch_size=args.batch_size,
@@ -146,6 +152,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
+    num = T2I_DEFAULT_NUM if args.num is None else check_count("--num", args.num, MAX_EVAL_IMAGES)
+
     from ganfuse.metrics.t2i import evaluate_t2i_run, format_t2i
     from ganfuse.multimodal.zeroshot import load_dual_encoder
     from ganfuse.run import load_run
@@ -158,7 +166,6 @@ def _evaluate_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
     if "rprec" in wanted and not args.rprec_model:
         raise UserError("--metrics rprec needs --rprec-model RUN, a zero-shot run "
                         "(train one with: ganfuse fuse train --task zeroshot --out RUN)")
-    num = args.num or T2I_DEFAULT_NUM
     run = load_run(args.source)
     rprec_model = load_dual_encoder(args.rprec_model) if "rprec" in wanted else None
     result = evaluate_t2i_run(run, num=num, seed=args.seed, rprec_model=rprec_model)

@@ -15,7 +15,14 @@ The next writer removes a killed writer's temporaries and fixes a stale ``latest
 NaN/Inf are never written, and a full disk is a :class:`CheckpointError` that leaves nothing
 half-written. On load, the newest checkpoint whose files match their recorded hashes wins;
 damaged ones are skipped with a warning. A file that would run code is not "damaged" (its hash
-matched, so someone made it): loading stops with :class:`UnsafeCheckpointError`.
+matched, so someone made it): loading stops with :class:`UnsafeCheckpointError`. A writer that
+resumes from an older checkpoint moves the damaged newer ones aside into ``checkpoints/damaged/``
+(kept for inspection, out of the ``step_*`` namespace), and pruning only ever removes checkpoints
+older than the one just written.
+
+Every command that writes a run folder first calls :func:`prepare_run_folder`, which refuses a
+folder that already holds a run of any kind (GAN or multimodal) or a benchmark's results, unless
+the command resumes a run of its own kind.
 
 Fault injection for the reliability suite (``tests/faults``), inert unless the variable is set:
 
@@ -45,7 +52,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ganfuse.errors import CheckpointError
+from ganfuse.errors import CheckpointError, UserError
 from ganfuse.fileio import atomic_write_text
 
 log = logging.getLogger("ganfuse")
@@ -284,7 +291,10 @@ def save_checkpoint(
     try:
         atomic_write_text(root / "latest", final.name + "\n")
         _fault_point("latest_written", step)
-        for old in checkpoint_dirs(run_dir, folder)[keep:]:
+        # Only older checkpoints are pruned: one newer than this step is not this run's progress
+        # (a resumed run moves damaged newer ones aside), and the one just written always stays.
+        older = [p for p in checkpoint_dirs(run_dir, folder) if int(p.name[5:]) < step]
+        for old in older[max(keep - 1, 0) :]:
             _discard(old, step)
     except OSError as exc:
         log.warning(
@@ -421,3 +431,141 @@ def latest_good_checkpoint(
         f"all {len(candidates)} checkpoint(s) in {run_dir / folder} are damaged; cannot resume or sample "
         f"(newest: {reasons[0]})"
     )
+
+
+def set_aside_newer_checkpoints(run_dir: Path, step: int, folder: str = "checkpoints") -> list[Path]:
+    """Move every checkpoint newer than ``step`` into ``run_dir/folder/damaged/``; returns the new paths.
+
+    A writer resuming from ``step`` calls this: the newer checkpoints are the damaged ones the
+    resume skipped. They are kept for inspection but leave the ``step_*`` namespace, so they are
+    never resumed from, never count towards ``keep_checkpoints``, and a later save of the same step
+    does not collide with them. A folder already there gets a suffix (``step_00000020.2``).
+    """
+    moved = []
+    aside = run_dir / folder / "damaged"
+    for path in checkpoint_dirs(run_dir, folder):
+        if int(path.name[5:]) <= step:
+            continue
+        aside.mkdir(exist_ok=True)
+        target, n = aside / path.name, 1
+        while target.exists():
+            n += 1
+            target = aside / f"{path.name}.{n}"
+        os.rename(path, target)
+        log.warning(
+            "moved the damaged checkpoint %s aside to %s (resuming from step %d)",
+            path.name,
+            target.relative_to(run_dir),
+            step,
+        )
+        moved.append(target)
+    if moved:
+        _fsync_dir(run_dir / folder)
+    return moved
+
+
+# ------------------------------------------------------------------ run folders
+
+RUN_KINDS = ("gan", "fusion", "zeroshot", "caption")
+"""What a run folder can hold: a GAN run (``ganfuse train``, unconditional, class-conditional or
+text-to-image) or one of the multimodal kinds (``ganfuse fuse train``)."""
+_HOLDS = {
+    "gan": "a GAN run",
+    "fusion": "a fusion run",
+    "zeroshot": "a zero-shot run",
+    "caption": "a caption run",
+    "benchmark": "the results of a fusion benchmark",
+    "unknown": "checkpoints of an unknown kind",
+}
+
+
+def run_folder_contents(run_dir: Path) -> tuple[str, str] | None:
+    """What ``run_dir`` already holds, as ``(kind, evidence)``, or ``None`` for a folder without a run.
+
+    ``kind`` is ``"gan"`` (``checkpoints/step_*`` whose manifest names no ``kind``, or a
+    ``config.yaml``: a GAN run killed before its first checkpoint), a multimodal kind (``run.json``
+    or a checkpoint manifest's ``kind``), ``"benchmark"`` (``results.json`` or a ``runs/`` folder)
+    or ``"unknown"`` (checkpoints none of whose manifests can be read). ``evidence`` is the file or
+    folder that says so. Manifests are read, not verified: this is about what the folder is, not
+    whether its files are intact, and hashing every checkpoint would take seconds.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return None
+    marker = run_dir / "run.json"
+    if marker.is_file():
+        kind = _json_field(marker, "kind")
+        return (kind if kind in RUN_KINDS[1:] else "unknown"), marker.name
+    checkpoints = checkpoint_dirs(run_dir)
+    for path in checkpoints:
+        manifest = _json_field(path / MANIFEST, None)
+        if isinstance(manifest, dict):
+            kind = manifest.get("kind", "gan")
+            evidence = f"{path.parent.name}/{path.name}"
+            return (kind if kind in RUN_KINDS else "unknown"), evidence
+    if (run_dir / "config.yaml").is_file():
+        return "gan", "config.yaml"
+    if checkpoints:
+        return "unknown", f"{checkpoints[0].parent.name}/{checkpoints[0].name}"
+    if (run_dir / "results.json").is_file():
+        return "benchmark", "results.json"
+    runs = run_dir / "runs"
+    if runs.is_dir() and any(runs.iterdir()):
+        return "benchmark", "runs/"
+    return None
+
+
+def _json_field(path: Path, key: str | None) -> Any:
+    """``json[key]`` of a file (the whole document when ``key`` is None); None if unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if key is None:
+        return data
+    return data.get(key) if isinstance(data, dict) else None
+
+
+def prepare_run_folder(
+    run_dir: Path, kind: str, resume: bool = False, resumable: bool = False
+) -> tuple[str, str] | None:
+    """Make ``run_dir`` ready for a run of ``kind`` before any work; returns what it already held.
+
+    ``kind`` is what the command writes: ``"gan"`` (``ganfuse train``), ``"fusion"``,
+    ``"zeroshot"``, ``"caption"`` (``ganfuse fuse train``) or ``"benchmark"``
+    (``ganfuse fuse benchmark``); ``resumable`` says whether the command can continue a run
+    (``--resume``). A folder that holds a run of any kind, or a benchmark's results, is refused
+    with a one-line :class:`UserError` naming what it holds and what to do, unless ``resume``
+    and it holds a run of this same kind (or nothing yet: a run killed before its first
+    checkpoint, or before it made its folder, starts over). Then the folder is created and a
+    small file is written and removed in it, so a read-only or full ``--out`` fails here, not
+    after training.
+    """
+    run_dir = Path(run_dir)
+    found = run_folder_contents(run_dir)
+    if found is not None:
+        held, evidence = found
+        holds = f"{_HOLDS[held]} ({evidence})"
+        if not resume:
+            if held == kind and resumable:
+                todo = "pass --resume to continue it or choose another --out"
+            elif held == kind:
+                todo = "choose another --out, or delete the folder to replace it"
+            else:
+                todo = f"choose another --out for {_HOLDS[kind]}"
+            raise UserError(f"{run_dir} already holds {holds}; {todo}")
+        if held not in (kind, "unknown"):
+            raise UserError(
+                f"--resume: {run_dir} holds {holds}, not {_HOLDS[kind]}; "
+                f"choose another --out for {_HOLDS[kind]}"
+            )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write_test_{os.getpid()}"
+        probe.write_bytes(b"\0" * 4096)
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"cannot write to the run directory {run_dir}: {exc.strerror or exc}"
+        ) from None
+    return found

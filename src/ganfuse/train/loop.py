@@ -20,7 +20,6 @@ import errno
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -43,8 +42,10 @@ from ganfuse.train.checkpoint import (
     checkpoint_dirs,
     estimate_checkpoint_bytes,
     latest_good_checkpoint,
+    prepare_run_folder,
     recover_interrupted_writes,
     save_checkpoint,
+    set_aside_newer_checkpoints,
 )
 from ganfuse.train.diagnostics import AttributeMonitor, attach_default_callbacks
 from ganfuse.train.distributed import DistributedContext
@@ -73,19 +74,16 @@ def fixed_latents(z_dim: int, num: int, seed: int, device: torch.device) -> torc
 
 
 def prepare_run_dir(run_dir: Path, resume: bool) -> None:
-    """Create ``run_dir`` and check it is writable before any work; refuse to overwrite a run."""
-    has_checkpoints = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("step_*"))
-    if has_checkpoints and not resume:
-        raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    """Check ``run_dir`` before any work (:func:`~ganfuse.train.checkpoint.prepare_run_folder`:
+    a run of any kind there needs ``--resume`` of a GAN run, and it must be writable), create it,
+    and clean up what a killed writer left."""
+    prepare_run_folder(run_dir, "gan", resume=resume, resumable=True)
+    has_checkpoints = bool(checkpoint_dirs(run_dir))
     if resume and not has_checkpoints:
         # A run killed before its first checkpoint (even before creating its folder): the same
         # command with --resume starts it over, so a supervisor can always restart with --resume.
         log.warning("--resume: no checkpoint in %s yet; starting from step 0", run_dir)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / f".write_test_{os.getpid()}"
-        probe.write_bytes(b"\0" * 4096)
-        probe.unlink()
         recover_interrupted_writes(run_dir)
         if not has_checkpoints:  # log lines of a run that died before its first checkpoint
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
@@ -159,6 +157,10 @@ class Trainer:
         self.images_seen = 0
         self.best_fd = math.inf
         self.data_seconds = 0.0
+        # Training seconds of earlier starts of the run (restored on resume, so metrics.jsonl's
+        # ``time`` goes on), and the clock origin of the current fit() (None outside fit).
+        self._seconds_before = 0.0
+        self._run_start: float | None = None
         self.stats = StatsReporter(self.device)
         self.nets = Nets(self.D_train, self.D_frozen, self.augment, self.aug_gen, self.noise_gen, self.precision.autocast,
                          self.stats.report)
@@ -335,6 +337,11 @@ class Trainer:
             "opt_d": self.opt_d.state_dict(),
             "sampler": self._sampler_state(),
             "augment": self.augment.state_dict(),
+            # the statistics of the log interval in flight and the training time so far: a resumed
+            # run's log goes on as if it had never stopped (restored by _resume only, not by a
+            # NaN-guard rollback)
+            "stats": self.stats.state_dict(),
+            "train_seconds": self.train_seconds(),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "noise": self.noise_gen.get_state(),
@@ -346,6 +353,12 @@ class Trainer:
         if self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
         return state
+
+    def train_seconds(self) -> float:
+        """Seconds of training so far, over every start of the run."""
+        if self._run_start is None:
+            return self._seconds_before
+        return time.monotonic() - self._run_start
 
     def load_training_state(self, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         def part(prefix: str) -> dict[str, torch.Tensor]:
@@ -397,9 +410,13 @@ class Trainer:
                     f"config ({self.run_dir / 'config.yaml'})")
         try:
             self.load_training_state({k: v.to(self.device) for k, v in weights.items()}, state)
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            self.stats.load_state_dict(state.get("stats", {}))
+            self._seconds_before = float(state.get("train_seconds", 0.0))
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise CheckpointError(f"--resume: {path} does not fit this run's models or optimisers "
                                   f"({str(exc).splitlines()[0][:200]})") from None
+        if self.dist.is_main:  # newer checkpoints than this one are the damaged ones skipped
+            set_aside_newer_checkpoints(self.run_dir, self.step)
         self._truncate_metrics(self.step)
         log.info("resumed from %s (step %d)", path.name, self.step)
 
@@ -471,7 +488,8 @@ class Trainer:
             self.logger = make_loggers(self.run_dir, self.config.train.loggers)
         bar = tqdm(total=steps, initial=self.step, disable=not self.progress, unit="step", dynamic_ncols=True)
         interval_start, interval_images = time.perf_counter(), self.images_seen
-        run_start = time.monotonic()
+        fit_start = time.monotonic()
+        run_start = self._run_start = fit_start - self._seconds_before
         last_saved = self.step if self.step > 0 else -1
         interval_data = self.data_seconds
         try:
@@ -523,6 +541,7 @@ class Trainer:
             raise UserError(f"writing to {self.run_dir} failed at step {self.step}: {exc.strerror}; the last "
                             f"good checkpoint is kept; fix the disk and continue with --resume") from None
         finally:
+            self._seconds_before, self._run_start = time.monotonic() - run_start, None
             bar.close()
             if self.logger is not None:
                 self.logger.close()
@@ -532,7 +551,7 @@ class Trainer:
         self.save_grid()
         if t.profile and self.step:
             log.info("profile: %.1f%% of training time was spent waiting for data",
-                     100 * self.data_seconds / max(time.monotonic() - run_start, 1e-9))
+                     100 * self.data_seconds / max(time.monotonic() - fit_start, 1e-9))
         self.dist.barrier()
         return self.run_dir
 

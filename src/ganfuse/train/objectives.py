@@ -147,9 +147,6 @@ class Objective:
         """What a run loader needs besides the config (goes into each checkpoint's manifest)."""
         return {"num_classes": self.num_classes}
 
-    def reg_interval(self) -> int | None:
-        return next((p.interval for p in self.phases() if p.name == "Dreg"), None)
-
 
 # ---------------------------------------------------------------------------------------------
 # unconditional and class-conditional GANs

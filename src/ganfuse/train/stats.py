@@ -41,6 +41,23 @@ class StatsReporter:
             self._sums[name] = value.clone()
             self._counts[name] = 1
 
+    def state_dict(self) -> dict[str, dict]:
+        """The interval in flight, ``{"sums": {name: 0-dim CPU tensor}, "counts": {name: int}}``:
+        a checkpoint holds it so that a resumed run's first flush averages the same steps, in the
+        same order, as an uninterrupted run's. Under DDP it is this rank's share."""
+        return {
+            "sums": {n: v.detach().cpu().clone() for n, v in self._sums.items()},
+            "counts": dict(self._counts),
+        }
+
+    def load_state_dict(self, state: dict[str, dict]) -> None:
+        """Replace the interval in flight with ``state`` (from :meth:`state_dict`; ``{}``: empty)."""
+        sums, counts = state.get("sums", {}), state.get("counts", {})
+        if set(sums) != set(counts):
+            raise ValueError(f"statistics state: sums of {sorted(sums)} but counts of {sorted(counts)}")
+        self._sums = {n: v.to(self.device, torch.float32).reshape(()).clone() for n, v in sums.items()}
+        self._counts = {n: int(c) for n, c in counts.items()}
+
     def names(self) -> list[str]:
         return sorted(self._sums)
 
