@@ -140,7 +140,12 @@ def _read_yaml(source: str) -> tuple[str, dict[str, Any]]:
     if source.endswith((".yaml", ".yml")) or path.is_file():
         if not path.is_file():
             raise ConfigError(f"config file not found: {source}")
-        text = path.read_text(encoding="utf-8")
+        try:
+            text = path.read_bytes().decode("utf-8").removeprefix("\ufeff")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{source}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {source}: {exc.strerror or exc}") from None
         name = path.stem
     else:
         preset = resources.files("ganfuse") / "presets" / f"{source}.yaml"

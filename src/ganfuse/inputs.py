@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from numbers import Real
@@ -29,6 +30,7 @@ MAX_EVAL_IMAGES = 100_000
 # Exported and packed datasets are generated in memory before they are written.
 MAX_EXPORT_IMAGES = 100_000
 MAX_IMAGE_SIZE = 1024
+MAX_BATCH_SIZE = 4096  # images through a network at once
 MIN_IMAGE_SIZE = 8
 MAX_SECONDS = 24 * 3600.0
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -65,7 +67,7 @@ def _finite(name: str, value: object, accepted: str) -> float:
     except (TypeError, ValueError):
         raise InputError(f"{name} must be {accepted}, got {value!r}") from None
     if isinstance(value, bool) or not math.isfinite(number):
-        raise InputError(f"{name} must be {accepted}, got {value}")
+        raise InputError(f"{name} must be {accepted}, got {number:g}")
     return number
 
 
@@ -86,7 +88,7 @@ def check_truncation(value: object, name: str = "--truncation") -> float | None:
     accepted = "a finite number > 0 (latents are clamped to [-t, t]; leave it out for none)"
     truncation = _finite(name, value, accepted)
     if not truncation > 0:
-        raise InputError(f"{name} must be {accepted}, got {value}")
+        raise InputError(f"{name} must be {accepted}, got {truncation:g}")
     return truncation
 
 
@@ -109,8 +111,16 @@ def check_seconds(value: object, name: str = "--seconds", limit: float = MAX_SEC
     accepted = f"a number of seconds > 0 and at most {limit:g}"
     seconds = _finite(name, value, accepted)
     if not 0 < seconds <= limit:
-        raise InputError(f"{name} must be {accepted}, got {value}")
+        raise InputError(f"{name} must be {accepted}, got {seconds:g}")
     return seconds
+
+
+def check_device(value: object, name: str = "--device") -> str:
+    """A device name: auto, cpu, mps, cuda or cuda:N (whether it is present is asked when it is used)."""
+    text = str(value).strip() if value is not None else ""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d{1,3})?", text):
+        raise InputError(f"{name} must be auto, cpu, mps, cuda or cuda:N, got {value!r}")
+    return text
 
 
 def _unwritable(folder: Path) -> str | None:

@@ -100,23 +100,26 @@ def test_csv_with_several_captions_and_bad_rows(tmp_path):
 
 def test_csv_without_required_columns_is_skipped_but_jsonl_still_loads(tmp_path):
     _png(tmp_path / "x.png", (0, 255, 0))
+    _png(tmp_path / "y.png", (0, 0, 255))
     (tmp_path / "captions.csv").write_text("image,text\nx.png,hello\nx.png,again\n")
-    (tmp_path / "captions.jsonl").write_text(json.dumps({"file": "x.png", "caption": "ok"}) + "\n")
+    rows = [{"file": "x.png", "caption": "ok"}, {"file": "y.png", "caption": "blue"}]
+    (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     with pytest.warns(UserWarning) as record:
         dataset = CaptionedFolderDataset(tmp_path)
     messages = [str(w.message) for w in record]
     assert any("'file' and 'caption'" in m for m in messages)
     assert any("skipped 2 entries (missing column: 2)" in m for m in messages)
-    assert dataset.captions == ["ok"]
+    assert dataset.captions == ["ok", "blue"]
 
 
 def test_attributes_in_jsonl_are_parsed_and_bad_ones_become_none(tmp_path):
     _png(tmp_path / "x.png", (255, 0, 0))
+    _png(tmp_path / "y.png", (0, 255, 0))
     good = {"color": "red", "shape": "circle", "size": "small", "position": "center"}
     bad = dict(good, color="purple")
     lines = [
         {"file": "x.png", "caption": "one", "attributes": good},
-        {"file": "x.png", "caption": "two", "attributes": bad},
+        {"file": "y.png", "caption": "two", "attributes": bad},
     ]
     (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(x) for x in lines))
     dataset = CaptionedFolderDataset(tmp_path)
@@ -127,11 +130,16 @@ def test_oversized_image_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr("ganfuse.data.images.MAX_PIXELS", 200 * 200)
     _png(tmp_path / "big.png", (1, 2, 3), size=(300, 300))
     _png(tmp_path / "ok.png", (1, 2, 3), size=(10, 10))
-    rows = [{"file": "big.png", "caption": "big"}, {"file": "ok.png", "caption": "ok"}]
+    _png(tmp_path / "ok2.png", (1, 2, 3), size=(12, 12))
+    rows = [
+        {"file": "big.png", "caption": "big"},
+        {"file": "ok.png", "caption": "ok"},
+        {"file": "ok2.png", "caption": "ok too"},
+    ]
     (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.warns(UserWarning, match="unreadable image: 1"):
         dataset = CaptionedFolderDataset(tmp_path, image_size=8)
-    assert dataset.captions == ["ok"]
+    assert dataset.captions == ["ok", "ok too"]
     assert np.all(dataset.images.numpy() == np.array([1, 2, 3])[None, :, None, None])
 
 

@@ -515,3 +515,64 @@ def test_accepted_multimodal_sizes_build_a_model_that_runs(
     with torch.no_grad():
         logits = model({"image": torch.zeros(2, 3, 32, 32), "text": ["a red circle", "red"]})
     assert logits["match"].shape == (2, 2) and bool(torch.isfinite(logits["match"]).all())
+
+
+# ------------------------------------------------------------------ YAML config files
+# ``ganfuse train FILE.yaml`` and ``bench train FILE.yaml`` read the GAN config from a file: any
+# content (bytes that are not UTF-8, YAML that is not a mapping, sections holding lists, any key
+# and value) is a config or one ConfigError line.
+_SECTIONS = sorted({key.split(".")[0] for key in valid_keys() if "." in key})
+_YAML_TEXTS = st.sampled_from(
+    [
+        "",
+        "~",
+        "- 1\n- 2\n",
+        "just text",
+        "model: [1, 2]\n",
+        "model: 3\n",
+        "train: {steps: .nan}\n",
+        "train:\n  steps: 1e400\n",
+        "train:\n  lr_g: .inf\n",
+        "{",
+        "a: &x [*x]\n",
+        "!!python/object/apply:os.system ['true']\n",
+        "model:\n  g_width: 99999999999999999999999\n",
+        "data:\n  name: folder\n",
+        "\ufeffmodel:\n  g_width: 32\n",
+        "model:\n  g_width: 32\nmodel:\n  g_width: 64\n",
+    ]
+)
+
+
+@st.composite
+def _yaml_mappings(draw) -> str:
+    import yaml
+
+    data: dict = {}
+    for section in draw(st.lists(st.sampled_from([*_SECTIONS, "nope"]), max_size=3)):
+        keys = [k.split(".", 1)[1] for k in valid_keys() if k.startswith(section + ".")]
+        names = st.one_of(st.sampled_from(keys), st.text(max_size=8)) if keys else st.text(max_size=8)
+        data[section] = draw(st.dictionaries(names, VALUES.map(_yaml_value), max_size=3))
+    return yaml.safe_dump(data, allow_unicode=True)
+
+
+@PROPERTY
+@given(
+    content=st.one_of(
+        st.binary(max_size=200),
+        _YAML_TEXTS.map(lambda t: t.encode("utf-8")),
+        _yaml_mappings().map(lambda t: t.encode("utf-8")),
+        _yaml_mappings().map(lambda t: t.encode("utf-8") + b"\n# \xff\xfe"),
+    )
+)
+def test_a_yaml_config_file_with_any_content_loads_or_fails_in_one_line(
+    tmp_path_factory, content
+):
+    path = tmp_path_factory.mktemp("yaml") / "config.yaml"
+    path.write_bytes(content)
+    try:
+        config = load_config(str(path))
+    except ConfigError as exc:
+        assert str(exc).strip() and "\n" not in str(exc), repr(str(exc))
+        return
+    assert isinstance(config, Config)

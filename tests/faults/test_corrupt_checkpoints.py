@@ -8,8 +8,10 @@ bit-identical); with none left, a one-line error. Every damage, however random, 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +21,8 @@ from ganfuse.train.checkpoint import (
     checkpoint_dirs,
     latest_good_checkpoint,
     load_checkpoint_files,
+    safe_torch_load,
+    save_checkpoint,
     verify_checkpoint,
 )
 from tests.faults.conftest import (
@@ -162,3 +166,120 @@ def test_info_on_a_run_with_a_damaged_manifest(run_copy, capsys):
     _truncate(checkpoint_dirs(run_copy)[0] / "manifest.json")
     assert main(["info", str(run_copy)]) in (0, 2)
     assert "Traceback" not in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ resuming after a fallback
+
+WALL_CLOCK = ("time", "img_per_s")
+
+
+def _log(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _tree(folder) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_resume_after_damage_moves_the_damaged_checkpoint_aside(run_copy, reference_run, caplog):
+    newest, previous = checkpoint_dirs(run_copy)[:2]
+    flip_bit(newest / "weights.safetensors", 12345)
+    damaged = _tree(newest)
+    with caplog.at_level("WARNING", logger="ganfuse"):
+        train_in_process(run_copy, resume=True)
+    aside = run_copy / "checkpoints" / "damaged" / newest.name
+    assert _tree(aside) == damaged  # kept, byte for byte, for inspection
+    assert f"moved the damaged checkpoint {newest.name} aside" in caplog.text
+    # the step 20 written again and the step 15 resumed from, both intact; nothing pruned wrongly
+    assert [p.name for p in checkpoint_dirs(run_copy)] == ["step_00000020", previous.name]
+    for path in checkpoint_dirs(run_copy):
+        verify_checkpoint(path)
+    assert_same_training_result(run_copy, reference_run)
+
+
+def test_pruning_never_removes_the_checkpoint_resumed_from(run_copy):
+    """A damaged checkpoint newer than any the resumed run writes (a run that stopped at step 22)
+    used to count towards keep_checkpoints: the run's next save pruned the good step 20 and kept
+    the damaged 22. It is moved aside; the good one stays."""
+    newest = checkpoint_dirs(run_copy)[0]
+    stray = run_copy / "checkpoints" / "step_00000022"
+    shutil.copytree(newest, stray)  # its manifest names step 20: damaged
+    with pytest.raises(CheckpointError):
+        verify_checkpoint(stray)
+    trainer = train_in_process(run_copy, resume=True, steps=25)
+    assert trainer.step == 25
+    assert [p.name for p in checkpoint_dirs(run_copy)] == ["step_00000025", "step_00000020"]
+    for path in checkpoint_dirs(run_copy):
+        verify_checkpoint(path)
+    assert (run_copy / "checkpoints" / "damaged" / "step_00000022").is_dir()
+    assert (run_copy / "checkpoints" / "latest").read_text().strip() == "step_00000025"
+
+
+def test_pruning_keeps_what_was_just_written_and_newer_folders(tmp_path):
+    weights = {"w": torch.ones(2)}
+    for step in (10, 30):
+        save_checkpoint(tmp_path, step, weights, {"step": step}, {}, keep=5)
+    save_checkpoint(tmp_path, 20, weights, {"step": 20}, {}, keep=1)
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step_00000030", "step_00000020"]
+    save_checkpoint(tmp_path, 25, weights, {"step": 25}, {}, keep=2)
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == [
+        "step_00000030",
+        "step_00000025",
+        "step_00000020",
+    ]
+
+
+def test_a_second_damage_of_the_same_step_is_kept_apart(run_copy):
+    newest = checkpoint_dirs(run_copy)[0]
+    aside = run_copy / "checkpoints" / "damaged"
+    for _ in range(2):
+        flip_bit(checkpoint_dirs(run_copy)[0] / "state.pt", 999)
+        train_in_process(run_copy, resume=True)
+    assert sorted(p.name for p in aside.iterdir()) == [newest.name, f"{newest.name}.2"]
+
+
+def test_resumed_log_continues_the_training_time(run_copy):
+    before = _log(run_copy)
+    newest, previous = checkpoint_dirs(run_copy)[:2]
+    saved_seconds = safe_torch_load(previous / "state.pt")["train_seconds"]
+    assert saved_seconds >= before[-2]["time"] > 0  # step 15's state: at least step 15's log time
+    flip_bit(newest / "weights.safetensors", 777)
+    train_in_process(run_copy, resume=True)
+    after = _log(run_copy)
+    assert [r["step"] for r in after] == [5, 10, 15, 20]
+    assert after[:3] == before[:3]  # lines up to the checkpoint are kept as they were
+    assert after[3]["time"] > saved_seconds >= after[2]["time"]
+    final = safe_torch_load(checkpoint_dirs(run_copy)[0] / "state.pt")["train_seconds"]
+    assert final >= after[3]["time"]
+
+
+@pytest.fixture(scope="module")
+def reference_log_every_10(tmp_path_factory):
+    """An uninterrupted 20-step run that logs every 10 steps and checkpoints every 5: the
+    checkpoint at step 15 falls in the middle of a log interval."""
+    run = tmp_path_factory.mktemp("reference10") / "run"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    train_in_process(run, "train.log_every=10")
+    torch.set_num_threads(before)
+    return run
+
+
+def test_resume_mid_interval_logs_exactly_the_uninterrupted_losses(reference_log_every_10, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(reference_log_every_10, run)
+    newest, previous = checkpoint_dirs(run)[:2]
+    assert previous.name == "step_00000015"
+    # the checkpoint holds the statistics of steps 11-15
+    stats = safe_torch_load(previous / "state.pt")["stats"]
+    assert set(stats["counts"]) >= {"loss_d", "loss_g"} and stats["counts"]["loss_g"] == 5
+    flip_bit(newest / "weights.safetensors", 4242)
+    train_in_process(run, "train.log_every=10", resume=True)
+    mine, theirs = _log(run), _log(reference_log_every_10)
+    assert [r["step"] for r in mine] == [r["step"] for r in theirs] == [10, 20]
+    for a, b in zip(mine, theirs, strict=True):
+        assert a.keys() == b.keys()
+        assert {k: v for k, v in a.items() if k not in WALL_CLOCK} == {
+            k: v for k, v in b.items() if k not in WALL_CLOCK
+        }  # == on floats: bit-identical means
+    assert_same_training_result(run, reference_log_every_10)

@@ -379,11 +379,11 @@ def test_fuzzed_captions_csv_never_crashes(tmp_path, header, rows, garbage):
 def test_captions_with_bad_utf8_and_missing_columns_are_counted(tmp_path):
     folder = _captioned(tmp_path)
     (folder / "captions.csv").write_bytes(
-        b"file,caption\na.png,fine\nb.jpg\n,no file\nbad.png,unreadable\nb.jpg,caf\xe9\n"
+        b"file,caption\na.png,fine\nb.jpg\n,no file\nbad.png,unreadable\nb.jpg,caf\xe9\nb.jpg,another\n"
     )
     with pytest.warns(UserWarning, match="skipped 4 entries"):
         dataset = CaptionedFolderDataset(folder, image_size=16)
-    assert dataset.captions == ["fine"]
+    assert dataset.captions == ["fine", "another"]
     assert dataset.skip_reasons == {"missing column": 2, "unreadable image": 1, "bad utf-8": 1}
 
 

@@ -186,3 +186,40 @@ def test_resume_without_a_checkpoint_starts_the_run(tmp_path, caplog):
     assert [p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("step_")] == [
         "step_00000005"
     ]
+
+
+def test_kill_in_the_middle_of_a_log_interval_resumes_the_same_log(forkserver, tmp_path):
+    """Log every 10 steps, checkpoint every 5, kill -9 right after checkpoint 15: the resumed
+    run's step-20 line averages steps 11-20 like the uninterrupted run's (the checkpoint carries
+    the statistics of 11-15), bit for bit, and its ``time`` goes on from the killed run's."""
+    from ganfuse.cli import main
+
+    log_every = "train.log_every=10"
+    reference = tmp_path / "reference"
+    assert main(cli_args(reference, log_every)) == 0
+    run = tmp_path / "run"
+    child = start_cli(
+        forkserver,
+        cli_args(run, log_every),
+        tmp_path / "killed.log",
+        {"GANFUSE_FAULT_CHECKPOINT_KILL": "latest_written@15"},
+    )
+    assert child.wait() == -9, child.output()
+    killed = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in killed] == [10]
+    resumed = start_cli(forkserver, cli_args(run, log_every, resume=True), tmp_path / "resume.log")
+    assert resumed.wait() == 0, resumed.output()
+    assert resumed.start_step.value == 15
+    mine, theirs = (
+        [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        for folder in (run, reference)
+    )
+    assert [r["step"] for r in mine] == [r["step"] for r in theirs] == [10, 20]
+    for a, b in zip(mine, theirs, strict=True):
+        assert a.keys() == b.keys()
+        wall = ("time", "img_per_s")
+        assert {k: v for k, v in a.items() if k not in wall} == {
+            k: v for k, v in b.items() if k not in wall
+        }
+    assert mine[0] == killed[0] and mine[1]["time"] > killed[0]["time"]
+    assert_same_training_result(run, reference)

@@ -8,9 +8,10 @@ import torch
 from PIL import Image
 
 from ganfuse.errors import UserError
+from ganfuse.inputs import InputError, check_count
 from ganfuse.run_folders import gan_run_info
 from ganfuse.serve.generate import GenerateService, LoadedRun
-from ganfuse.serve.limits import LimitError, Limits, check_count, check_text, check_upload
+from ganfuse.serve.limits import LimitError, Limits, check_text, check_upload
 from ganfuse.serve.multimodal import NO_RUN_MESSAGE, MultimodalService
 
 LIMITS = Limits()
@@ -21,10 +22,10 @@ def test_text_and_count_limits():
     assert len(check_text("x" * 500, LIMITS)) == 500
     with pytest.raises(LimitError, match="501 characters long; the limit is 500"):
         check_text("x" * 501, LIMITS)
-    assert check_count(64, LIMITS) == 64
+    assert check_count("Number of images", 64, LIMITS.max_images) == 64
     for bad in (0, 65, 2.5, None):
-        with pytest.raises(LimitError, match="1 to 64|whole number"):
-            check_count(bad, LIMITS)
+        with pytest.raises(InputError, match="^Number of images .*a whole number from 1 to 64"):
+            check_count("Number of images", bad, LIMITS.max_images)
 
 
 def test_upload_limits(tmp_path):
@@ -75,7 +76,7 @@ def test_generate_gives_n_upscaled_images_deterministic_per_seed(service, cond_r
 
 
 def test_generate_limits_and_unknown_inputs(service):
-    with pytest.raises(LimitError, match="1 to 64"):
+    with pytest.raises(InputError, match="1 to 64"):
         service.generate("tiny-cond", 65, 0, 0.0)
     with pytest.raises(LimitError, match="unknown class"):
         service.generate("tiny-cond", 1, 0, 0.0, "12: x")
@@ -86,8 +87,10 @@ def test_generate_limits_and_unknown_inputs(service):
 def test_interpolation_strip_size(service):
     strip = service.interpolate("tiny-cond", 5, 0, 1.5, "random")
     assert strip.shape == (36 * 3, (5 * 34 + 2) * 3, 3)
-    with pytest.raises(LimitError, match="interpolation steps"):
+    with pytest.raises(InputError, match="^Interpolation steps must be a whole number from 2 to 16, got 17$"):
         service.interpolate("tiny-cond", 17, 0, 0.0)
+    with pytest.raises(InputError, match="from 2 to 16, got 1$"):
+        service.interpolate("tiny-cond", 1, 0, 0.0)
 
 
 def test_text_runs_need_a_prompt_and_get_it(service):

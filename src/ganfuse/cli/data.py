@@ -8,8 +8,18 @@ from pathlib import Path
 
 from ganfuse.cli import add_command
 from ganfuse.errors import UserError
+from ganfuse.inputs import (
+    MAX_EXPORT_IMAGES,
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    check_count,
+    check_image_size,
+    check_output_dir,
+    check_seed,
+)
 
 EXPORTABLE = ("digits", "shapes")
+DIGITS_IMAGES = 1797  # scikit-learn's digits
 
 
 def register(subparsers) -> None:
@@ -17,11 +27,11 @@ def register(subparsers) -> None:
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     e = add_command(sub, "export", "Write N real images of a dataset as PNGs plus labels.jsonl or captions.jsonl.",
                     "ganfuse data export shapes --num 500 --out shapes/")
-    e.add_argument("name", choices=EXPORTABLE, help="dataset")
-    e.add_argument("--num", type=int, required=True)
-    e.add_argument("--out", required=True)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--image-size", type=int, default=32)
+    e.add_argument("name", choices=(*EXPORTABLE, "scenes"), help="dataset (scenes: --image-size 32 or 64)")
+    e.add_argument("--num", type=int, required=True, help=f"1 to {MAX_EXPORT_IMAGES} (digits: at most 1797)")
+    e.add_argument("--out", required=True, help="folder for the PNG files")
+    e.add_argument("--seed", type=int, default=0, help="0 to 2**32-1")
+    e.add_argument("--image-size", type=int, default=32, help=f"side in pixels, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}")
     e.set_defaults(func=export)
     k = add_command(sub, "pack", "Write WebDataset tar shards (image .png, caption .txt, label .cls) plus a "
                     "shards.json index, for training with --set data.name=shards --set data.path=DIR.",
@@ -29,55 +39,72 @@ def register(subparsers) -> None:
     k.add_argument("source", help=f"an embedded dataset ({', '.join(EXPORTABLE)}) or an image folder (class = "
                    "sub-folder; captions.jsonl or captions.csv optional); write ./NAME for a folder named like a dataset")
     k.add_argument("--out", required=True, help="empty folder for the shards")
-    k.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    k.add_argument("--shard-size", type=int, default=1000, help=f"samples per shard, 1 to {MAX_EXPORT_IMAGES}")
     k.add_argument("--image-size", type=int,
-                   help="side of the stored square images; unset: 32 for embedded datasets, each image's own side for folders")
-    k.add_argument("--num", type=int, help="embedded datasets: number of samples; unset: all 1797 digits, 10000 shapes")
+                   help=f"side of the stored square images, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE}; "
+                   "unset: 32 for embedded datasets, each image's own side for folders")
+    k.add_argument("--num", type=int, help=f"embedded datasets: number of samples, 1 to {MAX_EXPORT_IMAGES}; "
+                   "unset: all 1797 digits, 10000 shapes")
     k.add_argument("--seed", type=int, default=0, help="seed of the sample order (and of the shapes generated)")
     k.set_defaults(func=pack)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
 
 def export(args: argparse.Namespace) -> int:
-    if args.num < 1:
-        raise UserError(f"--num must be >= 1, got {args.num}")
-    out = Path(args.out)
+    num = check_count("--num", args.num, DIGITS_IMAGES if args.name == "digits" else MAX_EXPORT_IMAGES)
+    seed, image_size = check_seed(args.seed), check_image_size(args.image_size)
+    out = check_output_dir(args.out)
+    try:
+        return _export(args.name, num, out, seed, image_size)
+    except OSError as exc:  # the disk filled up or went away while writing
+        raise UserError(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from None
+
+
+def _export(name: str, num: int, out: Path, seed: int, image_size: int) -> int:
     out.mkdir(parents=True, exist_ok=True)
-    if args.name == "shapes":
+    if name == "scenes":
+        from ganfuse.data.scenes import export_scenes
+
+        written = export_scenes(num, out, seed=seed, image_size=image_size)
+        print(f"wrote {written} images and scenes.jsonl to {out}")
+        return 0
+    if name == "shapes":
         from ganfuse.data.shapes import export_shapes
 
-        written = export_shapes(args.num, out, seed=args.seed, image_size=args.image_size)
+        written = export_shapes(num, out, seed=seed, image_size=image_size)
         print(f"wrote {written} images and captions.jsonl to {out}")
         return 0
     from torchvision.utils import save_image
 
     from ganfuse.data.digits import DigitsDataset
 
-    ds = DigitsDataset(args.image_size)
-    if args.num > len(ds):
-        raise UserError(f"digits has {len(ds)} images; --num must be at most that")
+    ds = DigitsDataset(image_size)
     with open(out / "labels.jsonl", "w", encoding="utf-8") as f:
-        for i in range(args.num):
+        for i in range(num):
             image, label = ds[i]
-            name = f"{i:05d}.png"
-            save_image(image, out / name, normalize=True, value_range=(-1, 1))
-            f.write(json.dumps({"file": name, "label": label, "class": ds.class_names[label]}) + "\n")
-    print(f"wrote {args.num} images and labels.jsonl to {out}")
+            file = f"{i:05d}.png"
+            save_image(image, out / file, normalize=True, value_range=(-1, 1))
+            f.write(json.dumps({"file": file, "label": label, "class": ds.class_names[label]}) + "\n")
+    print(f"wrote {num} images and labels.jsonl to {out}")
     return 0
 
 
 def pack(args: argparse.Namespace) -> int:
+    shard_size = check_count("--shard-size", args.shard_size, MAX_EXPORT_IMAGES)
+    image_size = None if args.image_size is None else check_image_size(args.image_size)
+    seed = check_seed(args.seed)
+    if args.source not in EXPORTABLE and args.num is not None:
+        raise UserError("--num applies to embedded datasets only; a folder is packed whole")
+    num = None if args.num is None else check_count("--num", args.num, MAX_EXPORT_IMAGES)
+    out = check_output_dir(args.out)
+
     from ganfuse.data import pack as packing
 
-    if args.image_size is not None and args.image_size < 1:
-        raise UserError(f"--image-size must be >= 1, got {args.image_size}")
     if args.source in EXPORTABLE:
         packer = packing.pack_digits if args.source == "digits" else packing.pack_shapes
-        summary = packer(args.out, args.shard_size, args.image_size or 32, args.num, args.seed)
+        summary = packer(out, shard_size, image_size or 32, num, seed)
     else:
-        if args.num is not None:
-            raise UserError("--num applies to embedded datasets only; a folder is packed whole")
-        summary = packing.pack_folder(args.source, args.out, args.shard_size, args.image_size, args.seed)
+        summary = packing.pack_folder(args.source, out, shard_size, image_size, seed)
     print(f"wrote {summary.samples} samples in {summary.shards} shard(s) to {summary.out}"
           + (f" (skipped {summary.skipped})" if summary.skipped else ""))
     return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 from ganfuse.cli import add_command
 from ganfuse.config import arch_family, load_config
 from ganfuse.errors import UserError
-from ganfuse.inputs import MAX_EVAL_IMAGES, check_count, check_seed
+from ganfuse.inputs import MAX_BATCH_SIZE, MAX_EVAL_IMAGES, check_count, check_seed
 from ganfuse.metrics.inception_weights import (
     INCEPTION_FILENAME,
     WEIGHTS_ENV,
@@ -122,7 +122,7 @@ def evaluation_source(spec: str | Path):
 def run_evaluate(args: argparse.Namespace) -> int:
     args.seed = check_seed(args.seed)
     if args.batch_size is not None:
-        args.batch_size = check_count("--batch-size", args.batch_size, MAX_EVAL_IMAGES)
+        args.batch_size = check_count("--batch-size", args.batch_size, MAX_BATCH_SIZE)
     wanted = [m.strip().lower() for m in (args.metrics or "").split(",") if m.strip()]
     if _is_t2i_run(args.source):
         return _evaluate_t2i(args, wanted)

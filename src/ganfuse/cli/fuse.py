@@ -35,7 +35,12 @@ def register(subparsers) -> None:
     train.add_argument(
         "--fusion", default=None, help=f"{FUSION_HELP} (fusion tasks only; default from the config)"
     )
-    train.add_argument("--out", required=True, type=Path, help="run folder to write")
+    train.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="run folder to write (a folder that already holds a run is refused)",
+    )
     train.add_argument(
         "--max-minutes", type=float, default=None, help="wall-clock limit of training"
     )
@@ -80,7 +85,12 @@ def register(subparsers) -> None:
         "Train every fusion method on every task within a time budget; write results.json/.md/.png.",
         "ganfuse fuse benchmark --out bench/fusion --max-minutes 15",
     )
-    bench.add_argument("--out", required=True, type=Path, help="folder for the results")
+    bench.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help="folder for the results (one that holds earlier results is refused)",
+    )
     bench.add_argument("--max-minutes", type=float, default=15.0, help="total wall-clock budget")
     bench.add_argument(
         "--tasks", default=None, help="comma-separated subset of the benchmark tasks"

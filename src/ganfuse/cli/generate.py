@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ganfuse.cli import add_command
 from ganfuse.errors import UserError
+from ganfuse.inputs import (
+    IMAGE_SUFFIXES,
+    MAX_IMAGES,
+    check_count,
+    check_device,
+    check_output_dir,
+    check_output_file,
+    check_seed,
+    check_truncation,
+)
+
+GRID_LIMIT = 1024  # a grid beyond 32x32 images is unreadable
 
 
 def register(subparsers) -> None:
@@ -17,39 +28,61 @@ def register(subparsers) -> None:
     p.add_argument("--prompt", action="append", default=[], metavar="TEXT",
                    help="what to draw (repeatable)")
     p.add_argument("--prompts-file", metavar="F", help="UTF-8 text file, one prompt per line")
-    p.add_argument("--num", type=int, required=True, help="images per prompt")
+    p.add_argument("--num", type=int, required=True,
+                   help=f"images per prompt; at most {MAX_IMAGES} images in all")
     p.add_argument("--out", required=True, help="folder for the PNG files and prompts.jsonl")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--grid", help="also write all images as one grid PNG, a row per prompt")
-    p.add_argument("--truncation", type=float, help="clamp latents to [-t, t]")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="0 to 2**32-1")
+    p.add_argument("--grid", help=f"also write the first {GRID_LIMIT} images as one grid, a row per prompt "
+                   f"({', '.join(IMAGE_SUFFIXES)})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --grid file")
+    p.add_argument("--truncation", type=float, help="clamp latents to [-t, t], t > 0")
+    p.add_argument("--device", default="cpu", help="auto, cpu, mps, cuda or cuda:N")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    num = check_count("--num", args.num, MAX_IMAGES)
+    seed = check_seed(args.seed)
+    truncation = check_truncation(args.truncation)
+    out = check_output_dir(args.out)
+    grid = check_output_file(args.grid, overwrite=args.overwrite) if args.grid else None
+    device = check_device(args.device)
+
+    import torch
     from torchvision.utils import save_image
 
     from ganfuse.generate import generate, read_prompts_file
-    from ganfuse.run import load_run
+    from ganfuse.run import TextToImageRun, load_run
 
-    if args.num < 1:
-        raise UserError(f"--num must be >= 1, got {args.num}")
     prompts = list(args.prompt) + (read_prompts_file(args.prompts_file) if args.prompts_file else [])
     if not prompts:
         raise UserError("give at least one --prompt TEXT or a --prompts-file")
-    gan = load_run(args.run, device=args.device)
-    images = generate(gan, prompts, args.num, seed=args.seed, truncation=args.truncation)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    width = max(5, len(str(len(images) - 1)))
-    with open(out / "prompts.jsonl", "w", encoding="utf-8") as index:
-        for i, image in enumerate(images):
-            file = f"{i:0{width}d}.png"
-            save_image(image, out / file, normalize=True, value_range=(-1, 1))
-            record = {"file": file, "prompt": prompts[i // args.num], "sample": i % args.num, "seed": args.seed}
-            index.write(json.dumps(record, ensure_ascii=False) + "\n")
-    if args.grid:
-        save_image(images[:1024], args.grid, nrow=min(args.num, 32), normalize=True, value_range=(-1, 1))
-    print(f"wrote {len(images)} images for {len(prompts)} prompt(s) to {out} (step {gan.step})"
-          + (f" and a grid to {args.grid}" if args.grid else ""))
+    if num * len(prompts) > MAX_IMAGES:
+        raise UserError(f"--num {num} for {len(prompts)} prompts is {num * len(prompts)} images; "
+                        f"generate at most {MAX_IMAGES} per call")
+    gan = load_run(args.run, device=device)
+    if not isinstance(gan, TextToImageRun):
+        generate(gan, prompts, num)  # refuses the run, saying which command samples it
+    width = max(5, len(str(num * len(prompts) - 1)))
+    grid_images, i = [], 0
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / "prompts.jsonl", "w", encoding="utf-8") as index:
+            # streamed batch by batch: the same images as generate(), never all of them in memory
+            for batch in gan.sample_batches(num, seed=seed, truncation=truncation, prompts=prompts):
+                for image in batch:
+                    file = f"{i:0{width}d}.png"
+                    save_image(image, out / file, normalize=True, value_range=(-1, 1))
+                    record = {"file": file, "prompt": prompts[i // num], "sample": i % num, "seed": seed}
+                    index.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    i += 1
+                if grid and sum(len(b) for b in grid_images) < GRID_LIMIT:
+                    grid_images.append(batch)
+        if grid:
+            images = torch.cat(grid_images)[:GRID_LIMIT]
+            save_image(images, grid, nrow=min(num, 32), normalize=True, value_range=(-1, 1))
+    except OSError as exc:  # the disk filled up or went away while writing
+        raise UserError(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from None
+    print(f"wrote {i} images for {len(prompts)} prompt(s) to {out} (step {gan.step})"
+          + (f" and a grid to {grid}" if grid else ""))
     return 0

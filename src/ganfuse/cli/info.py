@@ -30,9 +30,13 @@ def run(args: argparse.Namespace) -> int:
     path = Path(args.run)
     if not (path / "config.yaml").is_file():
         raise UserError(f"{path} is not a ganfuse run (no config.yaml)")
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UserError(f"{path / 'config.yaml'} cannot be read as YAML ({exc.__class__.__name__}); "
+                        "the run folder is damaged") from None
     print(f"run: {path}")
     print("config:")
-    config = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
     print("  " + yaml.safe_dump(config, sort_keys=False).replace("\n", "\n  ").rstrip())
     ckpts = checkpoint_dirs(path)
     print(f"checkpoints: {', '.join(c.name for c in ckpts) or 'none'}")
@@ -44,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"step: unknown (the manifest of {ckpts[0].name} is damaged)")
     metrics = path / "metrics.jsonl"
     if metrics.is_file():
-        lines = metrics.read_text(encoding="utf-8").strip().splitlines()
+        lines = metrics.read_bytes().decode("utf-8", errors="replace").strip().splitlines()
         if lines:
             print("latest metrics: " + lines[-1])
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ganfuse.cli import add_command
 from ganfuse.errors import UserError
@@ -11,6 +10,7 @@ from ganfuse.inputs import (
     IMAGE_SUFFIXES,
     MAX_IMAGES,
     check_count,
+    check_device,
     check_output_dir,
     check_output_file,
     check_seed,
@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     p.add_argument("--grid", help=f"also write the first {GRID_LIMIT} images as one grid ({', '.join(IMAGE_SUFFIXES)})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --grid file")
     p.add_argument("--truncation", type=float, help="clamp latents to [-t, t], t > 0")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="auto, cpu, mps, cuda or cuda:N")
     p.set_defaults(func=run)
 
 
@@ -41,13 +41,14 @@ def run(args: argparse.Namespace) -> int:
     truncation = check_truncation(args.truncation)
     out = check_output_dir(args.out)
     grid = check_output_file(args.grid, overwrite=args.overwrite) if args.grid else None
+    device = check_device(args.device)
 
     import torch
     from torchvision.utils import save_image
 
     from ganfuse.run import load_run
 
-    gan = load_run(args.run, device=args.device)
+    gan = load_run(args.run, device=device)
     grid_images = []
     index = 0
     try:

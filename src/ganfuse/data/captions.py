@@ -8,8 +8,13 @@ with ``file`` and ``caption`` columns. An image may appear with several captions
 Images are decoded by :func:`ganfuse.data.images.read_image` (centre crop, resize, size limit
 against decompression bombs). A long run must not die on one bad entry: missing, unreadable or
 oversized images, empty captions, non-UTF-8 text, malformed lines and CSV rows with missing
-columns are counted, reported in one warning line and skipped. Only a missing folder, or one
-with nothing usable in it, is an error (:class:`~ganfuse.errors.DataError`).
+columns are counted, reported in one warning line and skipped; one line says what was read
+(images, captions, skipped entries by reason). These are errors
+(:class:`~ganfuse.errors.DataError`, one line naming the folder): a missing folder, fewer than
+:data:`~ganfuse.data.images.MIN_TRAINING_IMAGES` usable images, and a ``captions.csv`` with a
+quoted field that spans lines, which is how an unterminated quote reads (it swallows every
+following row into one caption); a caption is one line of text, so the file is refused with the
+line the quote opens on rather than trained on rows it no longer has.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -27,11 +33,13 @@ import numpy as np
 import torch
 
 from ganfuse.data.base import ImageDataset, uint8_to_float
-from ganfuse.data.images import UnreadableImage, read_image
+from ganfuse.data.images import MIN_TRAINING_IMAGES, UnreadableImage, read_image
 from ganfuse.data.shapes import ShapeAttributes
 from ganfuse.errors import ConfigError, DataError, UserError
 
 CAPTION_FILES: tuple[str, ...] = ("captions.jsonl", "captions.csv")
+
+log = logging.getLogger("ganfuse")
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,7 @@ def read_csv_captions(path: Path, skips: Counter[str]) -> list[CaptionRecord]:
             stacklevel=3,
         )
         return []
+    _refuse_multiline_fields(path, text)
     file_col, caption_col = header.index("file"), header.index("caption")
     records = []
     for row in rows[1:]:
@@ -137,6 +146,23 @@ def read_csv_captions(path: Path, skips: Counter[str]) -> list[CaptionRecord]:
             continue
         records.append(CaptionRecord(row[file_col].strip(), caption))
     return records
+
+
+def _refuse_multiline_fields(path: Path, text: str) -> None:
+    """A :class:`DataError` naming the line where a quoted field that spans lines opens: an
+    unterminated quote (or one closed by a stray quote rows later) reads as such a field."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    end_of_previous = 0
+    for row in reader:
+        if any("\n" in cell or "\r" in cell for cell in row):
+            first, last = end_of_previous + 1, reader.line_num
+            ends = "the end of the file" if last >= len(text.splitlines()) else f"line {last}"
+            raise DataError(
+                f"{path}: the quoted field that opens on line {first} runs to {ends}, swallowing "
+                f"{last - first} line(s) of rows; a caption must be on one line: close the quote "
+                'or write a quote inside a caption as ""'
+            )
+        end_of_previous = reader.line_num
 
 
 def _iter_records(root: Path, skips: Counter[str]) -> Iterator[CaptionRecord]:
@@ -195,16 +221,23 @@ class CaptionedFolderDataset(ImageDataset):
             files.append(record.file)
         self.skip_reasons: dict[str, int] = dict(skips)
         self.skipped = sum(skips.values())
+        n_images = len(set(files))
+        read = f"captioned folder {self.root}: {n_images} images with {len(captions)} captions"
         if self.skipped:
             details = ", ".join(f"{reason}: {n}" for reason, n in sorted(skips.items()))
-            warnings.warn(
-                f"captioned folder {self.root}: skipped {self.skipped} entries ({details})",
-                stacklevel=2,
-            )
+            warnings.warn(f"{read}; skipped {self.skipped} entries ({details})", stacklevel=2)
+        else:
+            log.info("%s; nothing skipped", read)
         if not captions:
             raise DataError(
                 f"captioned folder {self.root} has no usable (image, caption) pairs "
                 f"({self.skipped} skipped)"
+            )
+        if n_images < MIN_TRAINING_IMAGES:
+            raise DataError(
+                f"captioned folder {self.root} has {n_images} usable image with a caption "
+                f"({self.skipped} entries skipped); training needs at least "
+                f"{MIN_TRAINING_IMAGES} different images"
             )
         self.images = torch.from_numpy(np.stack(images))
         self.captions: list[str] = captions

@@ -2,7 +2,9 @@
 
 Images are decoded once, centre-cropped, resized to the configured size and kept in memory as
 uint8. When ``use_labels`` is set and the folder has sub-folders, the first-level sub-folder name
-is the class. Unreadable files are skipped and counted; one warning line reports them.
+is the class. Unreadable files are skipped and counted; one line says what was read (a warning
+when files were skipped). Fewer than :data:`~ganfuse.data.images.MIN_TRAINING_IMAGES` readable
+images is a :class:`~ganfuse.errors.DataError` naming the folder.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from ganfuse.data.base import InMemoryImageDataset
-from ganfuse.data.images import UnreadableImage, list_images, read_image
+from ganfuse.data.images import MIN_TRAINING_IMAGES, UnreadableImage, list_images, read_image
 from ganfuse.errors import DataError
 
 log = logging.getLogger("ganfuse")
@@ -53,15 +55,24 @@ class FolderDataset(InMemoryImageDataset):
             labels.append(index[path.relative_to(root).parts[0]] if use_classes else -1)
         if bad:
             log.warning(
-                "skipped %d unreadable image(s) of %d under %s (first: %s: %s)",
+                "image folder %s: %d images read; skipped %d unreadable image(s) of %d "
+                "(first: %s: %s)",
+                root,
+                len(arrays),
                 len(bad),
                 len(files),
-                root,
                 bad[0][0].name,
                 bad[0][1],
             )
+        else:
+            log.info("image folder %s: %d images read; nothing skipped", root, len(arrays))
         if not arrays:
             raise DataError(f"none of the {len(files)} image files under {root} could be read")
+        if len(arrays) < MIN_TRAINING_IMAGES:
+            raise DataError(
+                f"image folder {root} has {len(arrays)} readable image ({len(bad)} unreadable "
+                f"skipped); training needs at least {MIN_TRAINING_IMAGES} images"
+            )
         images = torch.from_numpy(np.stack(arrays))
         super().__init__(
             images,

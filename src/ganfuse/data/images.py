@@ -24,6 +24,10 @@ from PIL import Image
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP")  # JPEG includes its multi-picture variant (MPO)
 MAX_PIXELS = 4096 * 4096  # refuse anything larger: a decompression bomb would exhaust memory
+# the fewest usable images a training folder may hold: with one, every batch is that image, the
+# discriminator's "another image" (mismatched pairs, minibatch statistics) does not exist, and
+# the run learns nothing or diverges; the folder readers refuse fewer up front
+MIN_TRAINING_IMAGES = 2
 _WIDE_GREY = {"I;16": 65535, "I;16L": 65535, "I;16B": 65535, "I;16N": 65535, "I": 65535}
 
 

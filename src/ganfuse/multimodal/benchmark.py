@@ -28,6 +28,7 @@ from pathlib import Path
 from ganfuse.errors import ConfigError
 from ganfuse.models.fusion import FUSION_LEVELS
 from ganfuse.multimodal.captioning import train_captioner
+from ganfuse.multimodal.checkpoint import prepare_run_folder
 from ganfuse.multimodal.config import FuseConfig, make_config, parse_override
 from ganfuse.multimodal.label_efficiency import label_efficiency
 from ganfuse.multimodal.train import train_fusion
@@ -213,12 +214,13 @@ def run_benchmark(
 ) -> list[dict]:
     """Run :func:`benchmark_plan` within ``max_minutes`` and write the reports into ``out``.
 
-    ``overrides`` (``key=value``) apply to every run, after the plan's own.
+    ``overrides`` (``key=value``) apply to every run, after the plan's own. ``out`` must not hold
+    an earlier benchmark's results or a run (a one-line :class:`~ganfuse.errors.UserError`, before
+    any training): a benchmark never replaces figures it did not measure itself.
     """
     if max_minutes <= 0:
         raise ConfigError(f"--max-minutes must be positive, got {max_minutes}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     plan = benchmark_plan(tasks, fusions)
     # Fail on a bad override before any training.
     configs = [
@@ -229,6 +231,7 @@ def run_benchmark(
         )
         for r in plan
     ]
+    prepare_run_folder(out, "benchmark")
     pretrained_dir = out / "runs" / PRETRAINED.replace("/", "-")
     end_to_end = dict(parse_override(o) for o in overrides).get("freeze_image_encoder") is False
     budget = Budget(max_minutes, plan)

@@ -35,6 +35,7 @@ from ganfuse.multimodal.checkpoint import (
     RunResult,
     count_parameters,
     load_weights,
+    prepare_run_folder,
     read_run,
     save_run,
 )
@@ -134,7 +135,10 @@ def train_captioner(
     """Teacher-forced training on fresh random captions of ``train`` images; scored on ``test``.
 
     ``image_encoder_init`` starts the image encoder from a ``zeroshot`` run; with
-    ``freeze_image_encoder`` only the decoder trains."""
+    ``freeze_image_encoder`` only the decoder trains. ``out`` is checked before any work (a run
+    already there, or a read-only folder, is refused)."""
+    if out is not None:
+        prepare_run_folder(Path(out), "caption")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     train = config_split(config, "train")

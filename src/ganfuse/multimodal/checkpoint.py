@@ -27,11 +27,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from ganfuse.errors import CheckpointError, ConfigError
+from ganfuse.errors import CheckpointError, ConfigError, UserError
 from ganfuse.fileio import atomic_write_text
 from ganfuse.multimodal.config import FuseConfig, config_from_dict, save_config
 from ganfuse.text import SentenceEncoder, TextEncoder, build_text_encoder
-from ganfuse.train.checkpoint import checkpoint_dirs, latest_good_checkpoint, save_checkpoint
+from ganfuse.train.checkpoint import (
+    HOLDS,
+    checkpoint_dirs,
+    latest_good_checkpoint,
+    prepare_run_folder,
+    run_folder_contents,
+    save_checkpoint,
+)
+
+__all__ = ["prepare_run_folder"]  # the trainers check their --out with it before any work
 
 CONFIG_FILE = "config.json"
 META_FILE = "run.json"
@@ -76,13 +85,22 @@ def save_run(
 ) -> Path:
     """Write a run folder (created if missing) whose model was trained ``step`` steps; return it.
 
-    Every file is written atomically. The checkpoint comes first, so a failed write (a full disk)
-    leaves an earlier run in the folder as it was; that run's checkpoints are removed once the new
-    one is complete; ``run.json``, which makes the folder a run, comes last.
+    The trainers check ``run_dir`` with :func:`prepare_run_folder` before they train, so a run
+    already there is refused before any work; here only a run of another kind (a GAN run, a
+    benchmark) is refused, for callers that save a model they trained themselves. Every file is
+    written atomically. The checkpoint comes first, so a failed write (a full disk) leaves an
+    earlier run in the folder as it was; that run's checkpoints are removed once the new one is
+    complete; ``run.json``, which makes the folder a run, comes last.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
     run_dir = Path(run_dir)
+    held = run_folder_contents(run_dir)
+    if held is not None and held[0] != kind:
+        raise UserError(
+            f"{run_dir} already holds {HOLDS[held[0]]} ({held[1]}), not {HOLDS[kind]}; "
+            "save it into another folder"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     weights = savable_state(model)
     bad = [k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()]

@@ -24,6 +24,7 @@ from ganfuse.models.fusion import ModalityFeatures
 from ganfuse.multimodal.checkpoint import (
     count_parameters,
     load_weights,
+    prepare_run_folder,
     read_run,
     save_run,
     saved_text_encoder,
@@ -156,11 +157,16 @@ def train_fusion(
     """Train ``config.fusion`` on ``config.task``, score it on val (unless ``validate`` is off)
     and test, save it to ``out``.
 
+    ``out`` is checked before any work: a folder that already holds a run (of any kind) or is not
+    writable is a :class:`~ganfuse.errors.UserError`.
+
     With ``freeze_image_encoder`` the image features of every split are computed once and the
     steps train only the text encoder, the fusion and the heads.
     """
     if config.task not in FUSION_TASKS:
         raise ValueError(f"{config.task!r} is not a fusion task")
+    if out is not None:
+        prepare_run_folder(Path(out), "fusion")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     task = build_task(config.task, config.questions_per_image)

@@ -42,6 +42,7 @@ from ganfuse.multimodal.checkpoint import (
     RunResult,
     count_parameters,
     load_weights,
+    prepare_run_folder,
     read_run,
     save_run,
     saved_text_encoder,
@@ -235,7 +236,10 @@ def train_zeroshot(
 
     A trainable text encoder sees a fresh random caption of each image at every step; a frozen
     pretrained one sees each image's dataset caption, encoded once up front (encoding is its cost).
+    ``out`` is checked before any work (a run already there, or a read-only folder, is refused).
     """
+    if out is not None:
+        prepare_run_folder(Path(out), "zeroshot")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     train = config_split(config, "train")

@@ -7,8 +7,10 @@ zero-shot labels, caption, from the multimodal runs given (a clear message when 
 Every model-running event shares one concurrency group (``Limits.concurrency`` requests compute
 at once) behind one bounded queue (``Limits.max_queue`` waiting; more are refused with Gradio's
 "queue is full"), so a burst neither crashes nor starves the server. Handlers never take a file
-path from the client other than an upload, which must lie in Gradio's upload folder: a request
-cannot read files outside the runs given. The page loads no remote fonts or scripts.
+path from the client other than an upload, which must lie in the app's upload folder: a request
+cannot read files outside the runs given. That folder is the app's own and bounded in bytes
+(``ganfuse.serve.uploads``); an upload that is not an image is answered in words, like every
+other bad input. The page loads no remote fonts or scripts.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 from pathlib import Path
 
 from ganfuse.errors import UserError
+from ganfuse.inputs import SEED_LIMIT
 from ganfuse.run_folders import (
     GanRunInfo,
     benchmark_runs,
@@ -25,9 +28,17 @@ from ganfuse.run_folders import (
     display_names,
     gan_run_info,
 )
-from ganfuse.serve.generate import RANDOM_CLASS, GenerateService
+from ganfuse.serve.generate import (
+    NUMBER,
+    RANDOM_CLASS,
+    SEED,
+    STEPS,
+    TRUNCATION,
+    GenerateService,
+)
 from ganfuse.serve.limits import Limits
 from ganfuse.serve.multimodal import MultimodalService
+from ganfuse.serve.uploads import UploadFolderBudget, app_upload_folder
 
 log = logging.getLogger("ganfuse")
 
@@ -70,7 +81,9 @@ def build_app(generate: GenerateService, multimodal: MultimodalService, limits: 
     first_mode = generate.mode(first) if first else "unconditional"
     shared = {"concurrency_limit": limits.concurrency, "concurrency_id": CONCURRENCY_GROUP}
 
-    with gr.Blocks(title="ganfuse", analytics_enabled=False) as app:
+    # Files older than an hour are deleted every ten minutes, and all of them when the app closes;
+    # the byte bound of the folder is ``UploadFolderBudget``'s (see ``serve``).
+    with gr.Blocks(title="ganfuse", analytics_enabled=False, delete_cache=(600, 3600)) as app:
         gr.Markdown("# ganfuse")
         with gr.Tab("Generate"):
             info = gr.Markdown(
@@ -102,17 +115,23 @@ def build_app(generate: GenerateService, multimodal: MultimodalService, limits: 
                     number = gr.Number(
                         16,
                         precision=0,
-                        label="Number of images",
+                        label=NUMBER,
                         info=f"1 to {limits.max_images}",
                         elem_id="gen-number",
                     )
-                    seed = gr.Number(0, precision=0, label="Seed", elem_id="gen-seed")
+                    seed = gr.Number(
+                        0,
+                        precision=0,
+                        label=SEED,
+                        info=f"0 to {SEED_LIMIT - 1}",
+                        elem_id="gen-seed",
+                    )
                     truncation = gr.Slider(
                         0.0,
                         3.0,
                         value=0.0,
                         step=0.1,
-                        label="Truncation (0 = off)",
+                        label=f"{TRUNCATION} (0 = off)",
                         elem_id="gen-truncation",
                     )
                     go = gr.Button("Generate", variant="primary", elem_id="gen-button")
@@ -127,7 +146,7 @@ def build_app(generate: GenerateService, multimodal: MultimodalService, limits: 
                     limits.max_interpolation_steps,
                     value=8,
                     step=1,
-                    label="Interpolation steps",
+                    label=STEPS,
                     elem_id="interp-steps",
                 )
                 interp_go = gr.Button("Interpolate", elem_id="interp-button")
@@ -202,7 +221,12 @@ def build_app(generate: GenerateService, multimodal: MultimodalService, limits: 
                 f"{int(steps_value)} steps between two latents of seed {int(seed_value or 0)}",
             )
 
-        def on_analyse(path, text_value):
+        def on_analyse(upload, text_value):
+            # The event skips Gradio's preprocessing, which opens the upload with PIL and fails
+            # on a non-image with a traceback in the log and {"error": null} to the client:
+            # ``upload`` is Gradio's record of the file (already checked to lie in the upload
+            # folder), and ``check_upload`` answers a non-image in words.
+            path = upload.get("path") if isinstance(upload, dict) else upload
             try:
                 result = multimodal.answer(path, text_value)
             except UserError as exc:
@@ -231,6 +255,7 @@ def build_app(generate: GenerateService, multimodal: MultimodalService, limits: 
             [image, text],
             [mm_status, match, answer, labels, caption],
             api_name="analyse",
+            preprocess=False,
             **shared,
         )
     app.queue(max_size=limits.max_queue, default_concurrency_limit=limits.concurrency)
@@ -250,11 +275,12 @@ def serve(
     limits = limits or Limits()
     gans, multimodal_runs = classify_runs([Path(p) for p in paths])
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    upload_folder = app_upload_folder()  # before gradio is configured: it sets GRADIO_TEMP_DIR
     import gradio as gr
-    from gradio.utils import get_upload_folder
+    from starlette.middleware import Middleware
 
     generate = GenerateService(gans, limits, device)
-    multimodal = MultimodalService(multimodal_runs, limits, Path(get_upload_folder()))
+    multimodal = MultimodalService(multimodal_runs, limits, upload_folder)
     app = build_app(generate, multimodal, limits)
     if host not in LOOPBACK:
         log.warning(
@@ -273,6 +299,15 @@ def serve(
             ssr_mode=False,
             mcp_server=False,
             max_file_size=limits.max_upload_bytes,
+            app_kwargs={
+                "middleware": [
+                    Middleware(
+                        UploadFolderBudget,
+                        folder=upload_folder,
+                        max_bytes=limits.max_upload_folder_bytes,
+                    )
+                ]
+            },
             theme=theme,
             footer_links=[],
             prevent_thread_lock=not block,

@@ -18,19 +18,28 @@ import torch
 
 from ganfuse import run_images
 from ganfuse.errors import UserError
+from ganfuse.inputs import check_count, check_seed, check_truncation
 from ganfuse.run import load_run
 from ganfuse.run_folders import GanRunInfo
-from ganfuse.serve.limits import (
-    LimitError,
-    Limits,
-    check_count,
-    check_seed,
-    check_text,
-    check_truncation,
-)
+from ganfuse.serve.limits import LimitError, Limits, check_text
 
 RANDOM_CLASS = "random"
 DISPLAY_SIDE = 128  # gallery images are upscaled to about this side, with nearest neighbours
+# The fields' names in the messages of the shared checks (ganfuse.inputs), which the command line
+# words the same way after its option's name.
+NUMBER, STEPS, SEED, TRUNCATION = "Number of images", "Interpolation steps", "Seed", "Truncation"
+
+
+def field_seed(value: float | int | None) -> int:
+    """The Seed field: empty is 0, else :func:`ganfuse.inputs.check_seed`."""
+    return 0 if value is None or value == "" else check_seed(value, SEED)
+
+
+def field_truncation(value: float | int | None) -> float | None:
+    """The Truncation slider: 0 (or empty) is off, else :func:`ganfuse.inputs.check_truncation`."""
+    if value is None or value == "" or value == 0:
+        return None
+    return check_truncation(value, TRUNCATION)
 
 
 @dataclass
@@ -122,8 +131,8 @@ class GenerateService:
     ) -> list[np.ndarray]:
         """``number`` images as ``(H, W, 3)`` uint8 arrays, upscaled for display."""
         loaded = self._get(name)
-        n = check_count(number, self.limits)
-        seed_value, trunc = check_seed(seed), check_truncation(truncation)
+        n = check_count(NUMBER, number, self.limits.max_images)
+        seed_value, trunc = field_seed(seed), field_truncation(truncation)
         text = self._prompt(loaded, prompt)
         if text is not None:
             batch = loaded.run.sample(n, seed=seed_value, prompts=[text] * n, truncation=trunc)
@@ -144,16 +153,11 @@ class GenerateService:
     ) -> np.ndarray:
         """One strip image ``(H, W, 3)`` uint8 of ``steps`` images between two latents of ``seed``."""
         loaded = self._get(name)
-        n = check_count(
-            steps,
-            Limits(max_images=self.limits.max_interpolation_steps),
-            "number of interpolation steps",
-        )
-        if n < 2:
-            raise LimitError("an interpolation needs at least 2 steps")
+        n = check_count(STEPS, steps, self.limits.max_interpolation_steps, minimum=2)
+        seed_value, trunc = field_seed(seed), field_truncation(truncation)
         text = self._prompt(loaded, prompt)
         label = self._class_label(loaded, class_choice)
         strip = run_images.interpolation_strip(
-            loaded.run, n, check_seed(seed), label, text, check_truncation(truncation)
+            loaded.run, n, seed_value, label, text, trunc
         )
         return np.asarray(run_images.grid_image(strip, ncol=n, scale=3))

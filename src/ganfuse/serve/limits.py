@@ -25,6 +25,9 @@ class Limits:
     max_images: int = 64
     max_upload_bytes: int = 5 * 1024 * 1024
     max_upload_side: int = 4096
+    # the app's upload folder (uploads and the images it sends back), oldest deleted first:
+    # twenty uploads of the largest size, ten times what the server computes on at once
+    max_upload_folder_bytes: int = 100 * 1024 * 1024
     max_interpolation_steps: int = 16
     concurrency: int = 2  # requests computing at once; the rest wait in the queue
     max_queue: int = 32  # requests waiting; more are refused with "queue is full"
@@ -32,6 +35,10 @@ class Limits:
 
 class LimitError(UserError):
     """A request over one of the app's :class:`Limits`; the message is shown to the user."""
+
+
+NOT_AN_IMAGE = "the upload is not an image this app can read; use PNG, JPEG, WebP or BMP"
+UPLOAD_GONE = "the uploaded image is gone from the server; upload it again"
 
 
 def check_text(text: str | None, limits: Limits, what: str = "prompt") -> str:
@@ -90,7 +97,7 @@ def check_upload(path: str | Path | None, limits: Limits, upload_folder: Path | 
     if upload_folder is not None and not is_inside(path, upload_folder):
         raise LimitError("only images uploaded to this app can be analysed")
     if not path.is_file():
-        raise LimitError("the uploaded image is gone from the server; upload it again")
+        raise LimitError(UPLOAD_GONE)
     size = path.stat().st_size
     if size > limits.max_upload_bytes:
         raise LimitError(
@@ -100,9 +107,7 @@ def check_upload(path: str | Path | None, limits: Limits, upload_folder: Path | 
         with Image.open(path) as image:  # reads the header only
             width, height = image.size
     except (UnidentifiedImageError, OSError):
-        raise LimitError(
-            "the upload is not an image PIL can read; use PNG, JPEG, WebP or BMP"
-        ) from None
+        raise LimitError(NOT_AN_IMAGE) from None
     if max(width, height) > limits.max_upload_side:
         raise LimitError(
             f"the image is {width}x{height} pixels; the limit is {limits.max_upload_side} a side. Resize it."

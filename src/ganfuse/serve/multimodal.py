@@ -17,12 +17,20 @@ from pathlib import Path
 import torch
 
 from ganfuse.data.shapes import COLOR_SHAPE_CLASSES
+from ganfuse.errors import DataError
 from ganfuse.multimodal.captioning import load_captioner
 from ganfuse.multimodal.checkpoint import read_run
 from ganfuse.multimodal.predict import LABELS, load_image
 from ganfuse.multimodal.train import load_fusion_run
 from ganfuse.multimodal.zeroshot import class_embeddings, load_dual_encoder, prompt_templates
-from ganfuse.serve.limits import LimitError, Limits, check_text, check_upload
+from ganfuse.serve.limits import (
+    NOT_AN_IMAGE,
+    UPLOAD_GONE,
+    LimitError,
+    Limits,
+    check_text,
+    check_upload,
+)
 
 NO_RUN_MESSAGE = (
     "No multimodal run was given to ganfuse serve, so this tab cannot answer. Start it with a "
@@ -67,6 +75,18 @@ def _load(name: str, path: Path) -> _Loaded:
     return _Loaded(name, "fusion", size, model.eval(), task=config.task)
 
 
+def _decode_upload(path: Path, image_size: int) -> torch.Tensor:
+    """The checked upload decoded, ``(1, 3, S, S)`` in [-1, 1]; a file that is gone or that only
+    looked like an image (a header without its pixels, a format outside PNG/JPEG/WebP/BMP) is a
+    :class:`LimitError` whose message names no server path."""
+    if not path.is_file():
+        raise LimitError(UPLOAD_GONE)
+    try:
+        return load_image(path, image_size)
+    except DataError:
+        raise LimitError(NOT_AN_IMAGE) from None
+
+
 class MultimodalService:
     """Loads the multimodal runs ``{name: folder}`` once and answers image + text requests."""
 
@@ -101,7 +121,7 @@ class MultimodalService:
         images: dict[int, torch.Tensor] = {}
         for run in self.runs:
             if run.image_size not in images:
-                images[run.image_size] = load_image(path, run.image_size)
+                images[run.image_size] = _decode_upload(path, run.image_size)
             image = images[run.image_size]
             if run.kind == "caption":
                 out.caption = run.model.caption(image)[0]

@@ -469,7 +469,7 @@ def set_aside_newer_checkpoints(run_dir: Path, step: int, folder: str = "checkpo
 RUN_KINDS = ("gan", "fusion", "zeroshot", "caption")
 """What a run folder can hold: a GAN run (``ganfuse train``, unconditional, class-conditional or
 text-to-image) or one of the multimodal kinds (``ganfuse fuse train``)."""
-_HOLDS = {
+HOLDS = {  # kind -> what a message says the folder holds
     "gan": "a GAN run",
     "fusion": "a fusion run",
     "zeroshot": "a zero-shot run",
@@ -545,19 +545,19 @@ def prepare_run_folder(
     found = run_folder_contents(run_dir)
     if found is not None:
         held, evidence = found
-        holds = f"{_HOLDS[held]} ({evidence})"
+        holds = f"{HOLDS[held]} ({evidence})"
         if not resume:
             if held == kind and resumable:
                 todo = "pass --resume to continue it or choose another --out"
             elif held == kind:
                 todo = "choose another --out, or delete the folder to replace it"
             else:
-                todo = f"choose another --out for {_HOLDS[kind]}"
+                todo = f"choose another --out for {HOLDS[kind]}"
             raise UserError(f"{run_dir} already holds {holds}; {todo}")
         if held not in (kind, "unknown"):
             raise UserError(
-                f"--resume: {run_dir} holds {holds}, not {_HOLDS[kind]}; "
-                f"choose another --out for {_HOLDS[kind]}"
+                f"--resume: {run_dir} holds {holds}, not {HOLDS[kind]}; "
+                f"choose another --out for {HOLDS[kind]}"
             )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

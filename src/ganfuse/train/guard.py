@@ -41,9 +41,34 @@ class NaNGuard:
         self.snapshot: dict[str, Any] | None = None
         self.retries = 0
         self.recoveries = 0
+        self.finite_checks = 0  # log intervals that were all finite, since this process started
 
     def _learning_rates(self) -> list[float]:
         return [group["lr"] for opt in self.optimizers for group in opt.param_groups]
+
+    def _diverged_message(self, step: int) -> str:
+        """Why the run stops, blaming the learning rate only when it can be the cause: when no
+        interval was ever finite, even a 2**max_retries times smaller rate did not help, so the
+        cause lies elsewhere (the data, the config), and there may be no checkpoint at all."""
+        lrs = ", ".join(f"{lr:.2e}" for lr in self._learning_rates())
+        if self.snapshot is None:
+            return (
+                f"losses were NaN/Inf at step {step} before any good state was recorded, so there "
+                "is nothing to roll back to; check the data and the config"
+            )
+        if self.finite_checks == 0:
+            return (
+                f"training never reached a good state: every interval since it started (or "
+                f"resumed) up to step {step} had NaN/Inf losses, even after {self.retries - 1} "
+                f"learning-rate reductions (to {lrs}), so the learning rate is unlikely to be the "
+                "cause; check the data (enough distinct, readable images) and the model config; "
+                "nothing from these intervals was saved"
+            )
+        return (
+            f"training diverged at step {step}: losses stayed NaN/Inf after {self.retries - 1} "
+            f"learning-rate reductions (to {lrs}); the last good checkpoint is kept; lower "
+            f"train.lr_g/train.lr_d"
+        )
 
     def take_snapshot(self) -> None:
         self.snapshot = copy.deepcopy(self.get_state())
@@ -52,17 +77,13 @@ class NaNGuard:
         """Called at a log step with whether the interval was finite; returns False if it rolled back."""
         if finite:
             self.retries = 0
+            self.finite_checks += 1
             self.take_snapshot()
             return True
         self.retries += 1
         self.recoveries += 1
         if self.snapshot is None or self.retries > self.max_retries:
-            lrs = ", ".join(f"{lr:.2e}" for lr in self._learning_rates())
-            raise TrainingDiverged(
-                f"training diverged at step {step}: losses stayed NaN/Inf after {self.retries - 1} "
-                f"learning-rate reductions (to {lrs}); the last good checkpoint is kept; lower "
-                f"train.lr_g/train.lr_d"
-            )
+            raise TrainingDiverged(self._diverged_message(step))
         # The snapshot holds the rates of the last good state: the k-th failure in a row retries
         # with lr * factor**k, so reductions compound instead of retrying lr/2 forever.
         self.set_state(copy.deepcopy(self.snapshot))
