@@ -36,7 +36,9 @@ def main() -> int:
     model, info = train_scene_parser()
     seconds = round(time.perf_counter() - start, 1)
     path = args.out or scene_parser_asset_path()
-    print(json.dumps({"model": "scene_parser", "path": str(path), "train_seconds": seconds, **info}))
+    print(
+        json.dumps({"model": "scene_parser", "path": str(path), "train_seconds": seconds, **info})
+    )
     accuracy = info["accuracy_test64"]["graph"]
     if accuracy < MIN_GRAPH_ACCURACY_64:
         print(

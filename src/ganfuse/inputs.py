@@ -115,6 +115,16 @@ def check_seconds(value: object, name: str = "--seconds", limit: float = MAX_SEC
     return seconds
 
 
+def check_minutes(value: object, name: str = "--minutes") -> float:
+    """A wall-clock budget: a finite number of minutes > 0, at most a week."""
+    limit = MAX_SECONDS * 7 / 60
+    accepted = f"a number of minutes > 0 and at most {limit:g} (a week)"
+    minutes = _finite(name, value, accepted)
+    if not 0 < minutes <= limit:
+        raise InputError(f"{name} must be {accepted}, got {minutes:g}")
+    return minutes
+
+
 def check_device(value: object, name: str = "--device") -> str:
     """A device name: auto, cpu, mps, cuda or cuda:N (whether it is present is asked when it is used)."""
     text = str(value).strip() if value is not None else ""

@@ -56,7 +56,9 @@ def test_the_same_seed_gives_the_same_scenes_and_a_smaller_set_is_a_prefix():
 
 
 @pytest.mark.parametrize("size", [32, 64])
-def test_images_hold_one_to_four_fully_visible_objects_in_their_pure_colours(size, scenes64, scenes32):
+def test_images_hold_one_to_four_fully_visible_objects_in_their_pure_colours(
+    size, scenes64, scenes32
+):
     images, graphs, _ = scenes64 if size == 64 else scenes32
     assert images.shape == (400, size, size, 3) and images.dtype == np.uint8
     counts = [len(g.objects) for g in graphs]
@@ -72,7 +74,9 @@ def test_images_hold_one_to_four_fully_visible_objects_in_their_pure_colours(siz
             assert obj.center == ((x0 + x1) / 2, (y0 + y1) / 2)
             inside = np.all(image[y0:y1, x0:x1] == COLORS[obj.color], axis=-1)
             # The object touches all four sides of its box: nothing of it is cut off.
-            assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+            assert (
+                inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+            )
             # Sizes never meet: a large object is wider than any small one of its shape.
             extent = max(x1 - x0, y1 - y0)
             if obj.size == "small":
@@ -101,7 +105,9 @@ def test_every_mask_is_one_piece_and_every_shape_differs():
     for size in (32, 64):
         bank = mask_bank(size)
         flat = bank.masks.reshape(len(SHAPES), len(SIZES), -1, bank.grid, bank.grid)
-        for i, j, k in itertools.product(range(len(SHAPES)), range(len(SIZES)), range(flat.shape[2])):
+        for i, j, k in itertools.product(
+            range(len(SHAPES)), range(len(SIZES)), range(flat.shape[2])
+        ):
             assert ndimage.label(flat[i, j, k], structure=np.ones((3, 3)))[1] == 1
         for j in range(len(SIZES)):
             patterns = [{m.tobytes() for m in flat[i, j]} for i in range(len(SHAPES))]
@@ -111,7 +117,9 @@ def test_every_mask_is_one_piece_and_every_shape_differs():
 
 def test_backgrounds_are_dark_and_far_from_every_object_colour():
     for size in (32, 64):
-        pixels = background_bank(size).reshape(-1, 3).astype(np.float64)
+        packed = background_bank(size).reshape(-1, 3).astype(np.int64) @ np.array([65536, 256, 1])
+        codes = np.unique(packed)
+        pixels = np.stack([codes // 65536, codes // 256 % 256, codes % 256], axis=1).astype(float)
         assert pixels.max() <= 66
         palette = np.array(list(COLORS.values()), dtype=np.float64)
         distance = np.sqrt(((pixels[:, None, :] - palette[None]) ** 2).sum(-1))
@@ -127,7 +135,11 @@ def test_every_caption_parses_and_kinds_come_in_order(scenes64):
     for graph, texts in zip(graphs, captions, strict=True):
         assert len(texts) == len(CAPTION_KINDS)
         parsed = [parse_caption(t) for t in texts]
-        assert parsed[0].kind == "list" and parsed[2].kind == "count" and parsed[3].kind == "single"
+        assert parsed[2].kind == "count" and parsed[3].kind == "single"
+        # A list of one object without a count reads as a single-object description.
+        assert parsed[0].kind == (
+            "list" if len(graph.objects) > 1 or parsed[0].counts else "single"
+        )
         assert parsed[1].kind in ("relation", "single")
         assert parsed[1].kind == "relation" or len(graph.objects) >= 1
         for p in parsed:
@@ -146,7 +158,11 @@ def test_the_caption_parser_reads_synonyms_and_counts():
     ]
     assert d.relations[0].relation == "left"
     d = parse_caption("there are 3 green shapes")
-    assert d.counts[0].count == 3 and d.counts[0].spec.color == "green" and d.counts[0].spec.shape is None
+    assert (
+        d.counts[0].count == 3
+        and d.counts[0].spec.color == "green"
+        and d.counts[0].spec.shape is None
+    )
     d = parse_caption("exactly one star")
     assert d.counts[0].count == 1 and d.counts[0].spec.shape == "star"
     d = parse_caption("two things: an orange rhombus and a white triangle")
@@ -234,9 +250,39 @@ def test_bad_arguments_are_one_line_config_errors(kwargs, needle):
 def test_the_command_line_exports_scenes_and_names_an_unknown_world(tmp_path, capsys):
     from ganfuse.cli import main
 
-    assert main(["data", "export", "scenes", "--num", "3", "--out", str(tmp_path / "s"), "--image-size", "64"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "export",
+                "scenes",
+                "--num",
+                "3",
+                "--out",
+                str(tmp_path / "s"),
+                "--image-size",
+                "64",
+            ]
+        )
+        == 0
+    )
     assert len((tmp_path / "s" / "scenes.jsonl").read_text().splitlines()) == 3
-    assert main(["data", "export", "scenes", "--num", "3", "--out", str(tmp_path / "t"), "--image-size", "48"]) == 2
+    assert (
+        main(
+            [
+                "data",
+                "export",
+                "scenes",
+                "--num",
+                "3",
+                "--out",
+                str(tmp_path / "t"),
+                "--image-size",
+                "48",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "image_size must be one of (32, 64)" in err[0]
     with pytest.raises(SystemExit) as info:

@@ -30,7 +30,11 @@ def test_generate_shows_as_many_images_as_asked(server, page):
     page.locator("#gen-button").click()
     expect()(page.locator("#gen-status")).to_contain_text("5 images")
     expect()(page.locator("#gen-gallery img")).to_have_count(5)
-    # every image arrived and decoded (a broken image has naturalWidth 0)
+    # every image arrived and decoded (a broken image has naturalWidth 0); wait for the decoding,
+    # which can trail the elements' appearance on a loaded machine
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#gen-gallery img')].every(e => e.complete)", timeout=30_000
+    )
     widths = page.locator("#gen-gallery img").evaluate_all("els => els.map(e => e.naturalWidth)")
     assert widths == [128] * 5
     assert external == []  # the page loads nothing from outside the server: it works offline

@@ -26,6 +26,7 @@ from pathlib import Path
 from ganfuse.cli import add_command
 from ganfuse.config import load_config, preset_names
 from ganfuse.errors import UserError
+from ganfuse.inputs import check_device, check_minutes, check_output_dir, check_seed
 
 log = logging.getLogger("ganfuse")
 
@@ -69,8 +70,7 @@ def available_stages() -> list[str]:
 
 def plan_budget(minutes: float, stages: list[str]) -> dict[str, float]:
     """Minutes per stage: ``minutes`` split in proportion to :data:`STAGE_WEIGHTS`."""
-    if minutes <= 0:
-        raise UserError(f"--minutes must be positive, got {minutes}")
+    check_minutes(minutes)
     total = sum(STAGE_WEIGHTS[s] for s in stages)
     return {s: minutes * STAGE_WEIGHTS[s] / total for s in stages}
 
@@ -211,6 +211,10 @@ def run_demo(
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output_dir(args.out)
+    check_device(args.device)
+    check_seed(args.seed)
+    check_minutes(args.minutes)
     report = run_demo(Path(args.out), args.minutes, args.seed, args.device)
     print(f"report: {report.resolve()}")
     print(

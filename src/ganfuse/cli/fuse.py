@@ -108,8 +108,14 @@ def register(subparsers) -> None:
     bench.set_defaults(func=_benchmark)
 
 
-def _split(value: str | None) -> list[str] | None:
-    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+def _split(value: str | None, option: str) -> list[str] | None:
+    """A comma-separated list; None when the option is not given, an error when it names nothing."""
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise ConfigError(f"{option} names nothing ({value!r}); give a comma-separated list or leave it out")
+    return items
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -168,8 +174,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     run_benchmark(
         args.out,
         max_minutes=args.max_minutes,
-        tasks=_split(args.tasks) or BENCHMARK_TASKS,
-        fusions=_split(args.fusions) or tuple(FUSION_LEVELS),
+        tasks=_split(args.tasks, "--tasks") or BENCHMARK_TASKS,
+        fusions=_split(args.fusions, "--fusions") or tuple(FUSION_LEVELS),
         overrides=args.overrides,
         progress=not args.quiet,
     )

@@ -6,6 +6,7 @@ import argparse
 
 from ganfuse.cli import add_command
 from ganfuse.errors import UserError
+from ganfuse.inputs import check_device
 from ganfuse.serve.limits import Limits
 
 
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--port must be from 1 to 65535, got {args.port}")
     if args.concurrency < 1 or args.max_queue < 1:
         raise UserError("--concurrency and --max-queue must be at least 1")
+    check_device(args.device)
     from ganfuse.serve.app import serve
 
     limits = Limits(concurrency=args.concurrency, max_queue=args.max_queue)

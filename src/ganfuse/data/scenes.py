@@ -208,9 +208,7 @@ class SceneGraph:
         )
 
 
-def relation_holds(
-    subject: SceneObject, obj: SceneObject, relation: str, margin: float
-) -> bool:
+def relation_holds(subject: SceneObject, obj: SceneObject, relation: str, margin: float) -> bool:
     """Whether ``subject`` is ``relation`` (left/right/above/below) of ``obj`` by at least
     ``margin`` pixels between centres along that axis."""
     (sx, sy), (ox, oy) = subject.center, obj.center
@@ -498,7 +496,8 @@ _SIZE_RE = _alternatives([w for ws in SIZE_WORDS.values() for w in ws])
 _COLOR_RE = _alternatives([w for ws in COLOR_WORDS.values() for w in ws])
 _SHAPE_RE = _alternatives([w for ws in SHAPE_WORDS.values() for w in ws])
 _SHAPE_ANY_RE = _alternatives(
-    [w for ws in SHAPE_WORDS.values() for w in ws] + [PLURALS[w] for ws in SHAPE_WORDS.values() for w in ws]
+    [w for ws in SHAPE_WORDS.values() for w in ws]
+    + [PLURALS[w] for ws in SHAPE_WORDS.values() for w in ws]
 )
 _THINGS_RE = _alternatives(list(THING_WORDS) + [PLURALS[w] for w in THING_WORDS])
 _NUMBER_RE = _alternatives([w for ws in NUMBER_WORDS.values() for w in ws])
@@ -578,7 +577,9 @@ def parse_caption(text: str) -> SceneDescription:
             counts = ()
             if slots.get("number"):
                 counts = (CountSpec(ObjectSpec(), _lookup(NUMBER_WORDS, slots["number"])),)
-            return SceneDescription("list", tuple(_object_spec(p) for p in phrases), counts=counts)
+            # One object and no count says what a single-object description says.
+            kind = "single" if len(phrases) == 1 and not counts else "list"
+            return SceneDescription(kind, tuple(_object_spec(p) for p in phrases), counts=counts)
         if kind == "relation":
             return SceneDescription(
                 "relation",
@@ -823,7 +824,9 @@ def _sample_layout(
         for i in range(j):
             reach = (sides[:, i] + sides[:, j])[:, None] / 2.0 + gap  # centre distance needed
             delta = np.abs(
-                candidates + sides[:, j, None, None] / 2.0 - (left[:, i] + sides[:, i, None] / 2.0)[:, None, :]
+                candidates
+                + sides[:, j, None, None] / 2.0
+                - (left[:, i] + sides[:, i, None] / 2.0)[:, None, :]
             )
             apart = (delta[..., 0] >= reach) | (delta[..., 1] >= reach)
             ok &= apart | ~placed[:, i, None]
@@ -858,7 +861,9 @@ def _render_layout(layout: _Layout, image_size: int) -> tuple[np.ndarray, list[S
     corner = n_idx * area + origin[n_idx, k_idx, 1] * image_size + origin[n_idx, k_idx, 0]
     target = np.where(pixels >= 0, corner[:, None] + pixels, count * area)
     palette = np.array(list(COLORS.values()), dtype=np.uint8)
-    colors_of = np.broadcast_to(palette[layout.color[n_idx, k_idx]][:, None, :], target.shape + (3,))
+    colors_of = np.broadcast_to(
+        palette[layout.color[n_idx, k_idx]][:, None, :], target.shape + (3,)
+    )
     flat[target.ravel()] = colors_of.reshape(-1, 3)
 
     boxes = bank.boxes[layout.shape, layout.size, phase[..., 1], phase[..., 0]]  # (C, K, 4)

@@ -133,6 +133,21 @@ def color_labels(images: torch.Tensor) -> np.ndarray:
     return torch.where(nearest.values < COLOR_RADIUS**2, nearest.indices, -1).numpy()
 
 
+def centred_window(mask: np.ndarray) -> np.ndarray:
+    """A component's mask ``(h, w)`` placed in a ``(WINDOW, WINDOW)`` window with its box centred
+    (rounded down on half pixels); a mask larger than the window keeps its middle."""
+    window = np.zeros((WINDOW, WINDOW), dtype=bool)
+    h, w = mask.shape
+    top, left = WINDOW // 2 - h // 2, WINDOW // 2 - w // 2
+    src = mask[
+        max(0, -top) : h - max(0, top + h - WINDOW), max(0, -left) : w - max(0, left + w - WINDOW)
+    ]
+    window[max(0, top) : max(0, top) + src.shape[0], max(0, left) : max(0, left) + src.shape[1]] = (
+        src
+    )
+    return window
+
+
 def segment(images: torch.Tensor | np.ndarray) -> list[list[Component]]:
     """The object components of each image (uint8 or [-1, 1] float ``(B, 3, S, S)``)."""
     images = _scene_images(images)
@@ -142,7 +157,6 @@ def segment(images: torch.Tensor | np.ndarray) -> list[list[Component]]:
     labels = color_labels(images)
     colors = list(COLORS)
     eight = np.ones((3, 3), dtype=bool)
-    half = WINDOW // 2
     out = []
     for image_labels in labels:
         components = []
@@ -157,12 +171,7 @@ def segment(images: torch.Tensor | np.ndarray) -> list[list[Component]]:
                 mask = regions[box] == index
                 if scale > 1:
                     mask = mask.repeat(scale, axis=0).repeat(scale, axis=1)
-                # Place the box's centre at the window's centre (rounded down on half pixels).
-                window = np.zeros((WINDOW, WINDOW), dtype=bool)
-                h, w = mask.shape
-                top, left = half - h // 2, half - w // 2
-                src = mask[max(0, -top) : h - max(0, top + h - WINDOW), max(0, -left) : w - max(0, left + w - WINDOW)]
-                window[max(0, top) : max(0, top) + src.shape[0], max(0, left) : max(0, left) + src.shape[1]] = src
+                window = centred_window(mask)
                 components.append(Component(colors[k], (x0, y0, x1, y1), window))
         out.append(components)
     return out
@@ -217,7 +226,9 @@ def parse_scenes(
         objects = []
         for c in components:
             objects.append(
-                SceneObject(c.color, SHAPES[shapes[position]], SIZES[sizes[position]], c.center, c.bbox)
+                SceneObject(
+                    c.color, SHAPES[shapes[position]], SIZES[sizes[position]], c.center, c.bbox
+                )
             )
             position += 1
         objects.sort(key=lambda o: (o.center[1], o.center[0]))
@@ -257,7 +268,9 @@ def parser_accuracy(
     (fraction of true objects found exactly)."""
     predicted = parse_scenes(images, classifier)
     if len(predicted) != len(graphs):
-        raise MetricInputError(f"parser_accuracy got {len(predicted)} images but {len(graphs)} graphs")
+        raise MetricInputError(
+            f"parser_accuracy got {len(predicted)} images but {len(graphs)} graphs"
+        )
     if not graphs:
         raise MetricInputError("parser_accuracy needs at least one image")
     exact = sum(graphs_equal(p, t) for p, t in zip(predicted, graphs, strict=True))
@@ -276,7 +289,9 @@ def parser_accuracy(
 # ---------------------------------------------------------------------------------------------
 
 
-def add_pixel_noise(images: np.ndarray, rng: np.random.Generator, max_sigma: float = 25.0) -> np.ndarray:
+def add_pixel_noise(
+    images: np.ndarray, rng: np.random.Generator, max_sigma: float = 25.0
+) -> np.ndarray:
     """uint8 ``(N, S, S, 3)`` plus Gaussian noise of a per-image sigma in ``[0, max_sigma]``:
     the imperfect silhouettes a generator's images give, for training the classifier on."""
     sigma = rng.random(images.shape[0]) * max_sigma
@@ -335,7 +350,9 @@ def train_scene_parser() -> tuple[ConvClassifier, dict[str, object]]:
         "train_seed": PARSER_SETTINGS.seed,
         "epochs": PARSER_SETTINGS.epochs,
         "final_loss": round(losses[-1], 5),
-        "train_accuracy": {k: round(v, 5) for k, v in head_accuracy(model, windows, labels).items()},
+        "train_accuracy": {
+            k: round(v, 5) for k, v in head_accuracy(model, windows, labels).items()
+        },
     }
     for name, values in evaluate_on_real(model).items():
         info[f"accuracy_{name}"] = {k: round(v, 5) for k, v in values.items()}
@@ -410,7 +427,9 @@ def score_caption(
         if description.relations:
             relations = any(
                 all(
-                    relation_holds(objects[chosen[r.subject]], objects[chosen[r.obj]], r.relation, margin)
+                    relation_holds(
+                        objects[chosen[r.subject]], objects[chosen[r.obj]], r.relation, margin
+                    )
                     for r in description.relations
                 )
                 for chosen in bound
@@ -418,7 +437,8 @@ def score_caption(
     count = None
     if description.counts:
         count = all(
-            sum(claim.spec.matches(o) for o in objects) == claim.count for claim in description.counts
+            sum(claim.spec.matches(o) for o in objects) == claim.count
+            for claim in description.counts
         )
     return CaptionScore(binding, relations, count)
 
@@ -450,4 +470,6 @@ def score_images(
     margin: float | None = None,
 ) -> dict[str, float]:
     """:func:`score_pairs` on the graphs the parser reads from ``images`` (one per caption)."""
-    return score_pairs(captions, parse_scenes(images, classifier), margin)
+    # Captions first: an unreadable one fails before the images are parsed.
+    descriptions = [parse_caption(c) if isinstance(c, str) else c for c in captions]
+    return score_pairs(descriptions, parse_scenes(images, classifier), margin)

@@ -51,35 +51,6 @@ def check_text(text: str | None, limits: Limits, what: str = "prompt") -> str:
     return text
 
 
-def check_count(value: float | int | None, limits: Limits, what: str = "number of images") -> int:
-    """A whole number from 1 to ``max_images``."""
-    if value is None:
-        raise LimitError(f"give the {what} (1 to {limits.max_images})")
-    if float(value) != int(value):
-        raise LimitError(f"the {what} must be a whole number, got {value}")
-    n = int(value)
-    if not 1 <= n <= limits.max_images:
-        raise LimitError(f"the {what} must be from 1 to {limits.max_images} per request, got {n}")
-    return n
-
-
-def check_seed(value: float | int | None) -> int:
-    if value is None:
-        return 0
-    if float(value) != int(value) or not 0 <= int(value) < 2**63:
-        raise LimitError(f"the seed must be a whole number from 0 to 2^63-1, got {value}")
-    return int(value)
-
-
-def check_truncation(value: float | int | None) -> float | None:
-    """``None`` (off) for 0 or empty; otherwise a positive clamp for the latents."""
-    if value is None or float(value) == 0.0:
-        return None
-    if float(value) < 0:
-        raise LimitError(f"truncation must be 0 (off) or positive, got {value}")
-    return float(value)
-
-
 def is_inside(path: Path, folder: Path) -> bool:
     try:
         path.resolve().relative_to(folder.resolve())

@@ -328,7 +328,7 @@ class Trainer:
             out.update({f"G_ema.{k}": v for k, v in self.ema.model.state_dict().items()})
         return out
 
-    def training_state(self) -> dict[str, Any]:
+    def training_state(self, stats: dict[str, dict] | None = None) -> dict[str, Any]:
         state = {
             "step": self.step,
             "images_seen": self.images_seen,
@@ -340,7 +340,7 @@ class Trainer:
             # the statistics of the log interval in flight and the training time so far: a resumed
             # run's log goes on as if it had never stopped (restored by _resume only, not by a
             # NaN-guard rollback)
-            "stats": self.stats.state_dict(),
+            "stats": self.stats.state_dict() if stats is None else stats,
             "train_seconds": self.train_seconds(),
             "rng": {
                 "torch": torch.get_rng_state(),
@@ -435,14 +435,17 @@ class Trainer:
         atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
     def save(self, best: bool = False) -> Path | None:
-        """Write a checkpoint of the current step (into ``best/`` instead when ``best``); rank 0 only."""
+        """Write a checkpoint of the current step (into ``best/`` instead when ``best``) on rank 0.
+        Every rank calls it for ``checkpoints/`` (the in-flight statistics are averaged over ranks);
+        ``best/`` is written by rank 0 alone and is for sampling, not resuming."""
+        stats = self.stats.state_dict(None if best else self.dist)
         if not self.dist.is_main:
             return None
         meta = {"config": self.config.to_dict(), "precision": self.precision.name,
                 "channels": self.channels, **self.objective.metadata(),
                 "best_fd": None if math.isinf(self.best_fd) else self.best_fd}
         keep, folder = (1, "best") if best else (self.config.train.keep_checkpoints, "checkpoints")
-        return save_checkpoint(self.run_dir, self.step, self.weights(), self.training_state(), meta,
+        return save_checkpoint(self.run_dir, self.step, self.weights(), self.training_state(stats), meta,
                                keep=keep, folder=folder)
 
     # ------------------------------------------------------------------ outputs
@@ -530,7 +533,7 @@ class Trainer:
                 if self.step % t.checkpoint_every == 0:
                     # An interval that went non-finite since the last guard check is not saved:
                     # the next log step rolls it back, and a later checkpoint saves good weights.
-                    if self.guard is not None and not self.stats.all_finite(flag="nonfinite"):
+                    if self.guard is not None and not self.stats.all_finite("nonfinite", self.dist):
                         log.warning("step %d: not saving a checkpoint over non-finite losses", self.step)
                         continue
                     self.save()

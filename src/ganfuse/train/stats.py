@@ -41,14 +41,23 @@ class StatsReporter:
             self._sums[name] = value.clone()
             self._counts[name] = 1
 
-    def state_dict(self) -> dict[str, dict]:
-        """The interval in flight, ``{"sums": {name: 0-dim CPU tensor}, "counts": {name: int}}``:
+    def state_dict(self, dist: DistributedContext | None = None) -> dict[str, dict]:
+        """The interval in flight, ``{"sums": {name: 0-dim CPU tensor}, "counts": {name: number}}``:
         a checkpoint holds it so that a resumed run's first flush averages the same steps, in the
-        same order, as an uninterrupted run's. Under DDP it is this rank's share."""
-        return {
-            "sums": {n: v.detach().cpu().clone() for n, v in self._sums.items()},
-            "counts": dict(self._counts),
-        }
+        same order, as an uninterrupted run's. With an enabled ``dist`` it is the mean over ranks
+        (a collective: every rank must call it), which every rank can restore: the next flush's
+        mean over ranks then equals the uninterrupted run's."""
+        names = self.names()
+        sums = {n: self._sums[n].detach().clone() for n in names}
+        counts: dict[str, float] = {n: self._counts[n] for n in names}
+        if dist is not None and dist.enabled and names:
+            stacked = torch.stack([sums[n] for n in names])
+            totals = torch.tensor([float(counts[n]) for n in names], device=self.device)
+            dist.mean(stacked)
+            dist.mean(totals)
+            sums = dict(zip(names, stacked.unbind(), strict=True))
+            counts = dict(zip(names, totals.tolist(), strict=True))
+        return {"sums": {n: v.cpu() for n, v in sums.items()}, "counts": counts}
 
     def load_state_dict(self, state: dict[str, dict]) -> None:
         """Replace the interval in flight with ``state`` (from :meth:`state_dict`; ``{}``: empty)."""
@@ -56,20 +65,23 @@ class StatsReporter:
         if set(sums) != set(counts):
             raise ValueError(f"statistics state: sums of {sorted(sums)} but counts of {sorted(counts)}")
         self._sums = {n: v.to(self.device, torch.float32).reshape(()).clone() for n, v in sums.items()}
-        self._counts = {n: int(c) for n, c in counts.items()}
+        self._counts = {n: float(c) for n, c in counts.items()}
 
     def names(self) -> list[str]:
         return sorted(self._sums)
 
-    def all_finite(self, flag: str | None = None) -> bool:
+    def all_finite(self, flag: str | None = None, dist: DistributedContext | None = None) -> bool:
         """Whether every value reported since the last flush was finite and, when ``flag`` names a
-        statistic, that one stayed 0 (one host sync)."""
-        if not self._sums:
-            return True
-        ok = torch.isfinite(torch.stack(list(self._sums.values()))).all()
-        if flag is not None and flag in self._sums:
-            ok = ok & (self._sums[flag] == 0)
-        return bool(ok)
+        statistic, that one stayed 0 (one host sync). With an enabled ``dist``, on every rank (a
+        collective: all ranks must call it, and all get the same answer)."""
+        ok = torch.ones((), device=self.device)
+        if self._sums:
+            ok = torch.isfinite(torch.stack(list(self._sums.values()))).all().float()
+            if flag is not None and flag in self._sums:
+                ok = ok * (self._sums[flag] == 0).float()
+        if dist is not None and dist.enabled:
+            ok = dist.mean(ok.reshape(1))
+        return bool(ok.min() == 1)
 
     def flush(self, dist: DistributedContext | None = None) -> dict[str, float]:
         """Interval means ``{name: mean}`` (averaged over ranks when ``dist`` is enabled); resets."""
