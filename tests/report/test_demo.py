@@ -20,7 +20,7 @@ def test_budget_is_split_in_proportion_to_the_minutes():
     assert demo.plan_budget(15, ["digits", "fusion", "finish"]) == pytest.approx(
         {"digits": 8.0, "fusion": 5.0, "finish": 2.0}
     )
-    with pytest.raises(UserError, match="positive"):
+    with pytest.raises(UserError, match="minutes > 0"):
         demo.plan_budget(0, stages)
 
 
