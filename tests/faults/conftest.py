@@ -128,14 +128,15 @@ def flip_bit(path: Path, bit: int) -> None:
 
 def rewrite_manifest(checkpoint: Path, edit) -> None:
     """Apply ``edit(manifest)`` and re-sign it, as someone crafting a checkpoint would."""
-    from ganfuse.train.checkpoint import _manifest_digest, sha256_file
+    from ganfuse.cache import sha256_of_file
+    from ganfuse.train.checkpoint import _manifest_digest
 
     manifest = json.loads((checkpoint / "manifest.json").read_text())
     edit(manifest)
     if isinstance(manifest.get("sha256"), dict):
         for name in list(manifest["sha256"]):
             if (checkpoint / name).is_file():
-                manifest["sha256"][name] = sha256_file(checkpoint / name)
+                manifest["sha256"][name] = sha256_of_file(checkpoint / name)
     manifest["manifest_sha256"] = _manifest_digest(manifest)
     (checkpoint / "manifest.json").write_text(json.dumps(manifest))
 

@@ -143,7 +143,7 @@ def test_bench_train_runs_the_text_to_image_trainer():
         result = bench_train("shapes-t2i", 0.0, [*TINY_T2I, "train.batch_size=4"], warmup_steps=1)
     assert result["objective"] == "TextToImageObjective" and result["batch_size"] == 4
     assert result["steps"] >= 3
-    assert result["img_per_s"] == pytest.approx(4 / (result["step_ms_median"] / 1000), rel=0.01)
+    assert result["img_per_s"] == pytest.approx(4 / (result["step_ms_median"] / 1000), rel=0.01, abs=0.06)  # img_per_s is rounded to 0.1
 
 
 def test_from_latents_matches_sample_and_feeds_the_report(runs, tmp_path):

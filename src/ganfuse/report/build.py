@@ -124,6 +124,10 @@ def curves_section(gans: Sequence[GanRunInfo]) -> html.Section:
     return html.Section("curves", "Training curves", f'{intro}<div class="charts">{charts}</div>')
 
 
+def _runs_or_note(parts: list[str]) -> str:
+    return "".join(parts) if parts else html.note("no GAN run given")
+
+
 def timeline_section(gans: Sequence[GanRunInfo], points: int = TIMELINE_POINTS) -> html.Section:
     parts = []
     for g in gans:
@@ -138,57 +142,52 @@ def timeline_section(gans: Sequence[GanRunInfo], points: int = TIMELINE_POINTS) 
                 for step, path in grids
             )
         )
-    if not parts:
-        parts.append(html.note("no GAN run given"))
     intro = html.note(
         "the same fixed latent vectors at each point, so the grids show training progress, not noise"
     )
-    return html.Section("timeline", "Samples over training", intro + "".join(parts))
+    return html.Section("timeline", "Samples over training", intro + _runs_or_note(parts))
+
+
+def _per_loaded_run(
+    loaded: Sequence[tuple[GanRunInfo, Any, str | None]], render: Callable[[GanRunInfo, Any], str]
+) -> str:
+    """Each run's heading and ``render(info, run)``, or the reason the run cannot be sampled."""
+    parts = []
+    for info, run, reason in loaded:
+        parts.append(html.heading(info.name))
+        parts.append(render(info, run) if run is not None else html.note(reason or "not available"))
+    return _runs_or_note(parts)
 
 
 def interpolation_section(
     loaded: Sequence[tuple[GanRunInfo, Any, str | None]], steps: int, seed: int
 ) -> html.Section:
-    parts = []
-    for info, run, reason in loaded:
-        parts.append(html.heading(info.name))
-        if run is None:
-            parts.append(html.note(reason or "not available"))
-            continue
+    def render(info: GanRunInfo, run: Any) -> str:
         prompt = run_images.DEFAULT_PROMPTS[0] if info.mode == "text" else None
         try:
             strip = run_images.interpolation_strip(
                 run, steps, seed, class_label=0 if info.mode == "class" else None, prompt=prompt
             )
         except UserError as exc:
-            parts.append(html.note(str(exc)))
-            continue
+            return html.note(str(exc))
         what = (
             f"prompt '{prompt}'"
             if prompt
             else ("class 0" if info.mode == "class" else "unconditional")
         )
         png = run_images.png_bytes(run_images.grid_image(strip, ncol=steps, scale=3))
-        parts.append(
-            html.image(
-                png,
-                f"{info.name} interpolation",
-                f"{steps} steps on the arc between two latents (seed {seed}, {what})",
-                pixel=True,
-            )
+        return html.image(
+            png,
+            f"{info.name} interpolation",
+            f"{steps} steps on the arc between two latents (seed {seed}, {what})",
+            pixel=True,
         )
-    if not parts:
-        parts.append(html.note("no GAN run given"))
-    return html.Section("interpolation", "Latent interpolation", "".join(parts))
+
+    return html.Section("interpolation", "Latent interpolation", _per_loaded_run(loaded, render))
 
 
 def grid_section(loaded: Sequence[tuple[GanRunInfo, Any, str | None]], seed: int) -> html.Section:
-    parts = []
-    for info, run, reason in loaded:
-        parts.append(html.heading(info.name))
-        if run is None:
-            parts.append(html.note(reason or "not available"))
-            continue
+    def render(info: GanRunInfo, run: Any) -> str:
         if info.mode == "class":
             grid = run_images.class_grid(run, PER_CLASS, seed)
             names = run.class_names or [str(k) for k in range(run.num_classes)]
@@ -202,16 +201,15 @@ def grid_section(loaded: Sequence[tuple[GanRunInfo, Any, str | None]], seed: int
             grid = run.sample(64, seed=seed)
             caption = "64 samples (unconditional run: no classes or prompts)"
         png = run_images.png_bytes(
-            run_images.grid_image(grid, ncol=PER_CLASS if info.mode != "unconditional" else 8, scale=2)
-        )
-        parts.append(
-            html.image(
-                png, f"{info.name} grid", caption + f"; seed {seed}, step {run.step:,}", pixel=True
+            run_images.grid_image(
+                grid, ncol=PER_CLASS if info.mode != "unconditional" else 8, scale=2
             )
         )
-    if not parts:
-        parts.append(html.note("no GAN run given"))
-    return html.Section("grid", "Class and prompt grid", "".join(parts))
+        return html.image(
+            png, f"{info.name} grid", caption + f"; seed {seed}, step {run.step:,}", pixel=True
+        )
+
+    return html.Section("grid", "Class and prompt grid", _per_loaded_run(loaded, render))
 
 
 def _metric_rows(result: dict[str, Any]) -> list[tuple[str, float, str]]:

@@ -52,6 +52,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ganfuse.cache import sha256_of_file
 from ganfuse.errors import CheckpointError, UserError
 from ganfuse.fileio import atomic_write_text
 
@@ -89,14 +90,6 @@ def _fault_point(stage: str, step: int) -> None:
         name, _, at = kill.partition("@")
         if name == stage and (not at or int(at) == step):
             os.kill(os.getpid(), signal.SIGKILL)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _manifest_digest(manifest: dict[str, Any]) -> str:
@@ -258,7 +251,7 @@ def save_checkpoint(
                 "format": FORMAT_VERSION,
                 "step": step,
                 "time": time.time(),
-                "sha256": {WEIGHTS: sha256_file(tmp / WEIGHTS), STATE: sha256_file(tmp / STATE)},
+                "sha256": {WEIGHTS: sha256_of_file(tmp / WEIGHTS), STATE: sha256_of_file(tmp / STATE)},
                 "versions": {"ganfuse": _version(), "torch": torch.__version__},
                 **meta,
             }
@@ -361,7 +354,7 @@ def verify_checkpoint(path: Path) -> dict[str, Any]:
         file = path / name
         if not file.is_file():
             raise CheckpointError(f"{path}: {name} is missing")
-        if sha256_file(file) != expected:
+        if sha256_of_file(file) != expected:
             raise CheckpointError(
                 f"{path}: {name} does not match its recorded SHA-256 (truncated or corrupted)"
             )

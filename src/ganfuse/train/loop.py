@@ -465,14 +465,6 @@ class Trainer:
         save_image(images.cpu(), path, nrow=8, normalize=True, value_range=(-1, 1))
         return path
 
-    def _flush_stats(self) -> dict[str, float]:
-        """Interval means of the reported statistics, averaged over ranks (one synchronisation)."""
-        return self.stats.flush(self.dist)
-
-    def _write_metrics(self, record: dict[str, Any]) -> None:
-        if self.logger is not None:
-            self.logger.log(record)
-
     # ------------------------------------------------------------------ the loop
 
     def fit(self, steps: int | None = None, max_minutes: float | None = None) -> Path:
@@ -500,7 +492,7 @@ class Trainer:
                 self.train_step()
                 bar.update(1)
                 if self.step % t.log_every == 0 or self.step == steps:
-                    stats = self._flush_stats()
+                    stats = self.stats.flush(self.dist)
                     finite = stats.get("nonfinite", 0.0) == 0.0 and all(math.isfinite(v) for v in stats.values())
                     if self.guard is not None and not self.guard.check(finite, self.step):
                         bar.n = self.step
@@ -522,7 +514,8 @@ class Trainer:
                     for callback in self.callbacks if self.dist.is_main else ():
                         record.update(callback(self) or {})
                     record.pop("nonfinite", None)
-                    self._write_metrics(record)
+                    if self.logger is not None:
+                        self.logger.log(record)
                     # with --max-minutes the bar's own ETA (for the step limit) says little: show
                     # the wall-clock budget left as well
                     left = {"left": _minutes_seconds(deadline - time.monotonic())} if math.isfinite(deadline) else {}

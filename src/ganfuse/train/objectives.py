@@ -55,7 +55,10 @@ from ganfuse.train.losses import (
 
 log = logging.getLogger("ganfuse")
 
-CONTRASTIVE_NEGATIVES = 1024  # extra captions each image is contrasted with
+# Extra captions each image is contrasted with: with only the batch's captions as negatives, D
+# can tell pairs apart by colour and place alone; among a thousand, many share those and differ
+# only in shape or size, so every attribute must count.
+CONTRASTIVE_NEGATIVES = 1024
 # Rows of the text-to-image sample grids: seen pairs first, then the default held-out pairs.
 GRID_PROMPTS: tuple[str, ...] = (
     "a large red circle in the center",
@@ -309,23 +312,20 @@ class TextToImageObjective(Objective):
     def real_conditions(self, labels: torch.Tensor) -> torch.Tensor:
         return self.conditions[labels.to(self.device)]  # the labels are dataset indices
 
+    def _random_conditions(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """The conditions of ``n`` training captions drawn at random."""
+        return self.conditions[torch.randint(0, len(self.captions), (n,), device=self.device, generator=gen)]
+
     def fake_conditions(self, n, real_cond, world_size, gen):
         if real_cond is None or n != real_cond.shape[0] * world_size:
-            return self.conditions[torch.randint(0, len(self.captions), (n,), device=self.device, generator=gen)]
+            return self._random_conditions(n, gen)
         # every rank's slice of the global batch is its own real batch's conditions
         return real_cond.repeat(world_size, *([1] * (real_cond.ndim - 1)))
 
     def sample_conditions(self, n: int, gen: torch.Generator | None = None) -> torch.Tensor:
         if gen is None:  # rows of 8 samples per grid prompt
             return self.grid_table[(torch.arange(n, device=self.device) // 8) % len(GRID_PROMPTS)]
-        return self.conditions[torch.randint(0, len(self.captions), (n,), device=self.device, generator=gen)]
-
-    def _negatives(self, gen: torch.Generator) -> torch.Tensor:
-        """:data:`CONTRASTIVE_NEGATIVES` random training captions' conditions: with only the batch's
-        captions as negatives, D can tell pairs apart by colour and place alone; among a thousand,
-        many share those and differ only in shape or size, so every attribute must count."""
-        index = torch.randint(0, len(self.captions), (CONTRASTIVE_NEGATIVES,), device=self.device, generator=gen)
-        return self.conditions[index]
+        return self._random_conditions(n, gen)
 
     def loss(self, phase: str, batch: Batch, nets: Nets) -> torch.Tensor:
         x = self.config.text
@@ -334,9 +334,9 @@ class TextToImageObjective(Objective):
             real_in, fake_in = nets.aug(batch.real).detach(), nets.aug(batch.fake.detach())
             # another caption of the batch: rolled by one, so no image keeps its own
             wrong = batch.cond.roll(1, 0) if x.mismatch_weight > 0 and batch.cond.shape[0] > 1 else None
+            negatives = self._random_conditions(CONTRASTIVE_NEGATIVES, nets.noise_gen) if contrastive else None
             with nets.autocast():
-                out = nets.D_train(real_in, batch.cond, mismatch=wrong, embed=contrastive,
-                                   negatives=self._negatives(nets.noise_gen) if contrastive else None)
+                out = nets.D_train(real_in, batch.cond, mismatch=wrong, embed=contrastive, negatives=negatives)
                 fake_logits = nets.D_train(fake_in, batch.fake_cond).logits.float()
             real_logits = out.logits.float()
             mismatch = out.mismatch.float() if out.mismatch is not None else None
@@ -364,9 +364,10 @@ class TextToImageObjective(Objective):
             return x.magp_weight * magp * self.config.train.r1_every + 0.0 * (logits.sum() + unused)
         if phase == "Gmain":
             matching = x.feature_matching_weight > 0
+            negatives = self._random_conditions(CONTRASTIVE_NEGATIVES, nets.noise_gen) if contrastive else None
             with nets.autocast():
                 out = nets.D_frozen(nets.aug(batch.fake), batch.fake_cond, embed=contrastive, features=matching,
-                                    negatives=self._negatives(nets.noise_gen) if contrastive else None)
+                                    negatives=negatives)
                 if matching:
                     with torch.no_grad():
                         real_maps = nets.D_frozen(batch.real, batch.fake_cond, features=True).features
