@@ -1,0 +1,86 @@
+"""The ``scenes`` fusion tasks build batches a fusion model trains on, and report per family."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ganfuse.data.scenes import ScenesDataset
+from ganfuse.metrics.scenes import score_caption
+from ganfuse.multimodal.config import make_config
+from ganfuse.multimodal.model import build_fusion_model
+from ganfuse.multimodal.scene_negatives import caption_words
+from ganfuse.multimodal.scene_questions import ANSWERS, FAMILIES, question_words
+from ganfuse.multimodal.scene_tasks import SceneMatchingTask, SceneVQATask, accuracy_by_kind
+from ganfuse.multimodal.tasks import batch_inputs
+from ganfuse.text.encoders import split_words
+
+
+@pytest.fixture(scope="module")
+def train_split():
+    return ScenesDataset("train", num=48, seed=0, image_size=32)
+
+
+def test_vqa_batches_carry_bank_questions_and_their_answers(train_split):
+    task = SceneVQATask(questions_per_image=3)
+    indices = torch.arange(10)
+    batch = task.make_batch(train_split, indices, np.random.default_rng(0))
+    bank = task.bank(train_split)
+    assert batch.images.shape == (10, 3, 32, 32)
+    assert (
+        len(batch.texts)
+        == len(batch.kinds)
+        == batch.pairs.numel()
+        == batch.targets["answer"].numel()
+    )
+    for text, answer, owner in zip(
+        batch.texts, batch.targets["answer"].tolist(), batch.pairs.tolist(), strict=True
+    ):
+        match = [q for q in bank.questions[owner] if q.text == text]
+        assert match and ANSWERS[answer] == match[0].answer
+    again = task.make_batch(train_split, indices, np.random.default_rng(0))
+    assert again.texts == batch.texts
+
+
+def test_matching_batches_pair_each_true_caption_with_its_binding_negative(train_split):
+    task = SceneMatchingTask()
+    batch = task.make_batch(train_split, torch.arange(20), np.random.default_rng(0))
+    assert batch.targets["match"].tolist() == [1, 0] * (len(batch.texts) // 2)
+    assert len(batch.texts) >= 20
+    for k in range(0, len(batch.texts), 2):
+        graph = train_split.graphs[int(batch.pairs[k])]
+        positive, negative = batch.texts[k], batch.texts[k + 1]
+        assert caption_words(positive) == caption_words(negative)
+        assert score_caption(positive, graph).correct and not score_caption(negative, graph).correct
+
+
+def test_a_fusion_model_trains_a_few_steps_on_scenes_vqa_and_reports_each_family(train_split):
+    torch.manual_seed(0)
+    config = make_config(
+        "vqa",
+        "early",
+        ["image_widths=[16,32]", "text_dim=32", "image_dim=32", "fused_dim=32", "head_hidden=32"],
+    )
+    task = SceneVQATask(questions_per_image=4)
+    words = set(question_words()) | {
+        w for texts in train_split.captions for t in texts for w in split_words(t)
+    }
+    model = build_fusion_model(config, task.task_sizes, vocab=sorted(words))
+    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    rng = np.random.default_rng(0)
+    losses = []
+    for step in range(3):
+        batch = task.make_batch(train_split, torch.arange(16 * step, 16 * step + 16), rng)
+        logits = model(batch_inputs(batch), pairs=batch.pairs)
+        loss = F.cross_entropy(logits["answer"], batch.targets["answer"])
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    assert all(np.isfinite(losses))
+    batches = [task.make_batch(train_split, torch.arange(48), np.random.default_rng(1))]
+    metrics = accuracy_by_kind(model, "answer", batches)
+    assert set(metrics) == {f"{f}_accuracy" for f in FAMILIES} | {"answer_accuracy"}
+    assert all(0.0 <= v <= 1.0 for v in metrics.values())
