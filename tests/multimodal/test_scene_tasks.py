@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -84,3 +86,25 @@ def test_a_fusion_model_trains_a_few_steps_on_scenes_vqa_and_reports_each_family
     metrics = accuracy_by_kind(model, "answer", batches)
     assert set(metrics) == {f"{f}_accuracy" for f in FAMILIES} | {"answer_accuracy"}
     assert all(0.0 <= v <= 1.0 for v in metrics.values())
+
+
+def test_scene_tasks_run_from_the_command_line_and_evaluate_to_their_saved_scores(tmp_path, capsys):
+    from ganfuse.cli import main
+    from ganfuse.multimodal.evaluate import evaluate_run
+
+    tiny = ["steps=3", "train_size=64", "eval_size=48", "image_widths=[16,32]", "text_dim=32",
+            "image_dim=32", "fused_dim=32", "head_hidden=32"]
+    sets = [arg for item in tiny for arg in ("--set", item)]
+    for task in ("scenes-vqa", "scenes-matching"):
+        out = tmp_path / task
+        assert main(["fuse", "train", "--task", task, "--fusion", "film", "--out", str(out), "--quiet", *sets]) == 0
+        saved = json.loads((out / "metrics.json").read_text())["test"]
+        assert evaluate_run(out) == pytest.approx(saved)
+        if task == "scenes-vqa":  # accuracy per question family
+            assert {f"{f}_accuracy" for f in FAMILIES} <= set(saved)
+        assert all(0.0 <= v <= 1.0 for v in saved.values())
+    # a task on the wrong world is one line, exit 2, nothing written
+    capsys.readouterr()
+    assert main(["fuse", "train", "--task", "vqa", "--out", str(tmp_path / "x"), "--set", "world=scenes"]) == 2
+    assert capsys.readouterr().err.strip() == "ganfuse: error: world must be shapes for task vqa (got 'scenes')"
+    assert not (tmp_path / "x").exists()

@@ -9,7 +9,10 @@ from pathlib import Path
 from ganfuse.cli import add_command
 from ganfuse.errors import ConfigError
 
-TASK_HELP = "matching, vqa, multitask, color, shape, size, position, zeroshot or caption"
+TASK_HELP = (
+    "matching, vqa, multitask, color, shape, size, position, zeroshot or caption (on shapes); "
+    "scenes-vqa or scenes-matching (on scenes)"
+)
 FUSION_HELP = (
     "early, late-mean, late-weighted, late-stacking, cross-attention, gated, film or low-rank"
 )

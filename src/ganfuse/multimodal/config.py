@@ -32,7 +32,13 @@ FUSION_TASKS: tuple[str, ...] = (
     "shape",
     "size",
     "position",
+    "scenes-vqa",
+    "scenes-matching",
 )
+# Tasks on the ``scenes`` world (several objects: relational questions, binding-aware matching);
+# every other task is on ``shapes``.
+SCENE_TASKS: tuple[str, ...] = ("scenes-vqa", "scenes-matching")
+WORLDS: tuple[str, ...] = ("shapes", "scenes")
 OTHER_TASKS: tuple[str, ...] = ("zeroshot", "caption")
 TASKS: tuple[str, ...] = FUSION_TASKS + OTHER_TASKS
 TEXT_ENCODERS: tuple[str, ...] = ("small", "minilm")
@@ -79,7 +85,8 @@ class FuseConfig:
     )
     freeze_image_encoder: bool = False
     # data
-    data_seed: int = 0  # the shapes splits' seed (``seed`` drives the model and the batches)
+    world: str = "shapes"  # one of WORLDS; the scenes tasks set it to scenes
+    data_seed: int = 0  # the splits' seed (``seed`` drives the model and the batches)
     image_size: int = 32
     train_size: int = 10000
     eval_size: int = 1000  # images in each of val and test (and heldout for zeroshot)
@@ -115,6 +122,8 @@ SIZE_KEYS: tuple[str, ...] = tuple(
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
     "zeroshot": {"fusion": "none", "batch_size": 128, "lr": 1e-3, "steps": 2000},
     "caption": {"fusion": "none", "steps": 1500, "lr": 2e-3},
+    "scenes-vqa": {"world": "scenes"},
+    "scenes-matching": {"world": "scenes"},
 }
 
 
@@ -156,6 +165,9 @@ def validate(config: FuseConfig) -> FuseConfig:
             raise ConfigError(f"{key} {message} (got {getattr(config, key)!r})")
 
     check(config.task in TASKS, "task", f"must be one of {', '.join(TASKS)}")
+    check(config.world in WORLDS, "world", f"must be one of {', '.join(WORLDS)}")
+    world = "scenes" if config.task in SCENE_TASKS else "shapes"
+    check(config.world == world, "world", f"must be {world} for task {config.task}")
     if config.task in FUSION_TASKS:
         check(
             config.fusion in FUSION_LEVELS, "fusion", f"must be one of {', '.join(FUSION_LEVELS)}"

@@ -7,8 +7,8 @@ from pathlib import Path
 from ganfuse.multimodal.captioning import evaluate_captioner, load_captioner
 from ganfuse.multimodal.checkpoint import read_run
 from ganfuse.multimodal.splits import config_split
-from ganfuse.multimodal.tasks import build_task, eval_batches, evaluate_task
-from ganfuse.multimodal.train import TEST_SEED, load_fusion_run
+from ganfuse.multimodal.tasks import eval_batches
+from ganfuse.multimodal.train import TEST_SEED, fusion_task, load_fusion_run, score_task
 from ganfuse.multimodal.zeroshot import evaluate_zeroshot, load_dual_encoder
 
 
@@ -19,10 +19,8 @@ def evaluate_run(run_dir: Path | str) -> dict[str, float]:
     config = record.config
     if record.kind == "fusion":
         model, _, _ = load_fusion_run(record.path)
-        task = build_task(config.task, config.questions_per_image)
-        return evaluate_task(
-            model, task, eval_batches(task, config_split(config, "test"), TEST_SEED)
-        )
+        task = fusion_task(config)
+        return score_task(model, task, eval_batches(task, config_split(config, "test"), TEST_SEED))
     if record.kind == "zeroshot":
         model = load_dual_encoder(record.path)
         return evaluate_zeroshot(

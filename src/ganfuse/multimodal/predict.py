@@ -19,6 +19,7 @@ from ganfuse.data.shapes import ATTRIBUTE_VALUES, COLOR_SHAPE_CLASSES
 from ganfuse.errors import ConfigError, DataError
 from ganfuse.multimodal.captioning import load_captioner
 from ganfuse.multimodal.checkpoint import read_run
+from ganfuse.multimodal.scene_questions import ANSWERS as SCENE_ANSWERS
 from ganfuse.multimodal.train import load_fusion_run
 from ganfuse.multimodal.vqa import ANSWERS
 from ganfuse.multimodal.zeroshot import class_embeddings, load_dual_encoder, prompt_templates
@@ -78,10 +79,11 @@ def predict(run_dir: Path | str, image_path: Path | str, text: str | None = None
         }
     model, _, _ = load_fusion_run(record.path)
     logits = model({"image": image, "text": [text]})
+    labels = {**LABELS, "answer": SCENE_ANSWERS} if record.config.world == "scenes" else LABELS
     answers, lines = {}, []
     for head, values in logits.items():
         probs = values.float().softmax(-1)[0]
         best = int(probs.argmax())
-        answers[head] = {"answer": LABELS[head][best], "probability": float(probs[best])}
-        lines.append(f"{head}: {LABELS[head][best]} ({float(probs[best]):.3f})")
+        answers[head] = {"answer": labels[head][best], "probability": float(probs[best])}
+        lines.append(f"{head}: {labels[head][best]} ({float(probs[best]):.3f})")
     return {"kind": "fusion", "task": record.config.task, "answers": answers, "lines": lines}

@@ -28,6 +28,7 @@ from ganfuse.multimodal.scene_questions import (
     generate_questions,
 )
 from ganfuse.multimodal.tasks import Batch, batch_inputs
+from ganfuse.text.encoders import split_words
 
 BANK_SEED = 0  # questions and negatives are a fixed property of a split, like its images
 
@@ -129,3 +130,26 @@ def accuracy_by_kind(
                 counts[1] += 1
     model.train(was_training)
     return {f"{kind}_accuracy": h / n for kind, (h, n) in sorted(hits.items())}
+
+
+SceneTask = SceneVQATask | SceneMatchingTask
+
+
+def build_scene_task(name: str, questions_per_image: int = 2) -> SceneTask:
+    """The task object of a ``scenes`` task name (``scenes-vqa`` or ``scenes-matching``)."""
+    if name == "scenes-vqa":
+        return SceneVQATask(questions_per_image)
+    if name == "scenes-matching":
+        return SceneMatchingTask()
+    raise ValueError(f"{name!r} is not a scenes task")
+
+
+def scene_vocabulary(task: SceneTask, data: ScenesDataset) -> list[str]:
+    """Every word of the texts ``task`` draws from ``data`` (the training split): the small text
+    encoder's vocabulary. Words only evaluation texts use are unknown to it, as they should be."""
+    if isinstance(task, SceneVQATask):
+        texts = [q.text for questions in task.bank(data).questions for q in questions]
+    else:
+        pairs, _ = task.bank(data)
+        texts = list(pairs.positives) + list(pairs.negatives)
+    return sorted({word for text in texts for word in split_words(text)})

@@ -1,4 +1,5 @@
-"""The ``shapes`` splits a multimodal run uses, built once per process and shared between runs."""
+"""The ``shapes`` or ``scenes`` splits a multimodal run uses, built once per process and shared
+between runs."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from functools import lru_cache
 
 import torch
 
+from ganfuse.data.scenes import ScenesDataset
 from ganfuse.data.shapes import ShapesDataset
 from ganfuse.multimodal.config import FuseConfig
 
@@ -17,10 +19,18 @@ def shapes_split(split: str, num: int, seed: int = 0, image_size: int = 32) -> S
     return ShapesDataset(split=split, num=num, seed=seed, image_size=image_size)
 
 
-def config_split(config: FuseConfig, split: str) -> ShapesDataset:
-    """The config's ``train`` (``train_size`` images) or evaluation split (``eval_size``)."""
+@lru_cache(maxsize=16)
+def scenes_split(split: str, num: int, seed: int = 0, image_size: int = 32) -> ScenesDataset:
+    """``ScenesDataset(split, num, seed, image_size)``, cached like :func:`shapes_split`."""
+    return ScenesDataset(split=split, num=num, seed=seed, image_size=image_size)
+
+
+def config_split(config: FuseConfig, split: str) -> ShapesDataset | ScenesDataset:
+    """The config's ``train`` (``train_size`` images) or evaluation split (``eval_size``) of its
+    world."""
     num = config.train_size if split == "train" else config.eval_size
-    return shapes_split(split, num, config.data_seed, config.image_size)
+    make = scenes_split if config.world == "scenes" else shapes_split
+    return make(split, num, config.data_seed, config.image_size)
 
 
 def labelled_indices(num: int, fraction: float, seed: int = 0) -> torch.Tensor:

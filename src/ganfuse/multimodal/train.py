@@ -32,6 +32,14 @@ from ganfuse.multimodal.checkpoint import (
 from ganfuse.multimodal.config import FUSION_TASKS, FuseConfig
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import FusionModel, build_fusion_model
+from ganfuse.multimodal.scene_tasks import (
+    SceneMatchingTask,
+    SceneTask,
+    SceneVQATask,
+    accuracy_by_kind,
+    build_scene_task,
+    scene_vocabulary,
+)
 from ganfuse.multimodal.splits import config_split, labelled_indices, shapes_split
 from ganfuse.multimodal.tasks import (
     PairTask,
@@ -61,6 +69,21 @@ class FusionResult:
     steps: int
     params: int
     run_dir: Path | None
+
+
+def fusion_task(config: FuseConfig) -> PairTask | VQATask | SceneTask:
+    """The task object of a fusion run's ``task`` on its world."""
+    if config.world == "scenes":
+        return build_scene_task(config.task, config.questions_per_image)
+    return build_task(config.task, config.questions_per_image)
+
+
+def score_task(model: torch.nn.Module, task: PairTask | VQATask | SceneTask, batches: list,
+               image_features: ModalityFeatures | None = None) -> dict[str, float]:
+    """Test scores of a fusion model: head accuracies (per question family on ``scenes``)."""
+    if isinstance(task, SceneVQATask | SceneMatchingTask):
+        return accuracy_by_kind(model, next(iter(task.task_sizes)), batches, image_features)
+    return evaluate_task(model, task, batches, image_features)
 
 
 def task_vocabulary(task: str) -> list[str]:
@@ -169,9 +192,10 @@ def train_fusion(
         prepare_run_folder(Path(out), "fusion")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    task = build_task(config.task, config.questions_per_image)
+    task = fusion_task(config)
     train, val, test = (config_split(config, s) for s in ("train", "val", "test"))
-    model = build_fusion_model(config, task.task_sizes, vocab=task_vocabulary(config.task))
+    vocab = scene_vocabulary(task, train) if config.world == "scenes" else task_vocabulary(config.task)
+    model = build_fusion_model(config, task.task_sizes, vocab=vocab)
     image_encoder = model.encoders["image"]
     if config.image_encoder_init:
         init_image_encoder(image_encoder, config.image_encoder_init)
@@ -198,11 +222,11 @@ def train_fusion(
     params = list(model.parameters()) + list(weighting.parameters())
     stats = optimise(params, compute_loss, config, f"{config.task}/{config.fusion}", progress, out)
     val_metrics = (
-        evaluate_task(model, task, eval_batches(task, val, VAL_SEED), features["val"])
+        score_task(model, task, eval_batches(task, val, VAL_SEED), features["val"])
         if validate
         else {}
     )
-    test_metrics = evaluate_task(model, task, eval_batches(task, test, TEST_SEED), features["test"])
+    test_metrics = score_task(model, task, eval_batches(task, test, TEST_SEED), features["test"])
     result = FusionResult(
         model=model,
         task=task,
