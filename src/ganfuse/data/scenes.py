@@ -48,6 +48,7 @@ import torch
 
 from ganfuse.data.base import ImageDataset, uint8_to_float
 from ganfuse.data.shapes import COLORS as SHAPES_COLORS
+from ganfuse.data.shapes import check_holdout
 from ganfuse.errors import ConfigError, UserError
 
 COLORS: dict[str, tuple[int, int, int]] = {**SHAPES_COLORS, "orange": (255, 128, 0)}
@@ -731,16 +732,7 @@ def background_bank(image_size: int) -> np.ndarray:
 
 
 def _validate_holdout(holdout: Sequence[tuple[str, str]]) -> frozenset[tuple[str, str]]:
-    pairs = frozenset((str(c), str(s)) for c, s in holdout)
-    for pair in pairs:
-        if pair not in COLOR_SHAPE_PAIRS:
-            raise ConfigError(
-                f"held-out pair {pair} is not a (colour, shape) of scenes; colours: "
-                f"{', '.join(COLORS)}; shapes: {', '.join(SHAPES)}"
-            )
-    if len(pairs) == len(COLOR_SHAPE_PAIRS):
-        raise ConfigError("every colour-shape pair is held out; leave some for training")
-    return pairs
+    return check_holdout(holdout, COLORS, SHAPES, "scenes")
 
 
 def split_pairs(

@@ -357,17 +357,24 @@ def parse_caption(text: str) -> ShapeAttributes | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _validate_holdout(holdout: Sequence[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+def check_holdout(holdout: Sequence[tuple[str, str]], colors: Sequence[str], shapes: Sequence[str],
+                  world: str) -> frozenset[tuple[str, str]]:
+    """Held-out ``(colour, shape)`` pairs of a world with these colours and shapes, checked: each
+    pair exists there, and not every pair is held out."""
     pairs = frozenset((str(c), str(s)) for c, s in holdout)
     for pair in pairs:
-        if pair not in COLOR_SHAPE_CLASSES:
+        if pair[0] not in colors or pair[1] not in shapes:
             raise ConfigError(
-                f"held-out pair {pair} is not a (colour, shape) of shapes; colours: "
-                f"{', '.join(COLORS)}; shapes: {', '.join(SHAPES)}"
+                f"held-out pair {pair} is not a (colour, shape) of {world}; colours: "
+                f"{', '.join(colors)}; shapes: {', '.join(shapes)}"
             )
-    if len(pairs) == len(COLOR_SHAPE_CLASSES):
+    if len(pairs) == len(colors) * len(shapes):
         raise ConfigError("every colour-shape pair is held out; leave some for training")
     return pairs
+
+
+def _validate_holdout(holdout: Sequence[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+    return check_holdout(holdout, COLORS, SHAPES, "shapes")
 
 
 def allowed_pairs(
