@@ -106,23 +106,23 @@ def check_image_size(value: object, name: str = "--image-size") -> int:
     return check_count(name, value, MAX_IMAGE_SIZE, MIN_IMAGE_SIZE)
 
 
+def _duration(name: str, value: object, unit: str, limit: float, note: str = "") -> float:
+    """A finite number of ``unit`` > 0 and at most ``limit``."""
+    accepted = f"a number of {unit} > 0 and at most {limit:g}{note}"
+    amount = _finite(name, value, accepted)
+    if not 0 < amount <= limit:
+        raise InputError(f"{name} must be {accepted}, got {amount:g}")
+    return amount
+
+
 def check_seconds(value: object, name: str = "--seconds", limit: float = MAX_SECONDS) -> float:
     """A duration: a finite number of seconds > 0 and at most ``limit``."""
-    accepted = f"a number of seconds > 0 and at most {limit:g}"
-    seconds = _finite(name, value, accepted)
-    if not 0 < seconds <= limit:
-        raise InputError(f"{name} must be {accepted}, got {seconds:g}")
-    return seconds
+    return _duration(name, value, "seconds", limit)
 
 
 def check_minutes(value: object, name: str = "--minutes") -> float:
     """A wall-clock budget: a finite number of minutes > 0, at most a week."""
-    limit = MAX_SECONDS * 7 / 60
-    accepted = f"a number of minutes > 0 and at most {limit:g} (a week)"
-    minutes = _finite(name, value, accepted)
-    if not 0 < minutes <= limit:
-        raise InputError(f"{name} must be {accepted}, got {minutes:g}")
-    return minutes
+    return _duration(name, value, "minutes", MAX_SECONDS * 7 / 60, " (a week)")
 
 
 def check_device(value: object, name: str = "--device") -> str:

@@ -15,6 +15,7 @@ Image files come from users and the internet, so the reader treats them as hosti
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -82,3 +83,18 @@ def list_images(root: Path) -> list[Path]:
     return sorted(
         p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
     )
+
+
+def write_image_records(out: Path | str, index_name: str, images, records: list[dict]) -> int:
+    """Write ``images`` (uint8 ``(N, H, W, C)``) as ``00000.png``... into ``out`` and one JSON line
+    per image into ``out/index_name`` (each ``records[i]`` plus its ``file``); returns N. The
+    file-name width grows with N so names sort in order."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    width = max(5, len(str(max(len(records) - 1, 0))))
+    with open(out / index_name, "w", encoding="utf-8") as handle:
+        for i, (image, record) in enumerate(zip(images, records, strict=True)):
+            file = f"{i:0{width}d}.png"
+            Image.fromarray(image).save(out / file)
+            handle.write(json.dumps({"file": file, **record}) + "\n")
+    return len(records)

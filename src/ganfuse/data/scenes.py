@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ import numpy as np
 import torch
 
 from ganfuse.data.base import ImageDataset, uint8_to_float
+from ganfuse.data.images import write_image_records
 from ganfuse.data.shapes import COLORS as SHAPES_COLORS
 from ganfuse.data.shapes import check_holdout
 from ganfuse.errors import ConfigError, UserError
@@ -976,16 +976,6 @@ def export_scenes(
     Each jsonl line is ``{"file", "captions": [...], "graph": {"image_size", "background",
     "objects": [{"color", "shape", "size", "center", "bbox"}, ...]}}``.
     """
-    from PIL import Image
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     images, graphs, captions = generate_scenes(num, seed, split, image_size)
-    width = max(5, len(str(max(num - 1, 0))))
-    with open(out / "scenes.jsonl", "w", encoding="utf-8") as handle:
-        for i, (image, graph, texts) in enumerate(zip(images, graphs, captions, strict=True)):
-            file = f"{i:0{width}d}.png"
-            Image.fromarray(image).save(out / file)
-            record = {"file": file, "captions": texts, "graph": graph.as_dict()}
-            handle.write(json.dumps(record) + "\n")
-    return num
+    records = [{"captions": t, "graph": g.as_dict()} for g, t in zip(graphs, captions, strict=True)]
+    return write_image_records(out, "scenes.jsonl", images, records)

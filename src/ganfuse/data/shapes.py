@@ -23,7 +23,6 @@ Held-out colour-shape pairs (:data:`DEFAULT_HOLDOUT`) never appear in the ``trai
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from ganfuse.data.base import ImageDataset, uint8_to_float
+from ganfuse.data.images import write_image_records
 from ganfuse.errors import ConfigError
 
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -508,16 +508,6 @@ def export_shapes(
 
     Each jsonl line is ``{"file", "caption", "attributes": {"color", "shape", "size", "position"}}``.
     """
-    from PIL import Image
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     images, attributes, captions = generate_shapes(num, seed, split, image_size)
-    width = max(5, len(str(max(num - 1, 0))))
-    with open(out / "captions.jsonl", "w", encoding="utf-8") as handle:
-        for i, (image, attrs, caption) in enumerate(zip(images, attributes, captions, strict=True)):
-            file = f"{i:0{width}d}.png"
-            Image.fromarray(image).save(out / file)
-            record = {"file": file, "caption": caption, "attributes": attrs.as_dict()}
-            handle.write(json.dumps(record) + "\n")
-    return num
+    records = [{"caption": c, "attributes": a.as_dict()} for a, c in zip(attributes, captions, strict=True)]
+    return write_image_records(out, "captions.jsonl", images, records)

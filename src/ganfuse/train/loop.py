@@ -137,6 +137,7 @@ class Trainer:
         if t.sync_bn and self.dist.enabled and self.device.type == "cuda":
             self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
             self.D = nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
+        self.params = {"G": list(self.G.parameters()), "D": list(self.D.parameters())}  # for grad norms
         self.phases: list[Phase] = self.objective.phases()
         self.opt_g, self.opt_d = self._optimizers()
         self.optimizers = {"G": self.opt_g, "D": self.opt_d}
@@ -187,7 +188,7 @@ class Trainer:
         adam = dict(betas=(t.beta1, t.beta2), foreach=None if fused else True, fused=fused or None)
         opts = []
         for module, net, lr in (("G", self.G, t.lr_g), ("D", self.D, t.lr_d)):
-            k = next((p.interval for p in self.phases if p.module == module and p.name.endswith("reg")), None)
+            k = next((p.interval for p in self.phases if p.module == module and p.regularises), None)
             c = k / (k + 1) if k else 1.0
             opts.append(torch.optim.Adam(net.parameters(), lr=lr * c,
                                          **{**adam, "betas": (t.beta1**c, t.beta2**c)}))
@@ -248,7 +249,7 @@ class Trainer:
         """One optimiser step of ``phase``'s network on the objective's loss."""
         loss = self.objective.loss(phase.name, batch, self.nets)
         opt, scaler = self.optimizers[phase.module], self.scalers[phase.module]
-        params = list((self.D if phase.module == "D" else self.G).parameters())
+        params = self.params[phase.module]
         opt.zero_grad(set_to_none=True)
         if scaler is None:
             loss.backward()
@@ -260,7 +261,7 @@ class Trainer:
             norm = grad_norm(params)
             scaler.step(opt)
             scaler.update()
-        if phase.name.endswith("main"):
+        if not phase.regularises:
             self.stats.report(f"grad_norm_{phase.module.lower()}", norm)
         self.stats.report("nonfinite", (~torch.isfinite(loss)).float())
 

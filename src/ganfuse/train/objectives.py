@@ -81,6 +81,11 @@ class Phase:
     module: str
     interval: int = 1
 
+    @property
+    def regularises(self) -> bool:
+        """A lazy regularisation phase (``Dreg``, ``Greg``): its interval sets the Adam correction."""
+        return self.name.endswith("reg")
+
 
 @dataclass
 class Batch:

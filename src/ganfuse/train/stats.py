@@ -11,8 +11,6 @@ they report, so they do); the flush reduces one tensor of sums and one of counts
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ganfuse.train.distributed import DistributedContext
@@ -96,4 +94,4 @@ class StatsReporter:
         means = (sums / counts.clamp(min=1)).tolist()
         self._sums.clear()
         self._counts.clear()
-        return {n: (v if math.isfinite(v) else float("nan")) for n, v in zip(names, means, strict=True)}
+        return dict(zip(names, means, strict=True))
