@@ -211,6 +211,77 @@ def test_film_gamma_starts_at_one_and_text_changes_the_output():
     assert not torch.allclose(fusion(features), fusion(other))
 
 
+def _film_options_model(**options):
+    torch.manual_seed(0)
+    return build_fusion("film", SPECS, out_dim=8, **options).eval()
+
+
+def test_film_coordinates_let_a_pooled_read_out_tell_where_a_feature_is():
+    """With a global max read-out, the same feature at two places gives the same output unless
+    the coordinate maps are appended (``coords=1``): relations ("left of") need them."""
+    text = ModalityFeatures(pooled=torch.randn(1, 12))
+
+    def image_with_feature_at(cell: int) -> ModalityFeatures:
+        tokens = torch.zeros(1, GRID[0] * GRID[1], 20)
+        tokens[0, cell] = 3.0
+        return ModalityFeatures(pooled=torch.zeros(1, 24), tokens=tokens, grid=GRID)
+
+    left, right = image_with_feature_at(4), image_with_feature_at(7)  # row 1, columns 0 and 3
+    for coords, differs in ((0, False), (1, True)):
+        fusion = _film_options_model(coords=coords, pool=1, kernel=1)
+        a = fusion({"image": left, "text": text})
+        b = fusion({"image": right, "text": text})
+        assert torch.allclose(a, b, atol=1e-6) is not differs
+
+
+def test_film_mean_read_out_counts_where_max_saturates():
+    """``pool=2`` joins a mean over the grid to the max: two copies of a feature give the same
+    max as one, but a different mean (counting needs it)."""
+    text = ModalityFeatures(pooled=torch.randn(1, 12))
+
+    def image_with(cells: list[int]) -> ModalityFeatures:
+        tokens = torch.zeros(1, GRID[0] * GRID[1], 20)
+        tokens[0, cells] = 3.0
+        return ModalityFeatures(pooled=torch.zeros(1, 24), tokens=tokens, grid=GRID)
+
+    fusion = _film_options_model(pool=2, kernel=1)
+    one = fusion({"image": image_with([0]), "text": text})
+    two = fusion({"image": image_with([0, 15]), "text": text})
+    assert one.shape == (1, 8)
+    torch.testing.assert_close(one[:, :4], two[:, :4])  # the max half
+    assert (one[:, 4:] - two[:, 4:]).abs().max() > 1e-4  # the mean half
+
+
+def test_film_context_block_sees_the_whole_map_with_one_by_one_kernels():
+    """With 1x1 kernels a position sees only itself, unless ``context=1`` broadcasts the map's
+    max to every position: changing a far cell then changes the output at cell 0."""
+    text = ModalityFeatures(pooled=torch.randn(1, 12))
+    base = torch.randn(1, GRID[0] * GRID[1], 20)
+    changed = base.clone()
+    changed[0, 15] += 5.0
+    for context, reaches in ((0, False), (1, True)):
+        fusion = _film_options_model(context=context, kernel=1)
+        maps = []
+        for tokens in (base, changed):
+            x = tokens.transpose(1, 2).reshape(1, -1, *GRID)
+            x = fusion.stem(x)
+            gamma, beta = fusion.film_parameters(text.pooled)
+            for index, block in enumerate(fusion.blocks):
+                x = block(x, gamma[:, index], beta[:, index])
+            maps.append(x[0, :, 0, 0])
+        assert (not torch.allclose(maps[0], maps[1])) is reaches
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"pool": 3}, {"coords": 2}, {"kernel": 5}, {"context": 2}, {"pool": 2, "out_dim": 7}],
+)
+def test_film_rejects_bad_options(options):
+    options = {"out_dim": 8, **options}
+    with pytest.raises(ValueError, match="FiLM"):
+        build_fusion("film", SPECS, **options)
+
+
 # -- encoder and heads ------------------------------------------------------------------------
 
 

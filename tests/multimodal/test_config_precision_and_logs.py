@@ -140,3 +140,38 @@ def test_diverged_weights_are_never_saved(tmp_path):
     with pytest.raises(CheckpointError, match="training diverged.*lower lr"):
         save_run(tmp_path, "fusion", model, make_config("matching", "early", []), {}, {}, step=1)
     assert checkpoint_dirs(tmp_path) == [] and not (tmp_path / "run.json").exists()
+
+
+# -- per-world and per-fusion defaults ---------------------------------------------------------
+
+
+def test_scenes_runs_get_an_8x8_grid_and_film_its_scenes_options_unless_overridden():
+    from ganfuse.multimodal.config import make_config
+
+    film = make_config("scenes-vqa", "film")
+    assert film.image_widths == [32, 64]  # 32 px / 4 = an 8x8 patch grid
+    assert film.fusion_options == {"coords": 1, "pool": 2, "blocks": 3}
+    # the dual encoder a scenes benchmark shares has the same grid
+    assert make_config("zeroshot", None, ["world=scenes"]).image_widths == [32, 64]
+    # other fusions on scenes get the grid, not FiLM's options
+    assert make_config("scenes-matching", "early").fusion_options == {}
+    # overrides win, key by key
+    custom = make_config("scenes-vqa", "film", ["fusion_options.pool=0", "image_widths=32,64,128"])
+    assert custom.image_widths == [32, 64, 128]
+    assert custom.fusion_options == {"pool": 0, "coords": 1, "blocks": 3}
+    # shapes runs are unchanged
+    shapes = make_config("vqa", "film")
+    assert shapes.image_widths == [32, 64, 128] and shapes.fusion_options == {}
+
+
+def test_switch_options_may_be_zero_but_sizes_may_not():
+    import pytest
+
+    from ganfuse.errors import ConfigError
+    from ganfuse.multimodal.config import make_config
+
+    assert (
+        make_config("scenes-vqa", "film", ["fusion_options.coords=0"]).fusion_options["coords"] == 0
+    )
+    with pytest.raises(ConfigError, match=r"fusion_options.blocks must be in \[1"):
+        make_config("scenes-vqa", "film", ["fusion_options.blocks=0"])

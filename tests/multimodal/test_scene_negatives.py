@@ -3,11 +3,28 @@ exact judge; a bag of words sits at exactly 50% on them."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
+
 import pytest
 
-from ganfuse.data.scenes import COLORS, DEFAULT_HOLDOUT, SceneGraph, SceneObject, generate_scenes
+from ganfuse.data.scenes import (
+    COLOR_WORDS,
+    COLORS,
+    DEFAULT_HOLDOUT,
+    SHAPE_WORDS,
+    SIZE_WORDS,
+    SceneGraph,
+    SceneObject,
+    generate_scenes,
+    normalise_caption,
+    parse_caption,
+)
 from ganfuse.metrics.scenes import score_caption
 from ganfuse.multimodal.scene_negatives import (
+    _PHRASE,
+    _swaps,
     bag_of_words_accuracy,
     bag_of_words_score,
     binding_negatives,
@@ -154,3 +171,79 @@ def test_the_same_bag_of_words_tells_apart_negatives_that_change_a_word(scenes, 
         changed.append(positive.replace(f" {word} ", f" {absent} ", 1))
     result = bag_of_words_accuracy(pairs.positives, changed, images)
     assert result == {"match": 1.0, "ranking": 1.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Speed without change (issue #15): negatives are found without re-parsing or re-scoring each
+# candidate's text; the pairs are those the first builder drew.
+# ---------------------------------------------------------------------------------------------
+
+
+def pairs_digest(pairs) -> str:
+    payload = [
+        pairs.image_index,
+        pairs.positives,
+        pairs.negatives,
+        pairs.negative_kinds,
+        sorted(pairs.eligible.items()),
+        sorted(pairs.skipped.items()),
+        sorted(pairs.one_object.items()),
+    ]
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+
+
+def test_pairs_are_those_of_the_first_builder(scenes, pairs):
+    # Digests of the pairs the first builder (commit 9d47284) drew from the same scenes and seeds.
+    graphs, captions = scenes
+    held = build_binding_pairs(graphs, captions, seed=2, forbidden_pairs=DEFAULT_HOLDOUT)
+    assert pairs_digest(pairs) == "ee745992e7c0b02d"
+    assert pairs_digest(held) == "96d4e0349b6aeaf3"
+
+
+def test_every_phrase_word_is_one_word():
+    # The fast word check counts articles: it needs every size, colour and shape word to be one
+    # word of caption_words.
+    for table in (SIZE_WORDS, COLOR_WORDS, SHAPE_WORDS):
+        for word in (w for words in table.values() for w in words):
+            assert list(caption_words(word).elements()) == [word]
+
+
+def test_swaps_are_the_defined_ones_and_state_what_their_text_says(scenes):
+    graphs, captions = scenes
+    checked = 0
+    for text in (normalise_caption(t) for texts in captions[:150] for t in texts):
+        description = parse_caption(text)
+        if description.kind not in ("list", "relation"):
+            continue
+        # The definition: every swap of two phrases, rendered, kept when it changes the text but
+        # not its words (each distinct text once).
+        matches = list(_PHRASE.finditer(text))
+        kinds = ("color-swap", "shape-swap", "size-swap")
+        kinds += ("reversal",) if description.kind == "relation" else ()
+        expected, seen = [], {text}
+        for i, j in itertools.combinations(range(len(matches)), 2):
+            for kind in kinds:
+                words = [list(m.groups()) for m in matches]
+                if kind == "reversal":
+                    words[i], words[j] = words[j], words[i]
+                else:
+                    slot = {"size-swap": 0, "color-swap": 1, "shape-swap": 2}[kind]
+                    words[i][slot], words[j][slot] = words[j][slot], words[i][slot]
+                negative, end = "", 0
+                for m, phrase in zip(matches, words, strict=True):
+                    body = " ".join(w for w in phrase if w is not None)
+                    article = "an" if body[0] in "aeiou" else "a"
+                    negative += f"{text[end : m.start()]}{article} {body}"
+                    end = m.end()
+                negative += text[end:]
+                if negative not in seen and caption_words(negative) == caption_words(text):
+                    seen.add(negative)
+                    expected.append((negative, kind))
+        swaps = list(_swaps(text, description.kind))
+        assert [(negative, kind) for negative, kind, _ in swaps] == expected
+        for negative, _, objects in swaps:
+            parsed = parse_caption(negative)
+            assert parsed.objects == objects and parsed.kind == description.kind
+            assert (parsed.relations, parsed.counts) == (description.relations, description.counts)
+            checked += 1
+    assert checked > 300

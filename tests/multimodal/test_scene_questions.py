@@ -3,6 +3,9 @@ the question's text, every referring expression unique, answers balanced, genera
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import re
 
 import pytest
@@ -13,16 +16,21 @@ from ganfuse.data.scenes import (
     PLURALS,
     SHAPES,
     SIZES,
+    ObjectSpec,
     SceneGraph,
     SceneObject,
     generate_scenes,
+    relation_margin,
 )
+from ganfuse.multimodal import scene_questions as sq
 from ganfuse.multimodal.scene_questions import (
     ANSWERS,
     FAMILIES,
     GROUP_ANSWERS,
     generate_questions,
     question_words,
+    relation_target,
+    unique_references,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -262,3 +270,142 @@ def test_a_tolerance_rejects_images_instead_of_unbalancing(graphs):
 def test_unknown_family_is_refused():
     with pytest.raises(ValueError, match="unknown question families"):
         generate_questions([ROW], families=("why",))
+
+
+# ---------------------------------------------------------------------------------------------
+# Speed without change (issue #15): the generator draws from candidates kept as numbers, in
+# buckets, listed lazily. Its candidates are those of the definitions, in their order, and its
+# banks are those of the first generator, which built every candidate as an object.
+# ---------------------------------------------------------------------------------------------
+
+
+def bank_digest(made) -> str:
+    """Every question (text, answer, family, attribute, via) in order, and the tallies."""
+    rows = [[[q.text, q.answer, q.family, q.attribute, q.via] for q in qs] for qs in made.questions]
+    tallies = [
+        {g: sorted(c.items()) for g, c in sorted(made.answer_counts.items())},
+        sorted(made.unavailable.items()),
+        sorted(made.rejected.items()),
+    ]
+    return hashlib.sha256(json.dumps([rows, tallies]).encode()).hexdigest()[:16]
+
+
+# Digests of the banks the first generator made (commit 9d47284) from the same graphs and seeds.
+FIRST_GENERATOR = {
+    "one per family": "050709b833540559",
+    "two per family": "67b617535d94f03d",
+    "tolerance 0": "ede58043d70abeb9",
+    "32 px test split, three per family": "cceac0719f2da516",
+    "every question": "945c8bd9f62026e6",
+}
+
+
+@pytest.fixture(scope="module")
+def small_graphs():
+    return generate_scenes(150, seed=2, split="test", image_size=32, captions=False)[1]
+
+
+def test_banks_are_those_of_the_first_generator(graphs, questions, small_graphs):
+    held = DEFAULT_HOLDOUT
+    made = {
+        "one per family": generate_questions(graphs, seed=3, forbidden_pairs=held),
+        "two per family": questions,
+        "tolerance 0": generate_questions(
+            graphs, seed=1, per_family=2, forbidden_pairs=held, tolerance=0
+        ),
+        "32 px test split, three per family": generate_questions(small_graphs, per_family=3),
+        "every question": generate_questions(graphs[:40], seed=9, per_family=100_000),
+    }
+    assert {name: bank_digest(bank) for name, bank in made.items()} == FIRST_GENERATOR
+
+
+def _spec_id(spec: ObjectSpec) -> int:
+    return sq._SPEC_ID[(spec.color, spec.shape, spec.size)]
+
+
+def _defined_candidates(graph: SceneGraph, family: str, forbidden=()) -> dict:
+    """``{(via, attribute): {answer: [candidate, ...]}}`` straight from the definitions
+    (:func:`unique_references`, :func:`relation_target`), every candidate in definition order."""
+    objects, out = graph.objects, {}
+
+    def add(via, attribute, answer, candidate):
+        out.setdefault((via, attribute), {}).setdefault(answer, []).append(candidate)
+
+    def allowed(spec):
+        return spec.color is None or spec.shape is None or (spec.color, spec.shape) not in forbidden
+
+    grid = [
+        ObjectSpec(c, s, z)
+        for c, s, z in itertools.product((None, *COLORS), (None, *SHAPES), (None, *SIZES))
+    ]
+    refs = unique_references(objects, forbidden)
+    for spec in grid:
+        matched = sum(spec.matches(o) for o in objects)
+        if family == "exist" and spec != ObjectSpec() and allowed(spec):
+            add(None, None, "yes" if matched else "no", _spec_id(spec))
+        if family == "count" and allowed(spec):
+            add(None, None, str(matched), _spec_id(spec))
+    for attribute in ("color", "shape", "size"):
+        if family == "query_attribute":
+            for spec, i in refs:
+                if getattr(spec, attribute) is None:
+                    add("attributes", attribute, getattr(objects[i], attribute), _spec_id(spec))
+            margin = relation_margin(graph.image_size)
+            for (anchor, a), relation in itertools.product(
+                refs, ("left", "right", "above", "below")
+            ):
+                for i, obj in enumerate(objects):
+                    if anchor == ObjectSpec() or i == a:
+                        continue
+                    for color, shape in itertools.product((None, obj.color), (None, obj.shape)):
+                        target = ObjectSpec(color, shape)
+                        if (
+                            getattr(target, attribute) is None
+                            and allowed(target)
+                            and relation_target(objects, target, relation, a, margin) == i
+                        ):
+                            candidate = (_spec_id(target), _spec_id(anchor), relation)
+                            add("relation", attribute, getattr(obj, attribute), candidate)
+        if family == "compare":
+            usable = [(s, i) for s, i in refs if getattr(s, attribute) is None]
+            for (s1, i), (s2, j) in itertools.permutations(usable, 2):
+                if i != j:
+                    same = getattr(objects[i], attribute) == getattr(objects[j], attribute)
+                    add(
+                        None, None, "yes" if same else "no", (_spec_id(s1), _spec_id(s2), attribute)
+                    )
+    return out
+
+
+def _listed(pool: dict) -> dict:
+    """The generator's pool with every bucket listed (and its announced size checked)."""
+    out = {}
+    for key, entry in pool.items():
+        buckets = entry.get() if isinstance(entry, sq._Deferred) else entry
+        out[key] = {}
+        for answer, bucket in buckets.items():
+            items = bucket if isinstance(bucket, list) else bucket.make(*bucket.args)
+            assert len(items) == len(bucket), (key, answer)
+            out[key][answer] = items
+    return out
+
+
+@pytest.mark.parametrize("held", [(), DEFAULT_HOLDOUT])
+def test_the_candidates_are_those_of_the_definitions_in_their_order(graphs, held):
+    close = SceneGraph(
+        (
+            _obj("red", "circle", "small", 10.0, 10.0),
+            _obj("blue", "square", "small", 16.0, 40.0),
+            _obj("green", "star", "small", 50.0, 20.0),
+        ),
+        64,
+    )
+    twins = SceneGraph(
+        (_obj("red", "circle", "small", 10.0, 10.0), _obj("red", "circle", "small", 40.0, 40.0)), 64
+    )
+    tables = sq._Tables.of(frozenset(held))
+    for graph in [ROW, close, twins, *graphs[:80]]:
+        scene = sq._Scene(graph, tables.allowed)
+        for family in FAMILIES:
+            pool = sq._pool(scene, family, tables, relation_margin(graph.image_size))
+            assert _listed(pool) == _defined_candidates(graph, family, frozenset(held)), family

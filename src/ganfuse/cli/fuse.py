@@ -11,7 +11,8 @@ from ganfuse.errors import ConfigError
 
 TASK_HELP = (
     "matching, vqa, multitask, color, shape, size, position, zeroshot or caption (on shapes); "
-    "scenes-vqa or scenes-matching (on scenes)"
+    "scenes-vqa or scenes-matching (on scenes); zeroshot and caption on scenes with "
+    "--set world=scenes"
 )
 FUSION_HELP = (
     "early, late-mean, late-weighted, late-stacking, cross-attention, gated, film or low-rank"
@@ -61,10 +62,16 @@ def register(subparsers) -> None:
     evaluate = add_command(
         actions,
         "evaluate",
-        "Score a run on its test split (held-out pairs too for zero-shot).",
-        "ganfuse fuse evaluate runs/match-film --json",
+        "Score a run on its test split (held-out pairs too for zero-shot), or on other splits.",
+        "ganfuse fuse evaluate runs/cogent-film --split cogent-a-test,cogent-b",
     )
     evaluate.add_argument("run", type=Path, help="run folder")
+    evaluate.add_argument(
+        "--split",
+        default=None,
+        help="comma-separated splits of the run's world to score a fusion run on, side by side "
+        "(e.g. cogent-a-test,cogent-b); default: the split it was tested on",
+    )
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.set_defaults(func=_evaluate)
 
@@ -96,7 +103,12 @@ def register(subparsers) -> None:
     )
     bench.add_argument("--max-minutes", type=float, default=15.0, help="total wall-clock budget")
     bench.add_argument(
-        "--tasks", default=None, help="comma-separated subset of the benchmark tasks"
+        "--world",
+        default="shapes",
+        help="shapes (default) or scenes (scenes-vqa, scenes-matching, cogent, with baselines)",
+    )
+    bench.add_argument(
+        "--tasks", default=None, help="comma-separated subset of the world's benchmark tasks"
     )
     bench.add_argument("--fusions", default=None, help="comma-separated subset of the fusions")
     bench.add_argument(
@@ -151,12 +163,31 @@ def _print_metrics(metrics: dict[str, float]) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from ganfuse.multimodal.evaluate import evaluate_run
 
-    metrics = evaluate_run(args.run)
+    splits = _split(args.split, "--split")
+    metrics = evaluate_run(args.run, splits)
     if args.json:
         print(json.dumps(metrics, indent=2))
-    else:
+    elif splits is None:
         _print_metrics(metrics)
+    else:
+        _print_split_metrics(metrics)
     return 0
+
+
+def _print_split_metrics(by_split: dict[str, dict[str, float]]) -> None:
+    """One row per metric, one column per split."""
+    names = list(dict.fromkeys(k for metrics in by_split.values() for k in metrics))
+    width = max(len(k) for k in names)
+    columns = [max(len(split), 6) for split in by_split]
+    print(
+        " " * (width + 4) + "  ".join(f"{s:>{c}}" for s, c in zip(by_split, columns, strict=True))
+    )
+    for name in names:
+        cells = [
+            f"{m[name]:>{c}.4f}" if name in m else " " * c
+            for m, c in zip(by_split.values(), columns, strict=True)
+        ]
+        print(f"  {name:<{width}}  " + "  ".join(cells))
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -172,15 +203,16 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _benchmark(args: argparse.Namespace) -> int:
     from ganfuse.models.fusion import FUSION_LEVELS
-    from ganfuse.multimodal.benchmark import BENCHMARK_TASKS, run_benchmark
+    from ganfuse.multimodal.benchmark import run_benchmark
 
     run_benchmark(
         args.out,
         max_minutes=args.max_minutes,
-        tasks=_split(args.tasks, "--tasks") or BENCHMARK_TASKS,
+        tasks=_split(args.tasks, "--tasks"),
         fusions=_split(args.fusions, "--fusions") or tuple(FUSION_LEVELS),
         overrides=args.overrides,
         progress=not args.quiet,
+        world=args.world,
     )
     print(f"wrote {args.out / 'results.json'}, results.md and results.png")
     return 0

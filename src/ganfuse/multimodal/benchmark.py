@@ -13,8 +13,19 @@ then fine-tunes with the fusion and the heads; VQA's question words are added to
 vocabulary). ``--set freeze_image_encoder=false`` trains every model end to end from scratch
 instead (the budget then buys far fewer steps, and matching stays near chance in 15 minutes).
 
+``--world scenes`` runs the same protocol on the ``scenes`` tasks (:data:`SCENES_BENCHMARK_TASKS`):
+the dual encoder trains on ``scenes`` captions, then every fusion method on ``scenes-vqa`` (one
+column per question family) and on ``scenes-matching`` (binding negatives), each task with its
+baselines in the same table (:mod:`~ganfuse.multimodal.scene_baselines`: a question-only text
+classifier given the same training time and the "most frequent training answer per question
+text" prior for VQA; the bag-of-words scorer, 50% by construction, for matching), and a CoGenT
+run: ``scenes-vqa`` trained on ``cogent-a``, scored on ``cogent-a-test`` (condition A) and
+``cogent-b`` (condition B) in two adjacent rows. Trained end to end (``freeze_image_encoder=false``)
+the scenes plan has no dual encoder: nothing would use it.
+
 Writes ``results.json`` (a list of ``{task, fusion, metric, value, params, train_seconds}``),
-``results.md`` (one table per task) and ``results.png`` (bar chart of the main metrics).
+``results.md`` (one table per task) and ``results.png`` (bar chart of the main metrics), the
+latter two titled by world.
 """
 
 from __future__ import annotations
@@ -29,8 +40,15 @@ from ganfuse.errors import ConfigError
 from ganfuse.models.fusion import FUSION_LEVELS
 from ganfuse.multimodal.captioning import train_captioner
 from ganfuse.multimodal.checkpoint import prepare_run_folder
-from ganfuse.multimodal.config import FuseConfig, make_config, parse_override
+from ganfuse.multimodal.config import TEST_SPLITS, FuseConfig, make_config, parse_override
+from ganfuse.multimodal.evaluate import score_fusion_split
 from ganfuse.multimodal.label_efficiency import label_efficiency
+from ganfuse.multimodal.scene_baselines import (
+    answer_prior_scores,
+    bag_of_words_scores,
+    train_question_only,
+)
+from ganfuse.multimodal.scene_questions import FAMILIES
 from ganfuse.multimodal.train import train_fusion
 from ganfuse.multimodal.zeroshot import train_zeroshot
 
@@ -43,11 +61,55 @@ BENCHMARK_TASKS: tuple[str, ...] = (
     "label-efficiency",
     "caption",
 )
+SCENES_BENCHMARK_TASKS: tuple[str, ...] = ("scenes-vqa", "scenes-matching", "cogent")
+WORLD_BENCHMARK_TASKS: dict[str, tuple[str, ...]] = {
+    "shapes": BENCHMARK_TASKS,
+    "scenes": SCENES_BENCHMARK_TASKS,
+}
 SINGLE_TASK_FUSION = "film"  # the fusion whose single-task and uncertainty-weighted runs are added
+COGENT_FUSION = "film"  # the fusion of the CoGenT run (the first fusion given when it is left out)
+COGENT_TRAIN, COGENT_TRANSFER = "cogent-a", "cogent-b"
+SCENES_ENCODER_WEIGHT = 4.0  # the scenes dual encoder's share, in fusion runs
+# Rows that are not fusion methods: the level column says "baseline". Those of weight 0 train
+# nothing (they are computed, in seconds).
+BASELINES: dict[str, str] = {
+    "question-only": "a text classifier, no image, trained as long as each fusion",
+    "answer-prior": "most frequent training answer of the question's text (else of its group)",
+    "bag-of-words": "analytic: the caption's attribute words present in the image, any object",
+}
+BASELINE_LEVEL = "baseline"
 MAIN_METRICS: dict[str, str] = {
     "matching": "match_accuracy",
     "vqa": "answer_accuracy",
     "multitask": "mean_accuracy",
+    "scenes-vqa": "answer_accuracy",
+    "scenes-matching": "match_accuracy",
+    "cogent": "answer_accuracy",
+}
+# A line under a task's table heading, saying what its rows are.
+TASK_NOTES: dict[str, str] = {
+    "scenes-vqa": (
+        "Test split; overall and per question family. question-only: "
+        + BASELINES["question-only"]
+        + "; answer-prior: "
+        + BASELINES["answer-prior"]
+        + "."
+    ),
+    "scenes-matching": (
+        "A true list or relation caption against its binding negative (same words). "
+        "bag-of-words: 50% by construction."
+    ),
+    "cogent": (
+        f"scenes-vqa trained on {COGENT_TRAIN} (CoGenT condition A), scored on "
+        f"{TEST_SPLITS[COGENT_TRAIN]} (condition A) and on {COGENT_TRANSFER} (condition B: every "
+        "colour-shape pair unseen in training)."
+    ),
+}
+# Column order of the VQA tables, and the titles of their columns (``scenes`` tables only).
+VQA_COLUMNS: tuple[str, ...] = ("answer_accuracy", *(f"{f}_accuracy" for f in FAMILIES))
+COLUMN_TITLES: dict[str, str] = {
+    "answer_accuracy": "overall",
+    **{f"{f}_accuracy": f for f in FAMILIES},
 }
 # The metric each run's progress line shows.
 SUMMARY_METRICS: dict[str, str] = {
@@ -57,6 +119,8 @@ SUMMARY_METRICS: dict[str, str] = {
     "label-efficiency": "mean_accuracy@1%",
     "caption": "exact_match",
 }
+# On scenes, the dual encoder's progress line shows its binding-swap matching accuracy.
+SCENES_SUMMARY_METRICS: dict[str, str] = {**SUMMARY_METRICS, "zeroshot": "seen_binding"}
 PRETRAINED = "dual-encoder/small"  # the run whose image encoder the other runs share
 
 
@@ -76,17 +140,31 @@ class PlannedRun:
 
 
 def benchmark_plan(
-    tasks: Sequence[str] = BENCHMARK_TASKS, fusions: Sequence[str] = tuple(FUSION_LEVELS)
+    tasks: Sequence[str] | None = None,
+    fusions: Sequence[str] = tuple(FUSION_LEVELS),
+    world: str = "shapes",
+    pretrained: bool = True,
 ) -> list[PlannedRun]:
-    """The runs of a benchmark over ``tasks`` and ``fusions``, in the order they run."""
-    unknown = [t for t in tasks if t not in BENCHMARK_TASKS]
+    """The runs of a benchmark over ``tasks`` (None: all of the world's) and ``fusions`` on
+    ``world``, in the order they run. ``pretrained`` False (every model trained end to end) drops
+    the scenes plan's dual encoder, which nothing would use; the shapes plan keeps its zero-shot
+    row."""
+    if world not in WORLD_BENCHMARK_TASKS:
+        raise ConfigError(
+            f"unknown world {world!r}; choose from {', '.join(WORLD_BENCHMARK_TASKS)}"
+        )
+    valid = WORLD_BENCHMARK_TASKS[world]
+    tasks = valid if tasks is None else tasks
+    unknown = [t for t in tasks if t not in valid]
     if unknown:
         raise ConfigError(
-            f"unknown benchmark task(s) {unknown}; choose from {', '.join(BENCHMARK_TASKS)}"
+            f"unknown benchmark task(s) {unknown} for world {world}; choose from {', '.join(valid)}"
         )
     bad = [f for f in fusions if f not in FUSION_LEVELS]
     if bad:
         raise ConfigError(f"unknown fusion(s) {bad}; choose from {', '.join(FUSION_LEVELS)}")
+    if world == "scenes":
+        return _scenes_plan(tasks, fusions, pretrained)
     # Always first: the zero-shot row, and the encoders every later run starts from, so it gets
     # a large share of the budget.
     plan = [
@@ -125,6 +203,42 @@ def benchmark_plan(
     return plan
 
 
+def _scenes_plan(
+    tasks: Sequence[str], fusions: Sequence[str], pretrained: bool
+) -> list[PlannedRun]:
+    """The ``scenes`` plan: the dual encoder (when ``pretrained``), then each task's fusions and
+    baselines (the trained ones of weight 1, the same share as a fusion; the computed ones of
+    weight 0), then the CoGenT run."""
+    if not fusions:
+        raise ConfigError("no fusion to benchmark; name at least one")
+    plan = []
+    if pretrained:
+        plan.append(
+            PlannedRun(
+                "zeroshot",
+                PRETRAINED,
+                "zeroshot",
+                ["text_encoder=small", "world=scenes"],
+                SCENES_ENCODER_WEIGHT,
+                False,
+                15.0,
+            )
+        )
+    if "scenes-vqa" in tasks:
+        plan += [PlannedRun("scenes-vqa", fusion, "scenes-vqa") for fusion in fusions]
+        plan.append(PlannedRun("scenes-vqa", "question-only", "scenes-vqa"))
+        plan.append(PlannedRun("scenes-vqa", "answer-prior", "scenes-vqa", [], 0.0, False))
+    if "scenes-matching" in tasks:
+        plan += [PlannedRun("scenes-matching", fusion, "scenes-matching") for fusion in fusions]
+        plan.append(
+            PlannedRun("scenes-matching", "bag-of-words", "scenes-matching", [], 0.0, False)
+        )
+    if "cogent" in tasks:
+        fusion = COGENT_FUSION if COGENT_FUSION in fusions else fusions[0]
+        plan.append(PlannedRun("cogent", fusion, "scenes-vqa", [f"train_split={COGENT_TRAIN}"]))
+    return plan
+
+
 class Budget:
     """Wall-clock shares of the benchmark's budget.
 
@@ -156,15 +270,18 @@ class Budget:
             rest = self.plan[index:]
             left = self.deadline - time.perf_counter() - self.reserve
             left -= sum(max(self.overhead, r.overhead_hint) for r in rest)
-            self.unit = max(left, 1.0) / sum(r.weight for r in rest)
+            self.unit = max(left, 1.0) / (sum(r.weight for r in rest) or 1.0)
         return self.unit * run.weight / 60.0
 
     def done(self, run: PlannedRun, wall_seconds: float, train_seconds: float) -> None:
-        if run.pretrained:  # the typical run: frozen features, small evaluation
+        if run.pretrained and run.weight > 0:  # the typical run: frozen features, small evaluation
             self.overheads.append(max(0.0, wall_seconds - train_seconds))
 
 
 def _rows(task: str, fusion: str, metrics: dict, params: int, seconds: float) -> list[dict]:
+    if task in ("scenes-vqa", "cogent"):  # overall, then the families in their usual order
+        order = {name: k for k, name in enumerate(VQA_COLUMNS)}
+        metrics = dict(sorted(metrics.items(), key=lambda kv: order.get(kv[0], len(order))))
     return [
         {
             "task": task,
@@ -180,39 +297,78 @@ def _rows(task: str, fusion: str, metrics: dict, params: int, seconds: float) ->
 
 def _run_one(
     run: PlannedRun, config: FuseConfig, out: Path, progress: bool, encoders: dict
-) -> list[dict]:
-    """Train and score one planned run; returns its result rows."""
+) -> tuple[list[dict], float]:
+    """Train and score one planned run; returns its result rows and its training seconds."""
     if run.task == "zeroshot":
         result = train_zeroshot(config, out / "runs" / run.fusion.replace("/", "-"), progress)
         encoders[f"contrastive-{config.text_encoder}"] = result.model.image_encoder
-        return _rows(run.task, run.fusion, result.metrics, result.params, result.train_seconds)
+        rows = _rows(run.task, run.fusion, result.metrics, result.params, result.train_seconds)
+        return rows, result.train_seconds
     if run.task == "label-efficiency":
         inits = {"scratch": None, **encoders}
-        rows = []
+        rows, seconds = [], 0.0
         for row in label_efficiency(config, inits, progress=progress):
             metrics = {
                 f"{k}@{row['fraction']:.0%}": v for k, v in row.items() if k.endswith("_accuracy")
             }
             name = row["init"] if row["init"] == "scratch" else f"probe/{row['init']}"
             rows += _rows(run.task, name, metrics, 0, row["train_seconds"])
-        return rows
+            seconds += row["train_seconds"]
+        return rows, seconds
     if run.task == "caption":
         result = train_captioner(config, out / "runs" / "caption", progress)
-        return _rows(run.task, run.fusion, result.metrics, result.params, result.train_seconds)
-    result = train_fusion(config, None, progress, validate=False)
-    return _rows(run.task, run.fusion, result.test_metrics, result.params, result.train_seconds)
+        rows = _rows(run.task, run.fusion, result.metrics, result.params, result.train_seconds)
+        return rows, result.train_seconds
+    if run.fusion == "answer-prior":
+        return _rows(run.task, run.fusion, answer_prior_scores(config), 0, 0.0), 0.0
+    if run.fusion == "bag-of-words":
+        return _rows(run.task, run.fusion, bag_of_words_scores(config), 0, 0.0), 0.0
+    if run.fusion == "question-only":
+        result = train_question_only(config, progress)
+    else:
+        result = train_fusion(config, None, progress, validate=False)
+    seconds = result.train_seconds
+    if run.task != "cogent":
+        return _rows(run.task, run.fusion, result.test_metrics, result.params, seconds), seconds
+    # The same model on both conditions, side by side.
+    transfer = score_fusion_split(result.model, config, COGENT_TRANSFER)
+    rows = _rows(
+        run.task,
+        cogent_label(run.fusion, TEST_SPLITS[COGENT_TRAIN]),
+        result.test_metrics,
+        result.params,
+        seconds,
+    )
+    rows += _rows(
+        run.task, cogent_label(run.fusion, COGENT_TRANSFER), transfer, result.params, seconds
+    )
+    return rows, seconds
+
+
+def cogent_label(fusion: str, split: str) -> str:
+    """The ``fusion`` field of a CoGenT row: ``"film@cogent-b"`` (the fusion, then the split)."""
+    return f"{fusion}@{split}"
+
+
+def row_level(fusion: str) -> str:
+    """The level column of a row: the fusion's level, ``baseline``, or empty."""
+    if fusion in BASELINES:
+        return BASELINE_LEVEL
+    return FUSION_LEVELS.get(fusion.split("@")[0], "")
 
 
 def run_benchmark(
     out: Path | str,
     max_minutes: float = 15.0,
-    tasks: Sequence[str] = BENCHMARK_TASKS,
+    tasks: Sequence[str] | None = None,
     fusions: Sequence[str] = tuple(FUSION_LEVELS),
     overrides: Sequence[str] = (),
     progress: bool = True,
     log: Callable[[str], None] = print,
+    world: str = "shapes",
 ) -> list[dict]:
-    """Run :func:`benchmark_plan` within ``max_minutes`` and write the reports into ``out``.
+    """Run :func:`benchmark_plan` on ``world`` within ``max_minutes`` and write the reports into
+    ``out``. ``tasks`` None: every benchmark task of the world.
 
     ``overrides`` (``key=value``) apply to every run, after the plan's own. ``out`` must not hold
     an earlier benchmark's results or a run (a one-line :class:`~ganfuse.errors.UserError`, before
@@ -221,7 +377,8 @@ def run_benchmark(
     if max_minutes <= 0:
         raise ConfigError(f"--max-minutes must be positive, got {max_minutes}")
     out = Path(out)
-    plan = benchmark_plan(tasks, fusions)
+    end_to_end = dict(parse_override(o) for o in overrides).get("freeze_image_encoder") is False
+    plan = benchmark_plan(tasks, fusions, world, pretrained=not end_to_end)
     # Fail on a bad override before any training.
     configs = [
         make_config(
@@ -233,7 +390,6 @@ def run_benchmark(
     ]
     prepare_run_folder(out, "benchmark")
     pretrained_dir = out / "runs" / PRETRAINED.replace("/", "-")
-    end_to_end = dict(parse_override(o) for o in overrides).get("freeze_image_encoder") is False
     budget = Budget(max_minutes, plan)
     results: list[dict] = []
     encoders: dict = {}
@@ -246,41 +402,51 @@ def run_benchmark(
                 changes.update(text_encoder_init=str(pretrained_dir))
         config = replace(config, **changes)
         start = time.perf_counter()
-        rows = _run_one(run, config, out, progress, encoders)
+        rows, train_seconds = _run_one(run, config, out, progress, encoders)
         wall = time.perf_counter() - start
-        train_seconds = sum({r["fusion"]: r["train_seconds"] for r in rows}.values())
         budget.done(run, wall, train_seconds)
         results += rows
-        main = next(
-            (r for r in rows if r["metric"] == SUMMARY_METRICS.get(run.task, r["metric"])), None
-        )
-        summary = f"{main['metric']}={main['value']:.3f}" if main else ""
+        summary = _summary(run, rows, world)
         log(
             f"[{number + 1}/{len(plan)}] {run.task} {run.fusion}: {summary} "
             f"(train {train_seconds:.0f}s, wall {wall:.0f}s)"
         )
         # After every run, so that an interrupted benchmark keeps what it measured.
-        write_reports(results, out)
+        write_reports(results, out, world)
     return results
 
 
-def results_markdown(results: Sequence[dict]) -> str:
-    """One table per task: a row per fusion, a column per metric, plus parameters and seconds."""
-    lines = ["# ganfuse fuse benchmark", ""]
+def _summary(run: PlannedRun, rows: Sequence[dict], world: str) -> str:
+    """The main metric of a run's rows for its progress line (each row's, when a run has rows of
+    several labels, as CoGenT's two conditions)."""
+    wanted = (SCENES_SUMMARY_METRICS if world == "scenes" else SUMMARY_METRICS).get(run.task)
+    mine = [r for r in rows if r["metric"] == (wanted or r["metric"])]
+    if not mine:
+        return ""
+    if len({r["fusion"] for r in rows}) == 1:
+        return f"{mine[0]['metric']}={mine[0]['value']:.3f}"
+    return ", ".join(f"{r['fusion']} {r['metric']}={r['value']:.3f}" for r in mine)
+
+
+def results_markdown(results: Sequence[dict], world: str = "shapes") -> str:
+    """One table per task: a row per fusion (or baseline), a column per metric, plus parameters
+    and seconds. On ``scenes`` the VQA columns are titled ``overall`` and by question family, and
+    each table has a line saying what its rows are."""
+    lines = [f"# ganfuse fuse benchmark: {world}", ""]
     for task in dict.fromkeys(r["task"] for r in results):
         rows = [r for r in results if r["task"] == task]
         metrics = list(dict.fromkeys(r["metric"] for r in rows))
-        lines += [
-            f"## {task}",
-            "",
-            "| fusion | level | " + " | ".join(metrics) + " | params | train s |",
-        ]
+        titles = [COLUMN_TITLES.get(m, m) if world == "scenes" else m for m in metrics]
+        lines += [f"## {task}", ""]
+        if task in TASK_NOTES:
+            lines += [TASK_NOTES[task], ""]
+        lines.append("| fusion | level | " + " | ".join(titles) + " | params | train s |")
         lines.append("|" + " --- |" * (len(metrics) + 4))
         for fusion in dict.fromkeys(r["fusion"] for r in rows):
             mine = {r["metric"]: r for r in rows if r["fusion"] == fusion}
             first = next(iter(mine.values()))
             cells = [f"{mine[m]['value']:.3f}" if m in mine else "" for m in metrics]
-            level = FUSION_LEVELS.get(fusion, "")
+            level = row_level(fusion)
             lines.append(
                 f"| {fusion} | {level} | "
                 + " | ".join(cells)
@@ -290,8 +456,9 @@ def results_markdown(results: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
-def results_chart(results: Sequence[dict], path: Path) -> None:
-    """Grouped bars: the main test metric of each fusion on matching, VQA and multi-task."""
+def results_chart(results: Sequence[dict], path: Path, world: str = "shapes") -> None:
+    """Grouped bars: the main test metric of each fusion (and baseline) on each task of
+    :data:`MAIN_METRICS` present (matching, VQA and multi-task on shapes)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -315,7 +482,7 @@ def results_chart(results: Sequence[dict], path: Path) -> None:
     ax.set_ylim(0.0, 1.0)
     ax.axhline(0.5, color="grey", linewidth=0.5, linestyle="--")
     ax.set_ylabel("test accuracy")
-    ax.set_title("ganfuse fusion benchmark (shapes)")
+    ax.set_title(f"ganfuse fusion benchmark ({world})")
     if tasks:
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
@@ -323,10 +490,11 @@ def results_chart(results: Sequence[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_reports(results: Sequence[dict], out: Path) -> None:
-    """``results.json``, ``results.md`` and ``results.png`` in ``out`` (created if missing)."""
+def write_reports(results: Sequence[dict], out: Path, world: str = "shapes") -> None:
+    """``results.json``, ``results.md`` and ``results.png`` in ``out`` (created if missing); the
+    latter two titled by ``world``."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(list(results), indent=2) + "\n", encoding="utf-8")
-    (out / "results.md").write_text(results_markdown(results), encoding="utf-8")
-    results_chart(results, out / "results.png")
+    (out / "results.md").write_text(results_markdown(results, world), encoding="utf-8")
+    results_chart(results, out / "results.png", world)

@@ -1,6 +1,8 @@
-"""Training and scoring the image-to-text caption decoder on ``shapes``.
+"""Training and scoring the image-to-text caption decoder on ``shapes`` or ``scenes``.
 
-Scores on test images:
+``world=scenes`` runs train a kind-conditioned decoder that attends over the image's patch tokens
+and are scored on ``test`` and ``heldout`` by the exact scene judge: see
+:mod:`ganfuse.multimodal.scene_captioning`. Scores of a ``shapes`` run on test images:
 
 - ``bleu``: corpus BLEU (sacrebleu, default tokenisation) of the greedy captions against eight
   references per image, one per caption template with synonyms drawn at a fixed seed; a
@@ -23,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ganfuse.data.base import uint8_to_float
+from ganfuse.data.scenes import ScenesDataset
 from ganfuse.data.shapes import (
     ShapeAttributes,
     ShapesDataset,
@@ -43,6 +46,12 @@ from ganfuse.multimodal.config import FuseConfig
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import build_image_encoder
 from ganfuse.multimodal.negatives import ATTRIBUTE_FIELDS
+from ganfuse.multimodal.scene_captioning import (
+    encode_targets,
+    scene_caption_metrics,
+    scene_caption_vocab,
+    training_caption,
+)
 from ganfuse.multimodal.splits import config_split
 from ganfuse.multimodal.train import frozen_image_features, init_image_encoder
 
@@ -82,14 +91,18 @@ def attribute_scores(
 
 
 @torch.no_grad()
-def caption_images(model: Captioner, images: torch.Tensor, batch_size: int = 500) -> list[str]:
-    """Greedy captions of ``(N, 3, S, S)`` images in [-1, 1]."""
+def caption_images(
+    model: Captioner, images: torch.Tensor, batch_size: int = 500, kind: str | None = None
+) -> list[str]:
+    """Greedy captions of ``(N, 3, S, S)`` images in [-1, 1] (of ``kind`` for a kind-conditioned
+    captioner, default its own)."""
     was_training = model.training
     model.eval()
+    options = {} if kind is None else {"kind": kind}
     captions = [
         c
         for i in range(0, len(images), batch_size)
-        for c in model.caption(images[i : i + batch_size])
+        for c in model.caption(images[i : i + batch_size], **options)
     ]
     model.train(was_training)
     return captions
@@ -122,17 +135,79 @@ def cycle_accuracy(
     return attribute_scores(caption_images(captioner, generate(list(prompts))), truth)
 
 
+def evaluate_scene_captioner(model: Captioner, config: FuseConfig) -> dict[str, float]:
+    """Scores of a ``scenes`` captioner on ``test`` (no prefix) and ``heldout`` (``heldout_``),
+    headline and per kind: :func:`~ganfuse.multimodal.scene_captioning.scene_caption_metrics`."""
+    splits = {name: config_split(config, name) for name in ("test", "heldout")}
+    kinds = model.kinds or ("list",)
+    return scene_caption_metrics(
+        lambda images, kind: caption_images(model, images, kind=kind), splits, kinds
+    )
+
+
+def evaluate_caption_run(model: Captioner, config: FuseConfig) -> dict[str, float]:
+    """The test scores of a captioner of either world (what training reports)."""
+    if config.world == "scenes":
+        return evaluate_scene_captioner(model, config)
+    return evaluate_captioner(model, config_split(config, "test"))
+
+
+def caption_attention(config: FuseConfig) -> bool:
+    """``caption_attention``, where unset on for ``scenes`` and off for ``shapes``."""
+    if config.caption_attention is None:
+        return config.world == "scenes"
+    return config.caption_attention
+
+
+SCENES_MAX_LENGTH = 48  # tokens; a full four-object list caption has about 26
+
+
 def build_captioner(config: FuseConfig, vocab: CaptionVocab) -> Captioner:
     return Captioner(
-        build_image_encoder(config), vocab, config.decoder_embed, config.decoder_hidden
+        build_image_encoder(config),
+        vocab,
+        config.decoder_embed,
+        config.decoder_hidden,
+        attention=caption_attention(config),
+        max_length=SCENES_MAX_LENGTH if config.world == "scenes" else 32,
     )
+
+
+class _ShapesTargets:
+    """Fresh random captions of ``shapes`` training images (no kind tokens)."""
+
+    def __init__(self, train, rng: np.random.Generator):
+        self.train, self.rng = train, rng
+        self.vocab = CaptionVocab.from_texts(train.captions)
+
+    def encode(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.vocab.encode([make_caption(self.train.attributes[i], self.rng) for i in index])
+
+
+class _ScenesTargets:
+    """Fresh captions of ``scenes`` training images, each of a kind drawn uniformly from
+    ``config.caption_kinds`` and started by that kind's token."""
+
+    def __init__(self, train: ScenesDataset, rng: np.random.Generator, config: FuseConfig):
+        self.train, self.rng = train, rng
+        self.kinds, self.order = list(config.caption_kinds), config.caption_order
+        self.vocab = scene_caption_vocab(train.graphs, train.captions, self.kinds)
+
+    def encode(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        kinds = [self.kinds[k] for k in self.rng.integers(len(self.kinds), size=len(index))]
+        texts = [
+            training_caption(self.train.graphs[i], kind, self.rng, self.order)
+            for i, kind in zip(index, kinds, strict=True)
+        ]
+        return encode_targets(self.vocab, texts, kinds)
 
 
 @uses_config_threads
 def train_captioner(
     config: FuseConfig, out: Path | str | None = None, progress: bool = True
 ) -> RunResult:
-    """Teacher-forced training on fresh random captions of ``train`` images; scored on ``test``.
+    """Teacher-forced training on fresh random captions of ``train`` images; scored on ``test``
+    (and, on ``scenes``, ``heldout``) by :func:`evaluate_caption_run`.
 
     ``image_encoder_init`` starts the image encoder from a ``zeroshot`` run; with
     ``freeze_image_encoder`` only the decoder trains. ``out`` is checked before any work (a run
@@ -142,33 +217,38 @@ def train_captioner(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     train = config_split(config, "train")
-    vocab = CaptionVocab.from_texts(train.captions)
+    source = (
+        _ScenesTargets(train, rng, config)
+        if config.world == "scenes"
+        else _ShapesTargets(train, rng)
+    )
+    vocab = source.vocab
     model = build_captioner(config, vocab)
     if config.image_encoder_init:
         init_image_encoder(model.image_encoder, config.image_encoder_init)
-    pooled = None
+    frozen = None
     if config.freeze_image_encoder:
         # A frozen encoder's features are computed once; only the decoder trains.
         model.image_encoder.requires_grad_(False)
-        pooled = frozen_image_features(config, "train", model.image_encoder).pooled
+        frozen = frozen_image_features(config, "train", model.image_encoder)
+    attends = model.decoder.attention is not None
     generator = torch.Generator().manual_seed(config.seed)
 
     def compute_loss(step: int) -> torch.Tensor:
         index = torch.randperm(len(train), generator=generator)[: config.batch_size]
-        inputs, targets = vocab.encode(
-            [make_caption(train.attributes[i], rng) for i in index.tolist()]
-        )
-        if pooled is None:
+        inputs, targets = source.encode(index.tolist())
+        if frozen is None:
             logits = model(uint8_to_float(train.images[index]), inputs)
         else:
-            logits = model.decoder(pooled[index], inputs)
+            patches = frozen.tokens[index] if attends else None
+            logits = model.decoder(frozen.pooled[index], inputs, patches)
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=vocab.pad)
 
     model.train()
-    if pooled is not None:
+    if frozen is not None:
         model.image_encoder.eval()
     stats = optimise(model.parameters(), compute_loss, config, "caption", progress, out)
-    metrics = evaluate_captioner(model, config_split(config, "test"))
+    metrics = evaluate_caption_run(model, config)
     result = RunResult(model, metrics, stats.seconds, stats.steps, count_parameters(model), None)
     if out is not None:
         record = stats.record(result.params, test=metrics)

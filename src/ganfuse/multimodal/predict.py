@@ -3,7 +3,8 @@ and ``ganfuse caption`` print.
 
 - a fusion run answers its task: ``match`` yes/no for matching, the answer word for VQA, the
   attribute value for an attribute head, each with its softmax probability;
-- a ``zeroshot`` run gives the image-text cosine similarity and the best colour-shape class;
+- a ``zeroshot`` run gives the image-text cosine similarity and, on ``shapes``, the best
+  colour-shape class;
 - a ``caption`` run writes a caption.
 """
 
@@ -66,6 +67,9 @@ def predict(run_dir: Path | str, image_path: Path | str, text: str | None = None
         model = load_dual_encoder(record.path)
         image_emb = model.encode_image(image)
         similarity = float(image_emb[0] @ model.encode_text([text])[0])
+        if record.config.world == "scenes":  # no classes: a scene holds several objects
+            lines = [f"similarity: {similarity:.3f}"]
+            return {"kind": "zeroshot", "similarity": similarity, "lines": lines}
         classes = class_embeddings(model.encode_text, COLOR_SHAPE_CLASSES, prompt_templates())
         probs = (model.scale() * image_emb @ classes.t()).softmax(-1)[0]
         best = int(probs.argmax())

@@ -18,9 +18,10 @@ skipped and counted (:class:`BindingPairs`).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +30,8 @@ from ganfuse.data.scenes import (
     COLOR_WORDS,
     SHAPE_WORDS,
     SIZE_WORDS,
+    ObjectSpec,
+    SceneDescription,
     SceneGraph,
     normalise_caption,
     parse_caption,
@@ -66,17 +69,19 @@ class BindingNegative:
 Phrase = tuple[str | None, str, str]  # (size word, colour word, shape word) as written
 
 
+@functools.cache  # a few hundred phrases exist
 def _render(phrase: Phrase) -> str:
     words = [w for w in phrase if w is not None]
     return f"{'an' if words[0][0] in 'aeiou' else 'a'} {' '.join(words)}"
 
 
-def _rewrite(text: str, spans: list[tuple[int, int]], phrases: list[Phrase]) -> str:
-    out, end = [], 0
-    for (start, stop), phrase in zip(spans, phrases, strict=True):
-        out += [text[end:start], _render(phrase)]
-        end = stop
-    return "".join(out + [text[end:]])
+def _rewrite(pieces: list[str], phrases: list[Phrase]) -> str:
+    """The text whose words around its phrases are ``pieces`` (one more than ``phrases``), with
+    ``phrases`` rendered in their places."""
+    out = [pieces[0]]
+    for phrase, piece in zip(phrases, pieces[1:], strict=True):
+        out += [_render(phrase), piece]
+    return "".join(out)
 
 
 def _swapped(phrases: list[Phrase], i: int, j: int, kind: str) -> list[Phrase]:
@@ -98,29 +103,80 @@ def binding_negatives(
     with the caption's words, false for ``graph``, naming no pair of ``forbidden_pairs``, distinct.
     Empty for other kinds of caption."""
     text = normalise_caption(caption)
-    description = parse_caption(text)
-    if description.kind not in BINDING_CAPTION_KINDS:
-        return []
+    return _negatives(text, parse_caption(text), graph, frozenset(forbidden_pairs))
+
+
+# Word as written -> the value it names, per slot of a phrase (size, colour, shape).
+_VALUES: tuple[dict[str, str], ...] = tuple(
+    {w: value for value, words in table.items() for w in words}
+    for table in (SIZE_WORDS, COLOR_WORDS, SHAPE_WORDS)
+)
+
+
+@functools.cache
+def _spec(phrase: Phrase) -> ObjectSpec:
+    """What a phrase states, as :func:`~ganfuse.data.scenes.parse_caption` reads it."""
+    size, color, shape = phrase
+    return ObjectSpec(
+        _VALUES[1][color], _VALUES[2][shape], None if size is None else _VALUES[0][size]
+    )
+
+
+def _swaps(text: str, kind: str) -> Iterator[tuple[str, str, tuple[ObjectSpec, ...]]]:
+    """``(negative, kind of swap, the objects it states)`` for every swap of ``text`` (a
+    normalised caption of ``kind`` list or relation) that changes the text but not its words, in
+    the order :func:`binding_negatives` lists them.
+
+    Only the phrases change, so the words are compared phrase by phrase: each phrase is one word
+    per slot (a test checks the vocabulary) and its slot words only move between phrases, so the
+    multiset of words stays the same exactly when as many phrases as before take "an". The stated
+    objects are read from the swapped phrases, not from the text: the template and every other
+    word stay in place, so they are what :func:`~ganfuse.data.scenes.parse_caption` reads there
+    (a test checks it)."""
     matches = list(_PHRASE.finditer(text))
-    spans = [m.span() for m in matches]
+    bounds = [0, *(b for m in matches for b in m.span()), len(text)]
+    pieces = [text[start:stop] for start, stop in zip(bounds[::2], bounds[1::2], strict=True)]
     phrases: list[Phrase] = [m.groups() for m in matches]  # type: ignore[misc]
-    kinds = NEGATIVE_KINDS if description.kind == "relation" else NEGATIVE_KINDS[:3]
-    words = caption_words(text)
+    written_an = sum(m.group(0).startswith("an ") for m in matches)
+    kinds = NEGATIVE_KINDS if kind == "relation" else NEGATIVE_KINDS[:3]
     seen = {text}
-    out = []
     for i in range(len(phrases)):
         for j in range(i + 1, len(phrases)):
-            for kind in kinds:
-                negative = _rewrite(text, spans, _swapped(phrases, i, j, kind))
-                if negative in seen or caption_words(negative) != words:
-                    continue  # no change, or "a"/"an" moved with the first word
+            for swap in kinds:
+                swapped = _swapped(phrases, i, j, swap)
+                if sum(_render(p)[1] == "n" for p in swapped) != written_an:
+                    continue  # "a"/"an" moved with the first word: not the same words
+                negative = _rewrite(pieces, swapped)
+                if negative in seen:
+                    continue  # no change
                 seen.add(negative)
-                parsed = parse_caption(negative)
-                if any((o.color, o.shape) in forbidden_pairs for o in parsed.objects):
-                    continue
-                if score_caption(parsed, graph).correct:
-                    continue
-                out.append(BindingNegative(negative, kind))
+                yield negative, swap, tuple(_spec(p) for p in swapped)
+
+
+def _negatives(
+    text: str,
+    description: SceneDescription,
+    graph: SceneGraph,
+    forbidden: Collection[tuple[str, str]],
+) -> list[BindingNegative]:
+    """:func:`binding_negatives` of a normalised caption already parsed into ``description``."""
+    if description.kind not in BINDING_CAPTION_KINDS:
+        return []
+    # A stated object that no object of the image matches makes the binding, so the caption,
+    # false: the exact judge is asked only when every stated object is present.
+    present = {(o.color, o.shape, o.size) for o in graph.objects}
+    present |= {(o.color, o.shape, None) for o in graph.objects}
+    out = []
+    for negative, swap, objects in _swaps(text, description.kind):
+        if any((o.color, o.shape) in forbidden for o in objects):
+            continue
+        if all((o.color, o.shape, o.size) in present for o in objects):
+            stated = SceneDescription(
+                description.kind, objects, description.relations, description.counts
+            )
+            if score_caption(stated, graph).correct:
+                continue
+        out.append(BindingNegative(negative, swap))
     return out
 
 
@@ -158,10 +214,15 @@ def build_binding_pairs(
     (by ``seed``) among :func:`binding_negatives`; a caption without one is counted in
     ``skipped``. Deterministic in ``(graphs, captions, seed)``."""
     rng = np.random.default_rng(seed)
+    forbidden = frozenset(forbidden_pairs)
     pairs = BindingPairs()
+    # Each caption text normalised and parsed once: many count and single captions recur.
+    parsed: dict[str, tuple[str, SceneDescription]] = {}
     for index, (graph, texts) in enumerate(zip(graphs, captions, strict=True)):
         for text in texts:
-            description = parse_caption(text)
+            if text not in parsed:
+                parsed[text] = (normalise_caption(text), parse_caption(text))
+            normal, description = parsed[text]
             kind = description.kind
             if kind not in BINDING_CAPTION_KINDS:
                 continue
@@ -169,7 +230,9 @@ def build_binding_pairs(
                 pairs.one_object[kind] += 1
                 continue
             pairs.eligible[kind] += 1
-            options = binding_negatives(text, graph, forbidden_pairs)
+            # What binding_negatives(text) computes: the normalised text matches a template, so
+            # normalising it again changes nothing and it parses to the same description.
+            options = _negatives(normal, description, graph, forbidden)
             if not options:
                 pairs.skipped[kind] += 1
                 continue

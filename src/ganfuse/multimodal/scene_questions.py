@@ -22,13 +22,16 @@ image's questions with that answer. This is rejection sampling taken to its limi
 question is rejected whenever a rarer answer was available. With ``tolerance`` set, an image whose
 best answer is still more than ``tolerance`` above the group's rarest answer gets no question of
 that group (counted in :attr:`QuestionSet.rejected`), which bounds the imbalance further.
+
+Generation costs about a quarter of a millisecond per image (``benchmarks/scenes.md``): the
+candidates are counted per answer as numbers, and listed only for the answer drawn.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -120,17 +123,8 @@ class QuestionSet:
 
 
 # ---------------------------------------------------------------------------------------------
-# Candidates: every question of a family an image admits, with its answer
+# Referring expressions: the definitions
 # ---------------------------------------------------------------------------------------------
-
-
-class _Candidate(NamedTuple):  # a tuple: hundreds are built per image
-    answer: str
-    family: str
-    attribute: str | None
-    via: str | None
-    specs: tuple[ObjectSpec, ...]  # the phrases' specs, in text order
-    relation: str | None = None
 
 
 def _spec_grid() -> list[ObjectSpec]:
@@ -146,10 +140,6 @@ _ANY = ObjectSpec()
 
 def _allowed(spec: ObjectSpec, forbidden: Collection[tuple[str, str]]) -> bool:
     return spec.color is None or spec.shape is None or (spec.color, spec.shape) not in forbidden
-
-
-def _without(spec: ObjectSpec, attribute: str | None) -> bool:
-    return attribute is None or getattr(spec, attribute) is None
 
 
 def _object_specs(obj: SceneObject) -> list[ObjectSpec]:
@@ -195,74 +185,35 @@ def relation_target(
     return i if relation_holds(objects[i], objects[anchor], relation, margin) else None
 
 
-def _candidates(
-    graph: SceneGraph, family: str, forbidden: Collection[tuple[str, str]]
-) -> list[_Candidate]:
-    objects = graph.objects
-    if family in ("exist", "count"):
-        # How many objects each spec matches: each object matches the 8 subsets of its attributes.
-        matched = Counter(s for o in objects for s in _object_specs(o))
-        if family == "exist":
-            return [
-                _Candidate("yes" if matched[s] else "no", family, None, None, (s,))
-                for s in _GRID
-                if s != _ANY and _allowed(s, forbidden)
-            ]
-        return [
-            _Candidate(str(matched[s]), family, None, None, (s,))
-            for s in _GRID
-            if _allowed(s, forbidden)
-        ]
-    refs = unique_references(objects, forbidden)
-    out = []
-    if family == "query_attribute":
-        margin = relation_margin(graph.image_size)
-        for attribute in ATTRIBUTES:
-            for spec, i in refs:
-                if _without(spec, attribute):
-                    answer = getattr(objects[i], attribute)
-                    out.append(_Candidate(answer, family, attribute, "attributes", (spec,)))
-            for (anchor_spec, a), relation in itertools.product(refs, RELATION_PHRASES):
-                if anchor_spec == _ANY:
-                    continue
-                for i, obj in enumerate(objects):
-                    if i == a or not relation_holds(obj, objects[a], relation, margin):
-                        continue
-                    for target in _object_specs(obj):
-                        # Sizes stay out of relation phrases, to keep them short.
-                        if (
-                            target.size is None
-                            and _without(target, attribute)
-                            and _allowed(target, forbidden)
-                            and relation_target(objects, target, relation, a, margin) == i
-                        ):
-                            out.append(
-                                _Candidate(
-                                    getattr(obj, attribute),
-                                    family,
-                                    attribute,
-                                    "relation",
-                                    (target, anchor_spec),
-                                    relation,
-                                )
-                            )
-        return out
-    if family == "compare":
-        for attribute in ATTRIBUTES:
-            usable = [(s, i) for s, i in refs if _without(s, attribute)]
-            for (s1, i), (s2, j) in itertools.permutations(usable, 2):
-                if i != j:
-                    same = getattr(objects[i], attribute) == getattr(objects[j], attribute)
-                    out.append(
-                        _Candidate("yes" if same else "no", family, attribute, None, (s1, s2))
-                    )
-        return out
-    raise ValueError(f"unknown question family {family!r}; choose one of {', '.join(FAMILIES)}")
-
-
 # ---------------------------------------------------------------------------------------------
-# Text
+# Candidates: every question of a family an image admits, with its answer
+#
+# The generator works on numbers, not on ObjectSpec objects: a spec is its index in _GRID, an
+# object is the ids of the 8 specs it matches, and every phrase of every spec is rendered once, at
+# import. A family's candidates (its pool) are grouped by (via, attribute), then by answer, each
+# list in the order of the definitions above (``unique_references``, ``relation_target``): the
+# order the draws index into, so the questions are those of listing every candidate object by
+# object (tests/multimodal/test_scene_questions.py checks both). Only the counts are computed up
+# front; a list is built when a candidate is drawn from it, a relation group when it is drawn.
 # ---------------------------------------------------------------------------------------------
+
+_SPECS: tuple[tuple[str | None, str | None, str | None], ...] = tuple(
+    (s.color, s.shape, s.size) for s in _GRID
+)
+_SPEC_ID: dict[tuple[str | None, str | None, str | None], int] = {
+    spec: k for k, spec in enumerate(_SPECS)
+}
+_ANY_ID = _SPEC_ID[(None, None, None)]
+_SLOT: dict[str, int] = {"color": 0, "shape": 1, "size": 2}  # an attribute's place in a spec
+# (colour, shape, size) of an object -> the ids of its 8 specs, in _object_specs order.
+_OBJECT_SPEC_IDS: dict[tuple[str, str, str], tuple[int, ...]] = {
+    (c, s, z): tuple(_SPEC_ID[t] for t in itertools.product((None, c), (None, s), (None, z)))
+    for c, s, z in itertools.product(COLORS, SHAPES, SIZES)
+}
+# Spec id -> the (attribute, slot) it leaves open: the attributes a question may ask about it.
+_OPEN: tuple[tuple[tuple[str, int], ...], ...] = tuple(
+    tuple((a, slot) for a, slot in _SLOT.items() if spec[slot] is None) for spec in _SPECS
+)
 
 
 def _noun_phrase(spec: ObjectSpec, thing: str, plural: bool = False) -> str:
@@ -275,28 +226,277 @@ def _article(phrase: str) -> str:
     return "an" if phrase[0] in "aeiou" else "a"
 
 
-def _text(candidate: _Candidate, rng: np.random.Generator) -> str:
-    def thing() -> str:
-        return THING_WORDS[int(rng.integers(len(THING_WORDS)))]
+# Phrase of spec k with thing word t: _SINGULAR[k][t], _PLURAL[k][t], _WITH_ARTICLE[k][t].
+_SINGULAR: tuple[tuple[str, ...], ...] = tuple(
+    tuple(_noun_phrase(spec, t) for t in THING_WORDS) for spec in _GRID
+)
+_PLURAL: tuple[tuple[str, ...], ...] = tuple(
+    tuple(_noun_phrase(spec, t, plural=True) for t in THING_WORDS) for spec in _GRID
+)
+_WITH_ARTICLE: tuple[tuple[str, ...], ...] = tuple(
+    tuple(f"{_article(p)} {p}" for p in phrases) for phrases in _SINGULAR
+)
 
-    specs = candidate.specs
-    if candidate.family == "exist":
-        phrase = _noun_phrase(specs[0], thing())
-        return f"is there {_article(phrase)} {phrase}?"
-    if candidate.family == "count":
-        return f"how many {_noun_phrase(specs[0], thing(), plural=True)} are there?"
-    noun = ATTRIBUTE_NOUNS[candidate.attribute]  # type: ignore[index]
-    if candidate.family == "query_attribute":
-        if candidate.via == "attributes":
-            return f"what {noun} is the {_noun_phrase(specs[0], thing())}?"
-        target, anchor = specs
-        relation = RELATION_PHRASES[candidate.relation]  # type: ignore[index]
-        return (
-            f"what {noun} is the {_noun_phrase(target, thing())} {relation} "
-            f"the {_noun_phrase(anchor, thing())}?"
+# A candidate: exist, count, query_attribute via attributes: the spec id; via relation:
+# (target id, anchor id, relation); compare: (first id, second id, attribute).
+# A pool: (via, attribute) -> answer -> the candidates with that answer (a list or a _Bucket);
+# via and attribute are None outside query_attribute. Only non-empty lists and groups are kept.
+
+
+class _Bucket:
+    """The candidates of one answer, in pool order, listed only when one is drawn: most buckets
+    of an image are never drawn from. Sized, and popped like a list."""
+
+    __slots__ = ("size", "make", "args", "items")
+
+    def __init__(self, size: int, make: Callable[..., list], *args: object):
+        self.size, self.make, self.args, self.items = size, make, args, None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def pop(self, index: int):
+        if self.items is None:
+            self.items = self.make(*self.args)
+            assert len(self.items) == self.size
+        self.size -= 1
+        return self.items.pop(index)
+
+
+class _Deferred:
+    """The buckets of one non-empty (via, attribute), sorted by answer only when drawn from."""
+
+    __slots__ = ("make", "args", "buckets")
+
+    def __init__(self, make: Callable[..., dict], *args: object):
+        self.make, self.args, self.buckets = make, args, None
+
+    def get(self) -> dict:
+        if self.buckets is None:
+            self.buckets = {a: b for a, b in self.make(*self.args).items() if b}
+            assert self.buckets
+        return self.buckets
+
+
+_Group = dict  # answer -> list | _Bucket
+_Pool = dict  # (via, attribute) -> _Group | _Deferred
+
+
+class _Tables(NamedTuple):
+    """What ``forbidden`` allows, per spec id: ``allowed[k]``; the allowed ids in grid order
+    (``count_ids``) and those but the empty spec (``exist_ids``: "is there a thing?" is never
+    asked)."""
+
+    allowed: list[bool]
+    count_ids: list[int]
+    exist_ids: list[int]
+
+    @classmethod
+    def of(cls, forbidden: Collection[tuple[str, str]]) -> _Tables:
+        allowed = [_allowed(spec, forbidden) for spec in _GRID]
+        ids = [k for k, ok in enumerate(allowed) if ok]
+        return cls(allowed, ids, [k for k in ids if k != _ANY_ID])
+
+
+class _Scene:
+    """One graph as numbers: each object's attribute values and spec ids, how many objects each
+    spec matches, and ``refs``, :func:`unique_references` as ``(spec id, object index)``."""
+
+    __slots__ = ("objects", "values", "ids", "matched", "refs")
+
+    def __init__(self, graph: SceneGraph, allowed: Sequence[bool]):
+        self.objects = graph.objects
+        self.values = [(o.color, o.shape, o.size) for o in self.objects]
+        self.ids = [_OBJECT_SPEC_IDS[v] for v in self.values]
+        matched: dict[int, int] = {}
+        for ids in self.ids:
+            for k in ids:
+                matched[k] = matched.get(k, 0) + 1
+        self.matched = matched
+        self.refs = [
+            (k, i) for i, ids in enumerate(self.ids) for k in ids if allowed[k] and matched[k] == 1
+        ]
+
+
+def _relation_targets(
+    scene: _Scene, anchor: int, allowed: Sequence[bool], margin: float
+) -> list[tuple[str, int, int]]:
+    """``(relation, object index, target spec id)``: every target without a size that
+    :func:`relation_target` resolves to that object from ``anchor``, in candidate order."""
+    objects, ids = scene.objects, scene.ids
+    ax, ay = objects[anchor].center
+    out = []
+    for relation in RELATION_PHRASES:
+        # How far each object is on that side of the anchor (the differences relation_holds takes).
+        if relation == "left":
+            side = [ax - o.center[0] for o in objects]
+        elif relation == "right":
+            side = [o.center[0] - ax for o in objects]
+        elif relation == "above":
+            side = [ay - o.center[1] for o in objects]
+        else:
+            side = [o.center[1] - ay for o in objects]
+        sided = [j for j, d in enumerate(side) if j != anchor and d >= _STRICT]
+        if not sided:
+            continue
+        # How many objects on that side at all match each spec without a size.
+        on_side: dict[int, int] = {}
+        for j in sided:
+            for k in ids[j][::2]:  # the specs without a size, in order
+                on_side[k] = on_side.get(k, 0) + 1
+        for i in sided:
+            if side[i] >= margin:
+                # Sizes stay out of relation phrases, to keep them short.
+                out += [(relation, i, k) for k in ids[i][::2] if allowed[k] and on_side[k] == 1]
+    return out
+
+
+def _unmatched(ids: Sequence[int], matched: dict[int, int]) -> list[int]:
+    return [k for k in ids if k not in matched]
+
+
+def _relation_candidates(segments: list[tuple[list[int], list[tuple[int, str]]]]) -> list:
+    return [
+        (k, anchor, relation)
+        for anchors, found in segments
+        for anchor in anchors
+        for k, relation in found
+    ]
+
+
+def _relation_group(
+    scene: _Scene, targets: list[tuple[list[int], list[tuple[str, int, int]]]], attribute: str
+) -> _Group:
+    """The buckets of ("relation", ``attribute``): per anchor object, its targets that leave
+    ``attribute`` open, by answer, repeated for every reference to the anchor."""
+    slot, values = _SLOT[attribute], scene.values
+    segments: dict[str, list[tuple[list[int], list[tuple[int, str]]]]] = {}
+    for anchor_ids, found in targets:
+        by_answer: dict[str, list[tuple[int, str]]] = {}
+        for relation, i, k in found:
+            if _SPECS[k][slot] is None:
+                by_answer.setdefault(values[i][slot], []).append((k, relation))
+        for answer, part in by_answer.items():
+            segments.setdefault(answer, []).append((anchor_ids, part))
+    return {
+        answer: _Bucket(sum(len(a) * len(f) for a, f in parts), _relation_candidates, parts)
+        for answer, parts in segments.items()
+    }
+
+
+def _comparisons(scene: _Scene, usable: dict[str, list[tuple[int, int]]], answer: str) -> list:
+    values, out = scene.values, []
+    for attribute in ATTRIBUTES:
+        slot = _SLOT[attribute]
+        for (k1, i), (k2, j) in itertools.permutations(usable[attribute], 2):
+            if i != j and (values[i][slot] == values[j][slot]) == (answer == "yes"):
+                out.append((k1, k2, attribute))
+    return out
+
+
+def _pool(scene: _Scene, family: str, tables: _Tables, margin: float) -> _Pool:
+    """Every candidate of ``family`` for ``scene``: (via, attribute) -> answer -> candidates."""
+    allowed, matched = tables.allowed, scene.matched
+    group: _Group = {}
+    if family == "exist":
+        yes = sorted(k for k in matched if k != _ANY_ID and allowed[k])
+        group["yes"] = yes
+        group["no"] = _Bucket(
+            len(tables.exist_ids) - len(yes), _unmatched, tables.exist_ids, matched
         )
-    first, second = (_noun_phrase(s, thing()) for s in specs)
-    return f"are the {first} and the {second} the same {noun}?"
+    elif family == "count":
+        counted = 0
+        for k in sorted(matched):
+            if allowed[k]:
+                group.setdefault(str(matched[k]), []).append(k)
+                counted += 1
+        group["0"] = _Bucket(len(tables.count_ids) - counted, _unmatched, tables.count_ids, matched)
+    elif family == "query_attribute":
+        values, refs = scene.values, scene.refs
+        named: dict[str, _Group] = {attribute: {} for attribute in ATTRIBUTES}
+        for k, i in refs:
+            for attribute, slot in _OPEN[k]:
+                named[attribute].setdefault(values[i][slot], []).append(k)
+        pool: _Pool = {("attributes", a): group for a, group in named.items() if group}
+        # Relation candidates: per anchor object (refs are grouped by object), its targets,
+        # repeated for every reference to it; sorted by attribute and answer only when drawn.
+        anchors: dict[int, list[int]] = {}
+        for anchor_id, a in refs:
+            if anchor_id != _ANY_ID:
+                anchors.setdefault(a, []).append(anchor_id)
+        targets = []
+        for a, anchor_ids in anchors.items():
+            found = _relation_targets(scene, a, allowed, margin)
+            if found:
+                targets.append((anchor_ids, found))
+        asked: set[str] = set()  # the attributes some target leaves open
+        for _, found in targets:
+            for _, _, k in found:
+                asked.update(attribute for attribute, _ in _OPEN[k])
+            if len(asked) == len(ATTRIBUTES):
+                break
+        for attribute in ATTRIBUTES:
+            if attribute in asked:
+                pool[("relation", attribute)] = _Deferred(
+                    _relation_group, scene, targets, attribute
+                )
+        return pool
+    else:  # compare
+        values = scene.values
+        usable = {
+            attribute: [(k, i) for k, i in scene.refs if _SPECS[k][_SLOT[attribute]] is None]
+            for attribute in ATTRIBUTES
+        }
+        # Pairs of references to two distinct objects: per ordered pair of objects, the product
+        # of their numbers of references.
+        same = different = 0
+        for attribute in ATTRIBUTES:
+            slot = _SLOT[attribute]
+            per_object = [0] * len(values)
+            for _, i in usable[attribute]:
+                per_object[i] += 1
+            for i, m in enumerate(per_object):
+                for j, n in enumerate(per_object):
+                    if i != j:
+                        if values[i][slot] == values[j][slot]:
+                            same += m * n
+                        else:
+                            different += m * n
+        group["yes"] = _Bucket(same, _comparisons, scene, usable, "yes")
+        group["no"] = _Bucket(different, _comparisons, scene, usable, "no")
+    group = {answer: bucket for answer, bucket in group.items() if bucket}
+    return {(None, None): group} if group else {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+# ---------------------------------------------------------------------------------------------
+
+
+def _text(family: str, attribute: str | None, candidate, rng: np.random.Generator) -> str:
+    """The text of a candidate; every phrase draws its thing word from ``rng``, in text order."""
+
+    def thing() -> int:
+        return int(rng.integers(len(THING_WORDS)))
+
+    if family == "exist":
+        return f"is there {_WITH_ARTICLE[candidate][thing()]}?"
+    if family == "count":
+        return f"how many {_PLURAL[candidate][thing()]} are there?"
+    if family == "query_attribute":
+        noun = ATTRIBUTE_NOUNS[attribute]  # type: ignore[index]
+        if isinstance(candidate, int):
+            return f"what {noun} is the {_SINGULAR[candidate][thing()]}?"
+        target, anchor, relation = candidate
+        target_phrase = _SINGULAR[target][thing()]
+        return (
+            f"what {noun} is the {target_phrase} {RELATION_PHRASES[relation]} "
+            f"the {_SINGULAR[anchor][thing()]}?"
+        )
+    first, second, compared = candidate
+    first_phrase = _SINGULAR[first][thing()]
+    second_phrase = _SINGULAR[second][thing()]
+    return f"are the {first_phrase} and the {second_phrase} the same {ATTRIBUTE_NOUNS[compared]}?"
 
 
 def question_words() -> list[str]:
@@ -337,32 +537,32 @@ def generate_questions(
     if unknown:
         raise ValueError(f"unknown question families {unknown}; choose from {', '.join(FAMILIES)}")
     forbidden = frozenset(forbidden_pairs)
+    tables = _Tables.of(forbidden)
     rng = np.random.default_rng(seed)
     counts: dict[str, Counter] = {g: Counter() for g in GROUP_ANSWERS}
     result = QuestionSet([], counts)
     for graph in graphs:
+        scene = _Scene(graph, tables.allowed)
+        margin = relation_margin(graph.image_size)
         questions: list[SceneQuestion] = []
         for family in families:
-            pool = _candidates(graph, family, forbidden)
+            pool = _pool(scene, family, tables, margin)
             if not pool:
                 result.unavailable[family] += 1
                 continue
             for _ in range(per_family):
                 if family == "query_attribute":
-                    vias = sorted({c.via for c in pool})  # type: ignore[type-var]
+                    vias = sorted({via for via, _ in pool})
                     via = vias[int(rng.integers(len(vias)))]
-                    attrs = [
-                        a
-                        for a in ATTRIBUTES
-                        if any(c.via == via and c.attribute == a for c in pool)
-                    ]
+                    attrs = [a for a in ATTRIBUTES if (via, a) in pool]
                     attribute = attrs[int(rng.integers(len(attrs)))]
-                    options = [c for c in pool if c.via == via and c.attribute == attribute]
                 else:
-                    attribute, options = None, pool
+                    via = attribute = None
+                entry = pool[(via, attribute)]
+                buckets = entry.get() if isinstance(entry, _Deferred) else entry
                 group = _group_of(family, attribute)
                 used = counts[group]
-                available = sorted({c.answer for c in options}, key=GROUP_ANSWERS[group].index)
+                available = sorted(buckets, key=GROUP_ANSWERS[group].index)
                 least = min(used[a] for a in available)
                 if (
                     tolerance is not None
@@ -372,17 +572,18 @@ def generate_questions(
                     continue
                 rarest = [a for a in available if used[a] == least]
                 answer = rarest[int(rng.integers(len(rarest)))]
-                chosen = [c for c in options if c.answer == answer]
-                candidate = chosen[int(rng.integers(len(chosen)))]
-                pool = [c for c in pool if c is not candidate]  # no repeat within an image
+                chosen = buckets[answer]
+                candidate = chosen.pop(int(rng.integers(len(chosen))))  # no repeat in an image
+                if not chosen:
+                    del buckets[answer]
+                    if not buckets:
+                        del pool[(via, attribute)]
                 used[answer] += 1
+                if family == "compare":
+                    attribute = candidate[2]
                 questions.append(
                     SceneQuestion(
-                        _text(candidate, rng),
-                        answer,
-                        family,
-                        candidate.attribute,
-                        candidate.via,
+                        _text(family, attribute, candidate, rng), answer, family, attribute, via
                     )
                 )
                 if not pool:

@@ -26,9 +26,9 @@ def scenes_split(split: str, num: int, seed: int = 0, image_size: int = 32) -> S
 
 
 def config_split(config: FuseConfig, split: str) -> ShapesDataset | ScenesDataset:
-    """The config's ``train`` (``train_size`` images) or evaluation split (``eval_size``) of its
-    world."""
-    num = config.train_size if split == "train" else config.eval_size
+    """The config's ``split`` of its world: ``train_size`` images for its training split
+    (``config.train_split``), ``eval_size`` for any other."""
+    num = config.train_size if split == config.train_split else config.eval_size
     make = scenes_split if config.world == "scenes" else shapes_split
     return make(split, num, config.data_seed, config.image_size)
 

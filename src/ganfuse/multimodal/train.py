@@ -29,7 +29,7 @@ from ganfuse.multimodal.checkpoint import (
     save_run,
     saved_text_encoder,
 )
-from ganfuse.multimodal.config import FUSION_TASKS, FuseConfig
+from ganfuse.multimodal.config import FUSION_TASKS, TEST_SPLITS, VAL_SPLITS, FuseConfig
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import FusionModel, build_fusion_model
 from ganfuse.multimodal.scene_tasks import (
@@ -40,7 +40,7 @@ from ganfuse.multimodal.scene_tasks import (
     build_scene_task,
     scene_vocabulary,
 )
-from ganfuse.multimodal.splits import config_split, labelled_indices, shapes_split
+from ganfuse.multimodal.splits import config_split, labelled_indices, scenes_split, shapes_split
 from ganfuse.multimodal.tasks import (
     PairTask,
     VQATask,
@@ -146,11 +146,12 @@ def image_features(encoder: torch.nn.Module, data, batch_size: int = 500) -> Mod
 
 @lru_cache(maxsize=8)
 def _pretrained_features(
-    run_dir: str, split: str, num: int, seed: int, size: int
+    run_dir: str, world: str, split: str, num: int, seed: int, size: int
 ) -> ModalityFeatures:
     # A benchmark trains many fusion models on one frozen encoder: its features are computed once.
     encoder = load_dual_encoder(Path(run_dir)).image_encoder
-    return image_features(encoder, shapes_split(split, num, seed, size))
+    make = scenes_split if world == "scenes" else shapes_split
+    return image_features(encoder, make(split, num, seed, size))
 
 
 def frozen_image_features(
@@ -162,6 +163,7 @@ def frozen_image_features(
     if config.image_encoder_init:
         return _pretrained_features(
             str(Path(config.image_encoder_init).resolve()),
+            config.world,
             split,
             len(data),
             config.data_seed,
@@ -193,7 +195,13 @@ def train_fusion(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     task = fusion_task(config)
-    train, val, test = (config_split(config, s) for s in ("train", "val", "test"))
+    # The splits by role: ``config.train_split`` and the splits it is validated and tested on.
+    names = {
+        "train": config.train_split,
+        "val": VAL_SPLITS[config.train_split] if validate else None,
+        "test": TEST_SPLITS[config.train_split],
+    }
+    train, test = config_split(config, names["train"]), config_split(config, names["test"])
     vocab = scene_vocabulary(task, train) if config.world == "scenes" else task_vocabulary(config.task)
     model = build_fusion_model(config, task.task_sizes, vocab=vocab)
     image_encoder = model.encoders["image"]
@@ -204,8 +212,9 @@ def train_fusion(
     features: dict[str, ModalityFeatures | None] = {"train": None, "val": None, "test": None}
     if config.freeze_image_encoder:
         image_encoder.requires_grad_(False)
-        for split in ("train", "val", "test") if validate else ("train", "test"):
-            features[split] = frozen_image_features(config, split, image_encoder)
+        for role, split in names.items():
+            if split is not None:
+                features[role] = frozen_image_features(config, split, image_encoder)
     weighting = LossWeighting(list(task.task_sizes), config.weighting)
     labelled = labelled_indices(len(train), config.label_fraction, config.data_seed)
     sampler = EpochBatchSampler(len(labelled), config.batch_size, seed=config.seed)
@@ -221,11 +230,10 @@ def train_fusion(
         image_encoder.eval()  # frozen statistics too
     params = list(model.parameters()) + list(weighting.parameters())
     stats = optimise(params, compute_loss, config, f"{config.task}/{config.fusion}", progress, out)
-    val_metrics = (
-        score_task(model, task, eval_batches(task, val, VAL_SEED), features["val"])
-        if validate
-        else {}
-    )
+    val_metrics: dict[str, float] = {}
+    if names["val"] is not None:
+        val = config_split(config, names["val"])
+        val_metrics = score_task(model, task, eval_batches(task, val, VAL_SEED), features["val"])
     test_metrics = score_task(model, task, eval_batches(task, test, TEST_SEED), features["test"])
     result = FusionResult(
         model=model,

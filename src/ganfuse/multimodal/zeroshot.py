@@ -14,6 +14,11 @@ classifies into any set of classes given as text: here the 21 colour-shape pairs
 
 Images with the same four attributes are positives of each other's captions in the loss too, so
 the batch never pushes apart two equally correct pairs.
+
+With ``world=scenes`` the same dual encoder learns ``scenes`` image-caption pairs: positives are
+every (caption, image) pair of the batch the exact judge calls true, ``hard_negatives`` adds the
+binding negatives of the batch's captions to the image-to-text denominator, and the scores are
+retrieval recall and binding-swap matching (:mod:`ganfuse.multimodal.scene_zeroshot`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganfuse.data.base import uint8_to_float
+from ganfuse.data.scenes import ScenesDataset
 from ganfuse.data.shapes import (
     COLOR_SHAPE_CLASSES,
     POSITIONS,
@@ -37,6 +43,7 @@ from ganfuse.data.shapes import (
     caption_templates,
     make_caption,
 )
+from ganfuse.errors import ConfigError
 from ganfuse.models.encoders import ImageEncoder
 from ganfuse.multimodal.checkpoint import (
     RunResult,
@@ -50,6 +57,12 @@ from ganfuse.multimodal.checkpoint import (
 from ganfuse.multimodal.config import FuseConfig
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import build_image_encoder, build_text
+from ganfuse.multimodal.scene_zeroshot import (
+    SceneArrays,
+    contrastive_batch,
+    evaluate_scenes_split,
+    scenes_caption_vocabulary,
+)
 from ganfuse.multimodal.splits import config_split
 from ganfuse.text import SentenceEncoder, TextEncoder
 from ganfuse.text.encoders import shapes_vocabulary
@@ -101,22 +114,52 @@ def info_nce(
     scale: torch.Tensor | float,
     positives: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Symmetric InfoNCE of matched rows: ``(B, E)``, ``(B, E)`` normalised -> scalar.
+    """Symmetric InfoNCE of matched rows: ``(B, E)`` images, ``(T, E)`` texts, both normalised,
+    ``T >= B`` -> scalar. Text ``i < B`` is image ``i``'s; texts ``B..T-1`` (hard negatives) only
+    join the image-to-text denominators, text-to-image runs over the first ``B`` texts.
 
-    ``positives`` ``(B, B)`` bool marks every pair that counts as a match (diagonal included);
+    ``positives`` ``(B, T)`` bool marks every pair that counts as a match (diagonal included);
     each row's target is then uniform over its positives, so two images with the same attributes
     are not pushed away from each other's captions. ``None``: the diagonal only (plain CLIP).
     """
-    logits = scale * image_emb @ text_emb.t()
+    batch = len(image_emb)
+    if len(text_emb) < batch:
+        raise ValueError(
+            f"info_nce needs at least one text per image, got {len(text_emb)} < {batch}"
+        )
+    logits = scale * image_emb @ text_emb.t()  # (B, T)
     if positives is None:
-        targets = torch.arange(len(logits), device=logits.device)
-        return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets))
+        targets = torch.arange(batch, device=logits.device)
+        return 0.5 * (
+            F.cross_entropy(logits, targets) + F.cross_entropy(logits[:, :batch].t(), targets)
+        )
     weights = positives.to(logits.dtype)
     image_to_text = -(weights / weights.sum(1, keepdim=True) * logits.log_softmax(1)).sum(1)
-    text_to_image = -(
-        weights.t() / weights.t().sum(1, keepdim=True) * logits.t().log_softmax(1)
-    ).sum(1)
+    back = weights[:, :batch].t()  # (B, B): the real captions against the images
+    back_log_probs = logits[:, :batch].t().log_softmax(1)
+    text_to_image = -(back / back.sum(1, keepdim=True) * back_log_probs).sum(1)
     return 0.5 * (image_to_text.mean() + text_to_image.mean())
+
+
+def binding_loss(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    scale: torch.Tensor | float,
+    negative_of: torch.Tensor,
+) -> torch.Tensor:
+    """Two-way cross-entropy of each true caption against its hard negative, on the image's
+    logits: ``(B, E)`` images, ``(T, E)`` texts (text ``i < B`` image ``i``'s, text ``B + h`` a
+    negative of caption ``negative_of[h]``), ``negative_of`` ``(H,)`` int64 -> scalar (0 when
+    ``H = 0``). Unlike the InfoNCE denominator, where the true caption shares its image's target
+    with every other true caption of the batch, each pair here carries a full unit of target."""
+    if len(negative_of) == 0:
+        return image_emb.new_zeros(())
+    batch = len(image_emb)
+    images = image_emb[negative_of]
+    positive = (images * text_emb[negative_of]).sum(-1)
+    negative = (images * text_emb[batch : batch + len(negative_of)]).sum(-1)
+    logits = scale * torch.stack([positive, negative], dim=1)  # (H, 2)
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.int64))
 
 
 def prompt_templates() -> list[str]:
@@ -196,14 +239,27 @@ def embed_texts(model: DualEncoder, texts: Sequence[str], batch_size: int = 500)
 @torch.no_grad()
 def evaluate_zeroshot(
     model: DualEncoder,
-    test: ShapesDataset,
-    heldout: ShapesDataset,
+    test: ShapesDataset | ScenesDataset,
+    heldout: ShapesDataset | ScenesDataset,
     templates: Sequence[str] | None = None,
 ) -> dict[str, float]:
     """Zero-shot top-1 over the 21 colour-shape classes on seen (``test``) and held-out pairs,
-    and attribute-correct retrieval recall@1/5/10 both ways on each split."""
+    and attribute-correct retrieval recall@1/5/10 both ways on each split. On ``scenes`` splits:
+    retrieval recall and binding-swap matching
+    (:func:`~ganfuse.multimodal.scene_zeroshot.evaluate_scenes_split`), prefixes ``seen_`` and
+    ``heldout_``."""
     was_training = model.training
     model.eval()
+    if isinstance(test, ScenesDataset) or isinstance(heldout, ScenesDataset):
+        metrics = {"temperature": model.temperature}
+        for name, data in (("seen", test), ("heldout", heldout)):
+            metrics.update(
+                evaluate_scenes_split(
+                    lambda x: embed_images(model, x), lambda t: embed_texts(model, t), data, name
+                )
+            )
+        model.train(was_training)
+        return metrics
     classes = class_embeddings(
         lambda t: model.encode_text(t), COLOR_SHAPE_CLASSES, templates or prompt_templates()
     )
@@ -224,8 +280,61 @@ def evaluate_zeroshot(
 
 
 def build_dual_encoder(config: FuseConfig, text_encoder: TextEncoder | None = None) -> DualEncoder:
-    text = text_encoder if text_encoder is not None else build_text(config, shapes_vocabulary())
+    """The dual encoder of ``config``; the small text encoder's words are every caption word of
+    the config's world."""
+    vocab = scenes_caption_vocabulary() if config.world == "scenes" else shapes_vocabulary()
+    text = text_encoder if text_encoder is not None else build_text(config, vocab)
     return DualEncoder(build_image_encoder(config), text, config.embed_dim, config.init_temperature)
+
+
+# A batch: images (B, 3, S, S) in [-1, 1], texts, positives (B, T) bool, and for each extra text
+# (a hard negative) the caption row it negates (H,) int64.
+Draw = Callable[[], tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]]
+
+
+def _shapes_draw(config: FuseConfig, model: DualEncoder, frozen_text: bool) -> Draw:
+    """Batches of ``shapes``: images, one caption each, positives of identical attributes."""
+    train = config_split(config, "train")
+    if frozen_text:
+        model.text_encoder.encode_cached(train.captions)
+    keys = attribute_keys(train)
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+
+    def draw() -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+        index = torch.randperm(len(train), generator=generator)[: config.batch_size]
+        if frozen_text:  # the cached dataset captions
+            texts = [train.captions[i] for i in index.tolist()]
+        else:
+            texts = [make_caption(train.attributes[i], rng) for i in index.tolist()]
+        positives = keys[index][:, None] == keys[index][None, :]
+        return (
+            uint8_to_float(train.images[index]),
+            texts,
+            positives,
+            torch.zeros(0, dtype=torch.int64),
+        )
+
+    return draw
+
+
+def _scenes_draw(config: FuseConfig) -> Draw:
+    """Batches of ``scenes``: images, one fresh caption each, then (with ``hard_negatives``) the
+    captions' binding negatives, which never name a held-out pair; positives by the exact judge."""
+    train = config_split(config, "train")
+    arrays = SceneArrays.from_graphs(train.graphs)
+    generator = torch.Generator().manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+
+    def draw() -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+        index = torch.randperm(len(train), generator=generator)[: config.batch_size]
+        batch = contrastive_batch(
+            train, arrays, index, rng, config.hard_negatives, forbidden_pairs=train.holdout
+        )
+        negative_of = torch.tensor(batch.negative_of, dtype=torch.int64)
+        return uint8_to_float(train.images[index]), batch.texts, batch.positives, negative_of
+
+    return draw
 
 
 @uses_config_threads
@@ -236,38 +345,38 @@ def train_zeroshot(
 
     A trainable text encoder sees a fresh random caption of each image at every step; a frozen
     pretrained one sees each image's dataset caption, encoded once up front (encoding is its cost).
+    On ``scenes`` (``world=scenes``, the small text encoder only) the batch also holds the binding
+    negatives of its captions when ``hard_negatives`` is on, and ``binding_weight`` adds
+    :func:`binding_loss` on them.
     ``out`` is checked before any work (a run already there, or a read-only folder, is refused).
     """
+    scenes = config.world == "scenes"
+    if scenes and config.text_encoder != "small":
+        raise ConfigError(
+            f"zeroshot on world=scenes trains the small text encoder only, not "
+            f"text_encoder={config.text_encoder}"
+        )
     if out is not None:
         prepare_run_folder(Path(out), "zeroshot")
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    train = config_split(config, "train")
     model = build_dual_encoder(config)
     frozen_text = (
         isinstance(model.text_encoder, SentenceEncoder) and not model.text_encoder.trainable
     )
-    if frozen_text:
-        model.text_encoder.encode_cached(train.captions)
-    keys = attribute_keys(train)
-    generator = torch.Generator().manual_seed(config.seed)
+    draw = _scenes_draw(config) if scenes else _shapes_draw(config, model, frozen_text)
 
     def compute_loss(step: int) -> torch.Tensor:
-        index = torch.randperm(len(train), generator=generator)[: config.batch_size]
-        images = uint8_to_float(train.images[index])
-        if frozen_text:  # the cached dataset captions
-            texts = [train.captions[i] for i in index.tolist()]
-        else:
-            texts = [make_caption(train.attributes[i], rng) for i in index.tolist()]
-        positives = keys[index][:, None] == keys[index][None, :]
-        return info_nce(
-            model.encode_image(images), model.encode_text(texts), model.scale(), positives
-        )
+        images, texts, positives, negative_of = draw()
+        image_emb, text_emb = model.encode_image(images), model.encode_text(texts)
+        loss = info_nce(image_emb, text_emb, model.scale(), positives)
+        if config.binding_weight and len(negative_of):
+            binding = binding_loss(image_emb, text_emb, model.scale(), negative_of)
+            loss = loss + config.binding_weight * binding
+        return loss
 
     model.train()
-    stats = optimise(
-        model.parameters(), compute_loss, config, f"zeroshot/{config.text_encoder}", progress, out
-    )
+    desc = f"zeroshot/{'scenes/' if scenes else ''}{config.text_encoder}"
+    stats = optimise(model.parameters(), compute_loss, config, desc, progress, out)
     metrics = evaluate_zeroshot(
         model, config_split(config, "test"), config_split(config, "heldout")
     )

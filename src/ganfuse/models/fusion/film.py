@@ -6,7 +6,15 @@ conditioning modality (the text's pooled vector) predicts, for each residual blo
 the sentence steers *which* visual features survive, at every location of the map.
 
 In: ``{"image": tokens (B, H*W, Di) with grid (H, W), "text": pooled (B, Dt)}``;
-out: ``(B, out_dim)``, a linear map of the whole modulated grid (so the position is kept).
+out: ``(B, out_dim)``. Two read-outs: ``pool=0``, a linear map of the whole modulated grid (the
+position is kept by where a feature sits in the flattened vector); ``pool=1``, the paper's
+classifier, a 1x1 convolution then a global max over the grid (which answers "is there a place
+where the question's features fire?", whatever the number of cells).
+
+``coords=1`` appends two coordinate maps (x and y in ``[-1, 1]``, Liu et al. 2018's CoordConv, as
+the FiLM paper does) to the input of the stem, of every block and of the classifier, so that a
+block can compute "left of" and "above" from what it sees: spatial relations need it once the
+read-out pools over positions.
 """
 
 from __future__ import annotations
@@ -23,15 +31,28 @@ class FiLMBlock(nn.Module):
     """``x (B, C, H, W)``, ``gamma, beta (B, C)`` -> ``(B, C, H, W)``:
     ``x + relu(film(norm(conv3x3(relu(conv1x1(x))))))``, the FiLM paper's residual block."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, extra_in: int = 0, kernel: int = 3, context: bool = False):
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.context = context
+        inputs = channels + extra_in + (channels if context else 0)
+        self.conv1 = nn.Conv2d(inputs, channels, 1)
+        self.conv2 = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
         # No affine parameters of its own: FiLM provides them, per example.
         self.norm = nn.BatchNorm2d(channels, affine=False)
 
-    def forward(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-        h = self.norm(self.conv2(torch.relu(self.conv1(x))))
+    def forward(
+        self,
+        x: torch.Tensor,
+        gamma: torch.Tensor,
+        beta: torch.Tensor,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``extra`` ``(B, E, H, W)``: maps concatenated to the block's input (coordinates)."""
+        parts = [x] if extra is None else [x, extra]
+        if self.context:  # what the whole map holds, at every position
+            parts.append(x.amax(dim=(2, 3), keepdim=True).expand_as(x))
+        inputs = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+        h = self.norm(self.conv2(torch.relu(self.conv1(inputs))))
         h = gamma[:, :, None, None] * h + beta[:, :, None, None]
         return x + torch.relu(h)
 
@@ -49,6 +70,10 @@ class FiLMFusion(Fusion):
         out_dim: int = 256,
         channels: int = 64,
         blocks: int = 2,
+        coords: int = 0,
+        pool: int = 0,
+        kernel: int = 3,
+        context: int = 0,
         target_key: str = "image",
         condition_key: str = "text",
     ):
@@ -58,14 +83,40 @@ class FiLMFusion(Fusion):
         self.out_dim = out_dim
         self.grid = tuple(grid)
         self.channels = channels
-        self.stem = nn.Conv2d(target_dim, channels, 1)
+        if coords not in (0, 1) or pool not in (0, 1, 2) or context not in (0, 1):
+            raise ValueError(
+                f"FiLM coords and context must be 0 or 1 and pool 0, 1 or 2, got "
+                f"{coords}, {context} and {pool}"
+            )
+        if kernel not in (1, 3):
+            raise ValueError(f"FiLM kernel must be 1 or 3, got {kernel}")
+        if pool == 2 and out_dim % 2:
+            raise ValueError(
+                f"FiLM pool=2 (max and mean halves) needs an even out_dim, got {out_dim}"
+            )
+        self.coords, self.pool = bool(coords), pool
+        extra = 2 if self.coords else 0
+        if self.coords:
+            ys, xs = torch.meshgrid(
+                torch.linspace(-1.0, 1.0, self.grid[0]),
+                torch.linspace(-1.0, 1.0, self.grid[1]),
+                indexing="ij",
+            )
+            self.register_buffer("coordinates", torch.stack([xs, ys])[None], persistent=False)
+        self.stem = nn.Conv2d(target_dim + extra, channels, 1)
         self.film_generator = nn.Sequential(
             nn.LayerNorm(condition_dim), nn.Linear(condition_dim, 2 * channels * blocks)
         )
-        self.blocks = nn.ModuleList(FiLMBlock(channels) for _ in range(blocks))
-        self.out = nn.Sequential(
-            nn.Flatten(), nn.Linear(channels * self.grid[0] * self.grid[1], out_dim), nn.ReLU()
+        self.blocks = nn.ModuleList(
+            FiLMBlock(channels, extra, kernel, bool(context)) for _ in range(blocks)
         )
+        if self.pool:
+            width = out_dim // 2 if pool == 2 else out_dim
+            self.out = nn.Sequential(nn.Conv2d(channels + extra, width, 1), nn.ReLU())
+        else:
+            self.out = nn.Sequential(
+                nn.Flatten(), nn.Linear(channels * self.grid[0] * self.grid[1], out_dim), nn.ReLU()
+            )
 
     def film_parameters(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, Dc)`` -> ``gamma, beta`` each ``(B, blocks, channels)``; gamma starts near 1."""
@@ -82,8 +133,18 @@ class FiLMFusion(Fusion):
             raise ValueError(f"FiLM fusion built for a {self.grid} grid, got {(height, width)}")
         batch = target.tokens.shape[0]
         x = target.tokens.transpose(1, 2).reshape(batch, -1, height, width)
-        x = self.stem(x)
+        extra = self.coordinates.expand(batch, -1, -1, -1) if self.coords else None
+
+        def with_extra(maps: torch.Tensor) -> torch.Tensor:
+            return maps if extra is None else torch.cat([maps, extra], dim=1)
+
+        x = self.stem(with_extra(x))
         gamma, beta = self.film_parameters(condition.pooled)
         for index, block in enumerate(self.blocks):
-            x = block(x, gamma[:, index], beta[:, index])
+            x = block(x, gamma[:, index], beta[:, index], extra)
+        if self.pool == 2:  # max ("is there one?") and mean ("how many?") over the grid
+            maps = self.out(with_extra(x))
+            return torch.cat([maps.amax(dim=(2, 3)), maps.mean(dim=(2, 3))], dim=1)
+        if self.pool:
+            return self.out(with_extra(x)).amax(dim=(2, 3))
         return self.out(x)
