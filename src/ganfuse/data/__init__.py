@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from ganfuse.config import DataConfig
 from ganfuse.data.base import ImageDataset, InMemoryImageDataset
+from ganfuse.data.captions import folder_options
 from ganfuse.data.digits import DigitsDataset
+from ganfuse.data.emoji import EmojiDataset
 from ganfuse.data.folder import FolderDataset
 from ganfuse.data.huggingface import HuggingFaceStream
 from ganfuse.data.shapes import ShapesDataset
@@ -19,12 +21,16 @@ def build_dataset(cfg: DataConfig, channels: int | None = None, progress: bool =
     if cfg.name == "digits":
         return DigitsDataset(cfg.image_size)
     if cfg.name == "folder":
-        return FolderDataset(cfg.path, cfg.image_size, channels or 3, cfg.use_labels, progress=progress)
+        return FolderDataset(cfg.path, cfg.image_size, channels or 3, cfg.use_labels, progress=progress,
+                             **folder_options(cfg))
     if cfg.name in ("mnist", "cifar10"):
         return load_torchvision(cfg.name, cfg.path, cfg.image_size)
     if cfg.name == "shapes":
         shapes = ShapesDataset(split="train", image_size=cfg.image_size)
         return InMemoryImageDataset(shapes.images, shapes.labels["color_shape"], shapes.class_names, "shapes")
+    if cfg.name == "emoji":  # every emoji; labels = the 10 Unicode groups
+        emoji = EmojiDataset(split="all", image_size=cfg.image_size)
+        return InMemoryImageDataset(emoji.images, emoji.labels["group"], emoji.class_names, "emoji")
     if cfg.name == "shards":  # an endless training stream: tar shards, or hf://OWNER/NAME[:SPLIT]
         if str(cfg.path).startswith("hf://"):
             return HuggingFaceStream(cfg.path, cfg.image_size, channels or 3, repeat=True)

@@ -9,8 +9,9 @@ weights, so cached reference statistics are never reused across different weight
     probs(images_uint8 (B, C, H, W))    -> float32 (B, num_classes), rows summing to 1
 
 Registered names (:func:`get_extractor`): ``inception`` (the standard FID Inception-v3 through
-torch-fidelity) and ``digits`` (a classifier trained on the real digits, shipped in the package).
-Another dataset adds its own with :func:`register_extractor`.
+torch-fidelity) and ``digits`` (a classifier trained on the real digits, shipped in the package);
+``shapes`` and ``emoji`` register themselves from their modules (:data:`_PROVIDERS`). Another
+dataset adds its own with :func:`register_extractor`.
 """
 
 from __future__ import annotations
@@ -175,7 +176,7 @@ def _inception(**kwargs) -> FeatureExtractor:
 
 _REGISTRY: dict[str, Callable[..., FeatureExtractor]] = {"inception": _inception, "digits": _digits}
 # Extractors defined elsewhere register themselves on import; this says which module to import.
-_PROVIDERS: dict[str, str] = {"shapes": "ganfuse.metrics.attributes"}
+_PROVIDERS: dict[str, str] = {"shapes": "ganfuse.metrics.attributes", "emoji": "ganfuse.metrics.emoji"}
 
 
 def register_extractor(name: str, factory: Callable[..., FeatureExtractor]) -> None:

@@ -146,7 +146,7 @@ _REFERENCE_DATASETS: dict[str, Callable[[], torch.Tensor]] = {"digits": _digits_
 # dataset -> the name of its own extractor, used when the Inception weights are absent.
 DATASET_EXTRACTORS: dict[str, str] = {"digits": "digits"}
 # Datasets registered by other modules on import; this says which module to import.
-_PROVIDERS: dict[str, str] = {"shapes": "ganfuse.metrics.attributes"}
+_PROVIDERS: dict[str, str] = {"shapes": "ganfuse.metrics.attributes", "emoji": "ganfuse.metrics.emoji"}
 
 
 def register_reference_dataset(

@@ -113,7 +113,7 @@ def attach_default_callbacks(trainer) -> None:
     if t.monitor_every > 0:
         trainer.callbacks.append(ModeCollapseMonitor(trainer))
     if t.eval_every > 0:
-        if trainer.config.data.name not in ("digits", "shapes"):
+        if trainer.config.data.name not in ("digits", "shapes", "emoji"):
             log.warning("train.eval_every: no built-in reference for %s; Frechet distance is not tracked",
                         trainer.config.data.name)
         else:
