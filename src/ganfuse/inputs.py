@@ -92,6 +92,19 @@ def check_truncation(value: object, name: str = "--truncation") -> float | None:
     return truncation
 
 
+def check_psi(value: object, name: str = "--psi") -> float | None:
+    """``None`` (no truncation) for ``None``; otherwise the truncation psi, a number from 0 to 1:
+    latents are pulled towards the mean latent, ``z' = mean + psi * (z - mean)`` (0 gives the
+    mean image, 1 the plain sample)."""
+    if value is None:
+        return None
+    accepted = "a number from 0 (the mean image) to 1 (no truncation)"
+    psi = _finite(name, value, accepted)
+    if not 0.0 <= psi <= 1.0:
+        raise InputError(f"{name} must be {accepted}, got {psi:g}")
+    return psi
+
+
 def check_count(name: str, value: object, limit: int, minimum: int = 1) -> int:
     """A whole number from ``minimum`` to ``limit``."""
     accepted = f"a whole number from {minimum} to {limit}"

@@ -17,12 +17,21 @@ from torch import nn
 
 from ganfuse.config import Config, arch_family, from_dict, validate
 from ganfuse.errors import ConfigError, UserError
-from ganfuse.inputs import MAX_IMAGES, check_count, check_seed, check_truncation
+from ganfuse.inputs import MAX_IMAGES, check_count, check_psi, check_seed, check_truncation
 from ganfuse.models.build import build_gan
 from ganfuse.models.t2i import build_t2i, text_spec_from_config
 from ganfuse.text.prompts import PromptEncoder, check_prompts
 from ganfuse.train.checkpoint import latest_good_checkpoint
 from ganfuse.train.precision import resolve_device
+
+
+def truncate_psi(z: torch.Tensor, psi: float | None) -> torch.Tensor:
+    """The truncation trick with psi: ``z' = mean + psi * (z - mean)`` for latents ``z`` ``(N, z_dim)``.
+
+    The generators here take ``z ~ N(0, I)`` directly (no mapping network), so the mean latent is
+    the origin: psi 0 gives every image at ``z = 0`` (the mean image, per class or prompt), psi 1
+    the plain sample. ``None`` leaves ``z`` as it is."""
+    return z if psi is None else z * psi
 
 
 @dataclass
@@ -53,19 +62,21 @@ class Run:
 
     @torch.no_grad()
     def sample_batches(self, n: int, batch_size: int = 256, seed: int = 0, class_label: int | None = None,
-                       truncation: float | None = None) -> Iterator[torch.Tensor]:
+                       truncation: float | None = None, *, psi: float | None = None) -> Iterator[torch.Tensor]:
         """Yield ``n`` images in batches of at most ``batch_size``: float ``(b, C, H, W)`` in [-1, 1] on CPU.
 
         Latents come from a CPU generator seeded with ``seed``, so a seed gives the same images on
-        every device and batch size. ``truncation`` clamps latents to ``[-t, t]`` (the truncation trick).
+        every device and batch size. ``truncation`` clamps latents to ``[-t, t]``; ``psi`` (0 to 1)
+        pulls them towards the mean latent (:func:`truncate_psi`).
         """
         n = check_count("the number of images", n, MAX_IMAGES)
         batch_size = check_count("batch_size", batch_size, MAX_IMAGES)
         seed, truncation = check_seed(seed, "seed"), check_truncation(truncation, "truncation")
+        psi = check_psi(psi, "psi")
         gen = torch.Generator().manual_seed(seed)
         # All latents are drawn up front (n * z_dim floats: 20 MB for 50k images) so that the
         # images for a seed do not depend on the batch size.
-        z_all = torch.randn(n, self.z_dim, generator=gen)
+        z_all = truncate_psi(torch.randn(n, self.z_dim, generator=gen), psi)
         if truncation is not None:
             z_all = z_all.clamp(-truncation, truncation)
         labels_all = self._labels(n, class_label, gen)
@@ -75,9 +86,9 @@ class Run:
             yield self.generator(z, labels).float().cpu()
 
     def sample(self, n: int, seed: int = 0, class_label: int | None = None, batch_size: int = 256,
-               truncation: float | None = None) -> torch.Tensor:
+               truncation: float | None = None, *, psi: float | None = None) -> torch.Tensor:
         """``n`` images, float ``(n, C, H, W)`` in [-1, 1]."""
-        return torch.cat(list(self.sample_batches(n, batch_size, seed, class_label, truncation)))
+        return torch.cat(list(self.sample_batches(n, batch_size, seed, class_label, truncation, psi=psi)))
 
 
 @dataclass
@@ -98,9 +109,9 @@ class TextToImageRun(Run):
     @torch.no_grad()
     def sample_batches(self, n: int, batch_size: int = 256, seed: int = 0, class_label: int | None = None,
                        truncation: float | None = None,
-                       prompts: Sequence[str] | None = None) -> Iterator[torch.Tensor]:
+                       prompts: Sequence[str] | None = None, *, psi: float | None = None) -> Iterator[torch.Tensor]:
         """Yield ``n`` images per prompt (prompt-major) in batches of at most ``batch_size``:
-        float ``(b, 3, H, W)`` in [-1, 1] on CPU."""
+        float ``(b, 3, H, W)`` in [-1, 1] on CPU. ``psi`` as in :meth:`Run.sample_batches`."""
         if class_label is not None:
             raise UserError(f"the run in {self.path} is text-to-image: give prompts, not a class")
         if prompts is None:
@@ -111,6 +122,7 @@ class TextToImageRun(Run):
         n = check_count("the number of images per prompt", n, MAX_IMAGES)
         batch_size = check_count("batch_size", batch_size, MAX_IMAGES)
         seed, truncation = check_seed(seed, "seed"), check_truncation(truncation, "truncation")
+        psi = check_psi(psi, "psi")
         cond = self.conditions(prompts)
         total = n * cond.shape[0]
         if total > MAX_IMAGES:
@@ -120,6 +132,7 @@ class TextToImageRun(Run):
         # one draw per prompt, all up front: a prompt's latents depend on neither the batch size
         # nor the prompts after it (a single draw would not keep prefixes: randn fills in chunks)
         z_all = torch.cat([torch.randn(n, self.z_dim, generator=gen) for _ in range(cond.shape[0])])
+        z_all = truncate_psi(z_all, psi)
         if truncation is not None:
             z_all = z_all.clamp(-truncation, truncation)
         cond = cond.repeat_interleave(n, dim=0)
@@ -138,9 +151,11 @@ class TextToImageRun(Run):
         return self.generator(z.to(self.device), self.conditions(prompts)).float().cpu()
 
     def sample(self, n: int, seed: int = 0, class_label: int | None = None, batch_size: int = 256,
-               truncation: float | None = None, prompts: Sequence[str] | None = None) -> torch.Tensor:
+               truncation: float | None = None, prompts: Sequence[str] | None = None, *,
+               psi: float | None = None) -> torch.Tensor:
         """``n`` images per prompt, float ``(n * len(prompts), 3, H, W)`` in [-1, 1], prompt-major."""
-        return torch.cat(list(self.sample_batches(n, batch_size, seed, class_label, truncation, prompts)))
+        return torch.cat(list(self.sample_batches(n, batch_size, seed, class_label, truncation, prompts,
+                                                  psi=psi)))
 
 
 def text_to_image_run(path: Path, ckpt: Path, config: Config, manifest: dict, weights: dict[str, torch.Tensor],

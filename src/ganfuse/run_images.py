@@ -10,8 +10,10 @@ Run provides), since such a generator takes a sentence embedding instead of a cl
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -126,6 +128,72 @@ def interpolation_strip(
     """``(steps, C, H, W)``: the images along a latent interpolation."""
     z = interpolation_latents(run.z_dim, steps, seed, truncation)
     return from_latents(run, z, class_label, prompt)
+
+
+def walk_latents(
+    z_dim: int, frames: int, seed: int, keyframes: int = 4, psi: float | None = None
+) -> torch.Tensor:
+    """``(frames, z_dim)`` latents of a looping latent walk: ``keyframes`` latents drawn from
+    ``seed``, joined by slerp arcs, the last arc returning to the first so an animation loops
+    without a jump. ``psi`` pulls every latent towards the mean (see ``ganfuse.run.truncate_psi``)."""
+    if frames < 2:
+        raise UserError(f"a latent walk needs at least 2 frames, got {frames}")
+    if keyframes < 2:
+        raise UserError(f"a latent walk needs at least 2 keyframes, got {keyframes}")
+    gen = torch.Generator().manual_seed(seed)
+    keys = torch.randn(keyframes, z_dim, generator=gen)
+    # frame i sits at position i * keyframes / frames along the closed loop of arcs
+    position = torch.arange(frames, dtype=torch.float64) * keyframes / frames
+    arc, frac = position.floor().long(), position - position.floor()
+    z = torch.stack(
+        [
+            slerp(keys[a], keys[(a + 1) % keyframes], f.reshape(1))[0]
+            for a, f in zip(arc, frac, strict=True)
+        ]
+    )
+    return z if psi is None else z * psi
+
+
+ANIMATION_SUFFIXES = (".gif", ".mp4")
+
+
+def mp4_writer_available() -> bool:
+    """Whether MP4 can be written: imageio with its ffmpeg plugin (``pip install imageio-ffmpeg``)."""
+    return all(importlib.util.find_spec(m) is not None for m in ("imageio", "imageio_ffmpeg"))
+
+
+def write_animation(images: torch.Tensor, path, fps: float = 12.0, scale: int = 4) -> int:
+    """Write frames ``(T, C, H, W)`` in [-1, 1] as a looping GIF (Pillow) or an MP4 (imageio-ffmpeg,
+    when installed), each frame upscaled ``scale`` times; returns the number of frames written."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in ANIMATION_SUFFIXES:
+        raise UserError(
+            f"an animation is written as {' or '.join(ANIMATION_SUFFIXES)}, not {path.name}"
+        )
+    frames = [grid_image(images[i : i + 1], 1, scale=scale, padding=0) for i in range(len(images))]
+    if suffix == ".gif":
+        # Pillow stores a frame identical to the one before as a longer display of that one
+        frames[0].save(
+            path,
+            save_all=True,
+            append_images=frames[1:],
+            duration=round(1000 / fps),
+            loop=0,
+            optimize=False,
+        )
+        return len(frames)
+    if not mp4_writer_available():
+        raise UserError(
+            f"no MP4 writer installed for {path.name} (pip install imageio imageio-ffmpeg); "
+            "write a .gif instead"
+        )
+    import imageio.v2 as imageio
+
+    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1) as writer:
+        for frame in frames:
+            writer.append_data(np.asarray(frame))
+    return len(frames)
 
 
 def class_grid(

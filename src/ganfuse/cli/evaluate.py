@@ -23,6 +23,8 @@ from ganfuse.metrics.inception_weights import (
     cached_weights_path,
 )
 from ganfuse.metrics.settings import (
+    AUDIT_DEFAULT_NUM,
+    AUDIT_METRICS,
     DEFAULT_METRICS,
     DEFAULT_NUM,
     DEFAULT_RESIZE,
@@ -56,7 +58,15 @@ def register(subparsers) -> None:
         "--metrics",
         default=None,
         help=f"comma-separated, from {','.join(METRICS)} (default: all); for a text-to-image run "
-        f"from {','.join(T2I_METRICS)} (default: attr, plus rprec with --rprec-model)",
+        f"from {','.join(T2I_METRICS)} (default: attr, plus rprec with --rprec-model); "
+        "memorization (on its own): a GAN run's samples against its training images, written to "
+        "RUN/memorization.json and RUN/memorization.png",
+    )
+    parser.add_argument(
+        "--heldout",
+        metavar="REF",
+        help="--metrics memorization: real images the run never trained on (a dataset name or a "
+        "folder), the reference distances; default: leave-one-out in the training set",
     )
     parser.add_argument(
         "--rprec-model",
@@ -124,6 +134,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.batch_size is not None:
         args.batch_size = check_count("--batch-size", args.batch_size, MAX_BATCH_SIZE)
     wanted = [m.strip().lower() for m in (args.metrics or "").split(",") if m.strip()]
+    if any(m in AUDIT_METRICS for m in wanted):
+        if wanted != ["memorization"]:
+            raise UserError("--metrics memorization runs on its own; ask for the other metrics in another call")
+        return _evaluate_memorization(args)
+    if args.heldout:
+        raise UserError("--heldout applies to --metrics memorization")
     if _is_t2i_run(args.source):
         return _evaluate_t2i(args, wanted)
     num = DEFAULT_NUM if args.num is None else check_count("--num", args.num, MAX_EVAL_IMAGES, minimum=2)
@@ -175,4 +191,70 @@ def _evaluate_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
     else:
         print(f"{args.source} (step {run.step}), {num} prompts per set, seed {args.seed}")
         print(format_t2i(result))
+    return 0
+
+
+def _evaluate_memorization(args: argparse.Namespace) -> int:
+    """``--metrics memorization``: the privacy audit of a GAN run (ganfuse.metrics.memorization)."""
+    num = AUDIT_DEFAULT_NUM if args.num is None else check_count("--num", args.num, MAX_EVAL_IMAGES)
+
+    from ganfuse.metrics.sources import is_run_folder
+
+    if not is_run_folder(args.source):
+        raise UserError(f"--metrics memorization audits a training run; {args.source} is not a run folder "
+                        "(it has no config.yaml)")
+    if _is_t2i_run(args.source):
+        raise UserError(f"--metrics memorization covers unconditional and class-conditional runs; "
+                        f"{args.source} is text-to-image")
+
+    import torch
+
+    from ganfuse.data import build_dataset
+    from ganfuse.fileio import atomic_write, atomic_write_text
+    from ganfuse.metrics.evaluate import build_extractor, choose_extractor
+    from ganfuse.metrics.memorization import (
+        MEMORIZATION_FILE,
+        MEMORIZATION_PICTURE,
+        audit_images,
+        closest_pairs,
+    )
+    from ganfuse.metrics.sources import DATASET_EXTRACTORS, is_reference_dataset, open_reference
+    from ganfuse.run import load_run
+    from ganfuse.run_images import grid_image
+
+    run = load_run(args.source)
+    data = run.config.data
+    if args.extractor:
+        name = args.extractor
+    elif is_reference_dataset(data.name) and data.name in DATASET_EXTRACTORS:
+        name = DATASET_EXTRACTORS[data.name]
+    else:
+        name = choose_extractor(data.name, None, args.weights)
+    extractor = build_extractor(name, args.weights, args.resize)
+    channels = int(run.manifest.get("channels", 3))
+    dataset = build_dataset(data, channels)
+    train = getattr(dataset, "images", None)
+    if train is None:
+        raise UserError(f"the run's dataset {data.name!r} is a stream; the audit needs its images in memory")
+    heldout = None
+    if args.heldout:
+        source = open_reference(args.heldout, channels, data.image_size)
+        heldout = torch.cat(list(source.batches(num, 512)))
+    samples = run.sample(num, seed=args.seed)
+    audit = audit_images(samples, train, extractor, heldout, args.batch_size, seed=args.seed)
+    result = {"run": str(args.source), "step": run.step, "dataset": data.name,
+              "heldout": args.heldout, **audit.to_dict()}
+    out = Path(args.source)
+    picture = grid_image(closest_pairs(samples, train, audit), ncol=len(audit.pairs), scale=3)
+    try:
+        atomic_write_text(out / MEMORIZATION_FILE, json.dumps(result, indent=2) + "\n")
+        atomic_write(out / MEMORIZATION_PICTURE, lambda tmp: picture.save(tmp, format="PNG"))
+    except OSError as exc:
+        raise UserError(f"cannot write the audit into {out}: {exc.strerror or exc}") from None
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{args.source} (step {run.step}), seed {args.seed}")
+        print(audit.format_table())
+        print(f"wrote {out / MEMORIZATION_FILE} and the closest pairs to {out / MEMORIZATION_PICTURE}")
     return 0

@@ -14,6 +14,7 @@ from ganfuse.inputs import (
     check_device,
     check_output_dir,
     check_output_file,
+    check_psi,
     check_seed,
     check_truncation,
 )
@@ -36,6 +37,8 @@ def register(subparsers) -> None:
                    f"({', '.join(IMAGE_SUFFIXES)})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --grid file")
     p.add_argument("--truncation", type=float, help="clamp latents to [-t, t], t > 0")
+    p.add_argument("--psi", type=float, help="truncation psi from 0 (the mean image of each prompt) "
+                   "to 1 (no truncation): latents are pulled towards the mean latent, z' = psi * z")
     p.add_argument("--device", default="cpu", help="auto, cpu, mps, cuda or cuda:N")
     p.set_defaults(func=run)
 
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     num = check_count("--num", args.num, MAX_IMAGES)
     seed = check_seed(args.seed)
     truncation = check_truncation(args.truncation)
+    psi = check_psi(args.psi)
     out = check_output_dir(args.out)
     grid = check_output_file(args.grid, overwrite=args.overwrite) if args.grid else None
     device = check_device(args.device)
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "prompts.jsonl", "w", encoding="utf-8") as index:
             # streamed batch by batch: the same images as generate(), never all of them in memory
-            for batch in gan.sample_batches(num, seed=seed, truncation=truncation, prompts=prompts):
+            for batch in gan.sample_batches(num, seed=seed, truncation=truncation, prompts=prompts, psi=psi):
                 for image in batch:
                     file = f"{i:0{width}d}.png"
                     save_image(image, out / file, normalize=True, value_range=(-1, 1))

@@ -53,7 +53,7 @@ class ResNetGenerator(nn.Module):
                 nn.init.xavier_uniform_(getattr(m, "weight_orig", m.weight))
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.fc(z).view(-1, self.width, 4, 4)
+        h = self.fc(z).unflatten(1, (self.width, 4, 4))  # (ONNX keeps the channel count known)
         for block in self.blocks:
             h = block(h, y)
         return torch.tanh(self.out_conv(F.relu(self.out_norm(h))))

@@ -20,6 +20,7 @@ import yaml
 
 from ganfuse import __version__, run_images
 from ganfuse.errors import UserError
+from ganfuse.metrics.memorization import MEMORIZATION_FILE, MEMORIZATION_PICTURE
 from ganfuse.report import html, plots
 from ganfuse.run import load_run
 from ganfuse.run_folders import (
@@ -272,7 +273,52 @@ def metrics_section(gans: Sequence[GanRunInfo]) -> html.Section:
             ],
             rows,
         )
-    return html.Section("metrics", "Metrics", body)
+    return html.Section("metrics", "Metrics", body + memorization_part(gans))
+
+
+def memorization_part(gans: Sequence[GanRunInfo]) -> str:
+    """The memorisation audit of each run that has one (``ganfuse evaluate RUN --metrics
+    memorization`` writes ``RUN/memorization.json`` and the closest pairs as ``memorization.png``)."""
+    parts = []
+    for g in gans:
+        file = g.path / MEMORIZATION_FILE
+        if not file.is_file():
+            continue
+        try:
+            audit = json.loads(file.read_text(encoding="utf-8"))
+            rows = [
+                [key, float(audit[key])]
+                for key in (
+                    "median_ratio",
+                    "closer_share",
+                    "near_copy_share",
+                    "heldout_near_copy_share",
+                )
+            ]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            parts.append(html.note(f"{g.name}: {file} is unreadable ({exc})"))
+            continue
+        parts.append(html.heading(f"Memorisation audit: {g.name}"))
+        parts.append(
+            html.note(
+                f"{audit.get('n_samples', '?')} samples against {audit.get('n_train', '?')} training images in "
+                f"{audit.get('extractor', '?')} features; reference: {audit.get('reference', '?')} real images. "
+                f"Ratio = distance to the nearest training image / the median such distance of a real reference "
+                f"image; near copy: ratio < {audit.get('near_copy', '?')}."
+            )
+        )
+        parts.append(html.table(["figure", "value"], rows))
+        picture = g.path / MEMORIZATION_PICTURE
+        if picture.is_file():
+            parts.append(
+                html.image(
+                    picture.read_bytes(),
+                    f"closest pairs of {g.name}",
+                    "closest samples (top) above their nearest training images (bottom)",
+                    pixel=True,
+                )
+            )
+    return "".join(parts)
 
 
 def _benchmark_tables(name: str, rows: Sequence[dict[str, Any]]) -> str:
