@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from PIL import ImageColor
 
 from ganfuse.errors import ConfigError
 from ganfuse.fileio import atomic_write_text
@@ -31,7 +32,7 @@ ARCHS: dict[str, str] = {"dcgan": "gan", "resnet": "gan", "t2i-dfgan": "t2i", "t
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUGMENTS = ("translation", "cutout", "color")
 SECTIONS = ("data", "model", "train", "text")
-DATASETS = ("digits", "folder", "mnist", "cifar10", "shapes", "shards")
+DATASETS = ("digits", "folder", "mnist", "cifar10", "shapes", "shards", "emoji")
 
 
 @dataclass
@@ -42,6 +43,12 @@ class DataConfig:
     use_labels: bool = True  # ``folder``: class = sub-folder name
     num_workers: int = 0  # DataLoader workers for datasets read from disk
     holdout: list[str] | None = None  # shapes, t2i: "colour shape" pairs never trained on; None = the dataset's default
+    # ``folder`` (the user's images; captions and labels from a Hugging Face ``imagefolder``
+    # ``metadata.jsonl``/``metadata.csv`` beside them, see ganfuse/data/captions.py):
+    caption_column: str = "text"  # metadata column holding each image's caption
+    label_column: str = ""  # metadata column holding the class; "" = ``label`` if present, else the sub-folder
+    background: str = "white"  # under transparent pixels and around ``fit: pad``: a colour name, 'rgb(r,g,b)', '#rrggbb'
+    fit: str = "crop"  # non-square images: centre ``crop`` or ``pad`` to a square with the background
 
 
 @dataclass
@@ -93,6 +100,10 @@ class TrainConfig:
     sync_bn: bool = False  # SyncBatchNorm across processes (CUDA only; CPU ranks keep per-rank statistics)
     profile: bool = False  # report the share of step time spent waiting for data
     loggers: list[str] = field(default_factory=list)  # extra metric sinks beside metrics.jsonl: tensorboard
+    # fine-tuning (``ganfuse finetune``): G, D and EMA start from this run's latest good checkpoint
+    # at step 0, and D's lowest ``freeze_d`` blocks keep their weights (FreezeD, Mo et al. 2020)
+    init_from: str | None = None
+    freeze_d: int = 0
 
 
 @dataclass
@@ -294,6 +305,14 @@ def arch_family(arch: str) -> str:
     return ARCHS[arch]
 
 
+def _is_colour(value: str) -> bool:
+    """Whether Pillow reads ``value`` as a colour with every component in 0..255."""
+    try:
+        return all(0 <= c <= 255 for c in ImageColor.getrgb(value.strip()))
+    except ValueError:
+        return False
+
+
 def _check(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{key} {message}")
@@ -308,6 +327,10 @@ def validate(config: Config) -> Config:
     size = d.image_size
     _check(size >= 8 and size & (size - 1) == 0, "data.image_size", f"must be a power of two >= 8, got {size}")
     _check(d.num_workers >= 0, "data.num_workers", "must be >= 0")
+    _check(d.fit in ("crop", "pad"), "data.fit", f"must be crop or pad, got {d.fit!r}")
+    _check(bool(d.caption_column.strip()), "data.caption_column", "must name a metadata column (default text)")
+    _check(_is_colour(d.background), "data.background",
+           f"must be a colour name (white, black, grey, ...), 'rgb(r,g,b)' or '#rrggbb', got {d.background!r}")
     _check(m.arch in ARCHS, "model.arch", f"must be one of {', '.join(ARCHS)}, got {m.arch!r}")
     _check(m.arch != "dcgan" or size == 32, "data.image_size", "must be 32 for model.arch=dcgan (the founding document's network is 32x32)")
     _check(m.arch != "resnet" or size in (32, 64), "data.image_size", "must be 32 or 64 for model.arch=resnet")
@@ -328,6 +351,8 @@ def validate(config: Config) -> Config:
     _check(t.gp_weight >= 0, "train.gp_weight", "must be >= 0")
     _check(0 <= t.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
     _check(t.ema_warmup_steps >= 0, "train.ema_warmup_steps", "must be >= 0")
+    _check(t.freeze_d >= 0, "train.freeze_d", f"must be >= 0, got {t.freeze_d}")
+    _check(t.init_from is None or bool(t.init_from.strip()), "train.init_from", "must name a run folder")
     for op in t.augment:
         _check(op in AUGMENTS, "train.augment", f"entries must be among {', '.join(AUGMENTS)}, got {op!r}")
     _check(0 <= t.augment_p <= 1, "train.augment_p", "must be in [0, 1]")
@@ -348,7 +373,7 @@ def validate(config: Config) -> Config:
         _check(every % t.log_every == 0, f"train.{key}", f"must be a multiple of train.log_every ({t.log_every})")
     if arch_family(m.arch) == "t2i":
         x = config.text
-        _check(d.name in ("shapes", "folder"), "data.name", "must be shapes or folder (with captions) for a t2i arch")
+        _check(d.name in ("shapes", "emoji", "folder"), "data.name", "must be shapes, emoji or folder (with captions) for a t2i arch")
         _check(size in (32, 64), "data.image_size", "must be 32 or 64 for a t2i arch")
         _check(bool(x.encoder.strip()), "text.encoder", "must name an encoder (minilm, small or a model)")
         _check(x.cond_dim >= 8, "text.cond_dim", "must be >= 8")

@@ -455,6 +455,7 @@ def sample_cases(draw) -> Case:
     draw(_choose(case, "--class", ["0", "9"], ["10", "-1", "99999999999999999999", *NOT_INT]))
     draw(_choose(case, "--grid", ["@fresh-grid.png"], ["@underfile/grid.png"], ["@emptydir"]))
     draw(_choose(case, "--truncation", ["0.5", "1", "2"], ["nan", "inf", "-inf", "-1", "1e400"], ["0"]))
+    draw(_choose(case, "--psi", ["0", "0.5", "1"], ["nan", "-0.1", "1.5", "x", ""]))
     draw(_choose(case, "--device", ["cpu"], BAD_DEVICE))
     return case
 
@@ -471,6 +472,94 @@ def _sample_sane(argv, case, result):
 @given(case=sample_cases())
 def test_sample_answers_every_input(probe, case):
     probe(case, _sample_sane)
+
+
+@st.composite
+def export_cases(draw) -> Case:
+    case = Case(["export"])
+    draw(_choose(case, None, ["@cond", "@t2i"], ["@missing", "@emptydir", "@file", "@damaged"],
+                 required=True, name="run"))  # fmt: skip
+    draw(_choose(case, "--format", ["onnx", "torchscript", "hf"], ["tflite", "", "onnx2"], ["ONNX", " hf "],
+                 required=True))  # fmt: skip
+    fmt = case.flags.get("--format", "onnx").strip().lower()
+    good = {"onnx": ["@fresh-g.onnx"], "torchscript": ["@fresh-g.pt"], "hf": ["@fresh-hub"]}.get(fmt, ["@fresh"])
+    draw(_choose(case, "--out", good, OUT_BAD, OUT_EDGE, required=True))
+    draw(_choose(case, "--which", ["latest"], ["oldest", ""], ["best"]))
+    _flag(draw, case, "--no-check")
+    _flag(draw, case, "--overwrite")
+    return case
+
+
+def _export_cli_sane(argv, case, result):
+    out = Path(_value(argv, "--out"))
+    if _value(argv, "--format").strip().lower() == "hf":
+        assert (out / "model.safetensors").is_file() and (out / "README.md").is_file(), out
+    else:
+        assert out.is_file() and out.stat().st_size > 0, out
+
+
+@fuzz(8)
+@given(case=export_cases())
+def test_export_answers_every_input(probe, case):
+    probe(case, _export_cli_sane)
+
+
+@st.composite
+def project_cases(draw) -> Case:
+    case = Case(["project"])
+    draw(_choose(case, None, ["@cond"], ["@missing", "@emptydir", "@file", "@damaged", "@caption"],
+                 required=True, name="run"))  # fmt: skip
+    draw(_choose(case, "--image", ["@red.png"], ["@missing.png", "@not_image.png", "@emptydir"], required=True))
+    draw(_choose(case, "--out", OUT_GOOD, OUT_BAD, OUT_EDGE, required=True))
+    draw(_choose(case, "--steps", ["1", "3"], BAD_COUNT + NOT_INT))
+    draw(_choose(case, "--restarts", ["1", "2"], BAD_COUNT + NOT_INT))
+    draw(_choose(case, "--class", ["0", "9"], ["10", "-1", "99999999999999999999", *NOT_INT]))
+    draw(_choose(case, "--prompt", [], ["a red circle"], EDGE_TEXT))
+    draw(_choose(case, "--seed", ["0", "5"], NOT_INT, EDGE_SEED))
+    draw(_choose(case, "--device", ["cpu"], BAD_DEVICE))
+    return case
+
+
+def _project_sane(argv, case, result):
+    out = Path(_value(argv, "--out"))
+    _assert_images([out / "projected.png"], 32)
+    summary = json.loads((out / "projection.json").read_text())
+    assert math.isfinite(summary["pixel_mse"]) and math.isfinite(summary["feature_error"]), summary
+
+
+@fuzz(8)
+@given(case=project_cases())
+def test_project_answers_every_input(probe, case):
+    probe(case, _project_sane)
+
+
+@st.composite
+def finetune_cases(draw) -> Case:
+    case = Case(["finetune"])
+    draw(_choose(case, None, ["@cond"], ["@missing", "@emptydir", "@file", "@damaged", "@caption"],
+                 required=True, name="source"))  # fmt: skip
+    draw(_choose(case, "--data", ["digits"], ["@missing", "@file", "nonsense", ""], ["@images", "@emptydir"],
+                 required=True))  # fmt: skip
+    draw(_choose(case, "--out", OUT_GOOD, OUT_BAD, OUT_EDGE, required=True))
+    draw(_choose(case, "--steps", ["1"], BAD_COUNT + NOT_INT, always=True))
+    draw(_choose(case, "--freeze-d", ["0", "1"], ["-1", "99999999999999999999", *NOT_INT], ["2", "3"]))
+    draw(_choose(case, "--lr-scale", ["0.5", "1"], BAD_FLOAT + ["1.5"]))
+    draw(_choose(case, "--max-minutes", ["5"], BAD_FLOAT))
+    draw(_choose(case, "--seed", ["0", "5"], NOT_INT, EDGE_SEED))
+    draw(_choose(case, "--device", ["cpu"], BAD_DEVICE))
+    _flag(draw, case, "--no-progress")
+    return case
+
+
+def _finetune_sane(argv, case, result):
+    out = Path(_value(argv, "--out"))
+    assert (out / "config.yaml").is_file() and list((out / "checkpoints").glob("step_*")), out
+
+
+@fuzz(6)
+@given(case=finetune_cases())
+def test_finetune_answers_every_input(probe, case):
+    probe(case, _finetune_sane)
 
 
 @st.composite
@@ -619,6 +708,57 @@ def _pack_sane(argv, case, result):
 @given(case=data_pack_cases())
 def test_data_pack_answers_every_input(probe, case):
     probe(case, _pack_sane)
+
+
+@st.composite
+def data_check_cases(draw) -> Case:
+    case = Case(["data", "check"])
+    draw(_choose(case, None, ["@images"], ["@missing", "@file", "@emptydir"], required=True, name="folder"))
+    draw(_choose(case, "--image-size", ["8", "64"], ["0", "-1", "100000", *NOT_INT]))
+    draw(_choose(case, "--background", ["black", "#102030", "rgb(1,2,3)"], ["rgb(300,0,0)", "nope", ""]))
+    draw(_choose(case, "--fit", ["crop", "pad"], ["squash", ""]))
+    draw(_choose(case, "--caption-column", ["text", "caption"], ["", " "], EDGE_TEXT))
+    draw(_choose(case, "--label-column", ["", "label"], [], EDGE_TEXT))  # no metadata: refused
+    if case.flags.get("--label-column", "").strip():
+        case.invalid.append("a label column without metadata")
+    return case
+
+
+def _check_sane(argv, case, result):
+    assert "image files: 12, usable: 12" in result.out, result.out
+
+
+@fuzz(8)
+@given(case=data_check_cases())
+def test_data_check_answers_every_input(probe, case):
+    probe(case, _check_sane)
+
+
+@st.composite
+def data_preview_cases(draw) -> Case:
+    case = Case(["data", "preview"])
+    draw(_choose(case, None, ["@images"], ["@missing", "@file", "@emptydir"], required=True, name="folder"))
+    draw(_choose(case, "--out", ["@fresh.png"], ["@underfile/grid.png", "@fresh.txt", "@emptydir"],
+                 required=True))  # fmt: skip
+    draw(_choose(case, "--image-size", ["8", "16"], ["0", "-1", "100000", *NOT_INT]))
+    draw(_choose(case, "--num", ["1", "3"], ["0", "-1", "65", *NOT_INT]))
+    draw(_choose(case, "--augment", ["translation", "cutout,color", ""], ["flip", "translation,x"]))
+    draw(_choose(case, "--config", ["digits"], ["nope", "@bad_utf8.yaml", "@missing.yaml"]))
+    draw(_choose(case, "--background", ["white"], ["rgb(1,2)"]))
+    draw(_choose(case, "--seed", ["0"], NOT_INT, EDGE_SEED))
+    return case
+
+
+def _preview_sane(argv, case, result):
+    size, num = int(_value(argv, "--image-size") or 64), int(_value(argv, "--num") or 8)
+    with Image.open(_value(argv, "--out")) as grid:
+        assert grid.size == (8 * (size + 2) + 2, min(num, 12) * (size + 2) + 2), grid.size
+
+
+@fuzz(8)
+@given(case=data_preview_cases())
+def test_data_preview_answers_every_input(probe, case):
+    probe(case, _preview_sane)
 
 
 @st.composite
@@ -899,7 +1039,9 @@ def test_every_command_is_fuzzed():
     from ganfuse.cli import build_parser
 
     fuzzed = {
-        "train", "sample", "generate", "info", "evaluate", "data export", "data pack",
+        "train", "sample", "export", "generate", "info", "evaluate", "data export", "data pack", "data check",
+        "project", "finetune",
+        "data preview",
         "bench train", "fuse train", "fuse evaluate", "fuse predict", "fuse benchmark",
         "caption", "report", "serve", "demo",
     }  # fmt: skip

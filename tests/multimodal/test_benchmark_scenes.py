@@ -46,6 +46,7 @@ def test_scenes_plan_runs_the_dual_encoder_then_every_fusion_and_baseline_per_ta
     assert all(r.config_task == r.task for r in plan[1:-1])
     cogent = plan[-1]
     assert (cogent.config_task, cogent.overrides) == ("scenes-vqa", ["train_split=cogent-a"])
+    assert not cogent.pretrained  # the shared backbone saw condition B: never used for CoGenT
     # Every trained run of a task has one share; the computed baselines train for none.
     weights = {(r.task, r.fusion): r.weight for r in plan[1:]}
     assert weights.pop(("scenes-vqa", "answer-prior")) == 0.0

@@ -142,3 +142,53 @@ def test_a_bf16_run_trains_records_bf16_and_follows_the_fp32_run(tmp_path):
     assert images.shape == (2, 1, 32, 32) and torch.isfinite(images).all()
     reference = load_run(runs["fp32"]).sample(2, seed=0)
     assert (images - reference).abs().mean() < 0.05  # the same generator, to bf16 training accuracy
+
+
+# ------------------------------------------------------------------ why a precision was chosen
+
+
+def test_the_reason_says_whether_the_cpu_has_native_bf16(native_bf16):
+    reason = precision.precision_reason("auto", resolve_precision("auto", CPU), CPU)
+    if native_bf16:
+        assert reason.startswith("auto: this CPU has native bf16 (")
+    else:
+        assert reason == (
+            "auto: this CPU has no native bf16 (no AVX-512 BF16, no AMX), and "
+            "emulated bf16 is slower than fp32"
+        )
+    assert precision.precision_reason("fp32", "fp32", CPU) == "set: train.precision=fp32"
+
+
+@pytest.mark.parametrize(
+    "avx512_bf16,amx,named",
+    [(True, False, "AVX-512 BF16"), (False, True, "AMX"), (True, True, "AVX-512 BF16 and AMX")],
+)
+def test_a_native_bf16_reason_names_the_instructions_found(monkeypatch, avx512_bf16, amx, named):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", REAL_CPU_HAS_NATIVE_BF16)
+    chosen = resolve_precision("auto", CPU)
+    assert chosen == "bf16"
+    assert (
+        precision.precision_reason("auto", chosen, CPU)
+        == f"auto: this CPU has native bf16 ({named})"
+    )
+
+
+def test_gpu_reasons():
+    cuda = torch.device("cuda")
+    assert precision.precision_reason("auto", "bf16", cuda) == "auto: this GPU supports bf16"
+    assert "fp16 with a gradient scaler" in precision.precision_reason("auto", "fp16", cuda)
+    assert precision.precision_reason("auto", "fp32", torch.device("mps")) == "auto: fp32 on mps"
+
+
+def test_a_run_logs_its_precision_and_why_at_start(monkeypatch, tmp_path, caplog):
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    config = load_config("digits", [*TINY, "train.precision=auto", "train.steps=1"])
+    with caplog.at_level("INFO", logger="ganfuse"):
+        out = train(config, out=tmp_path / "run", progress=False)
+    assert "precision=fp32 (auto: this CPU has no native bf16" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="ganfuse"):
+        Trainer(config, out, resume=True, progress=False).fit(steps=2)
+    assert "precision=fp32 (resumed: the run recorded fp32)" in caplog.text

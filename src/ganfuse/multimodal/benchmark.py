@@ -20,7 +20,8 @@ baselines in the same table (:mod:`~ganfuse.multimodal.scene_baselines`: a quest
 classifier given the same training time and the "most frequent training answer per question
 text" prior for VQA; the bag-of-words scorer, 50% by construction, for matching), and a CoGenT
 run: ``scenes-vqa`` trained on ``cogent-a``, scored on ``cogent-a-test`` (condition A) and
-``cogent-b`` (condition B) in two adjacent rows. Trained end to end (``freeze_image_encoder=false``)
+``cogent-b`` (condition B) in two adjacent rows, trained end to end from scratch (the shared
+backbone saw condition B's pairs). Trained end to end (``freeze_image_encoder=false``)
 the scenes plan has no dual encoder: nothing would use it.
 
 Writes ``results.json`` (a list of ``{task, fusion, metric, value, params, train_seconds}``),
@@ -235,7 +236,11 @@ def _scenes_plan(
         )
     if "cogent" in tasks:
         fusion = COGENT_FUSION if COGENT_FUSION in fusions else fusions[0]
-        plan.append(PlannedRun("cogent", fusion, "scenes-vqa", [f"train_split={COGENT_TRAIN}"]))
+        # End to end, never on the shared backbone: the dual encoder trained on ``train``, which
+        # holds condition B's colour-shape pairs, so its features would leak them.
+        plan.append(
+            PlannedRun("cogent", fusion, "scenes-vqa", [f"train_split={COGENT_TRAIN}"], 1.0, False)
+        )
     return plan
 
 

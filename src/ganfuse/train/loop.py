@@ -50,9 +50,16 @@ from ganfuse.train.checkpoint import (
 from ganfuse.train.diagnostics import AttributeMonitor, attach_default_callbacks
 from ganfuse.train.distributed import DistributedContext
 from ganfuse.train.ema import EMA, recalibrate_batchnorm
+from ganfuse.train.finetune import freeze_lower_blocks, init_from_source
 from ganfuse.train.guard import NaNGuard
 from ganfuse.train.objectives import Batch, Nets, Phase, make_objective
-from ganfuse.train.precision import Precision, resolve_device, resolve_precision, resume_precision
+from ganfuse.train.precision import (
+    Precision,
+    precision_reason,
+    resolve_device,
+    resolve_precision,
+    resume_precision,
+)
 from ganfuse.train.stats import StatsReporter
 
 log = logging.getLogger("ganfuse")
@@ -112,9 +119,12 @@ class Trainer:
         self.dist.init(self.device)
         self.saved = latest_good_checkpoint(self.run_dir) if resume else None
         recorded = self.saved[1].get("config", {}).get("train", {}).get("precision") if resume else None
+        asked = t.precision
         t.precision = resume_precision(t.precision, recorded, self.device) if recorded \
             else resolve_precision(t.precision, self.device)
         self.precision = Precision(t.precision, self.device)
+        self.precision_reason = f"resumed: the run recorded {recorded}" if recorded \
+            else precision_reason(asked, t.precision, self.device)
 
         self.objective = make_objective(self.config, self.device, progress=self.progress)
         self.dataset = self.objective.dataset
@@ -134,10 +144,14 @@ class Trainer:
         # (and recalibrates its BatchNorm statistics), which must not wait on the other ranks.
         self.ema = EMA(self.G, t.ema_decay, t.ema_warmup_steps) if t.ema_decay > 0 else None
         self._ema_calibrated_step = -1
+        if t.init_from and not resume:  # a fine-tune starts from another run's G, D and EMA
+            init_from_source(self)
+        self.frozen_d = freeze_lower_blocks(self.D, t.freeze_d)  # FreezeD: not trained, not in D's optimiser
         if t.sync_bn and self.dist.enabled and self.device.type == "cuda":
             self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
             self.D = nn.SyncBatchNorm.convert_sync_batchnorm(self.D)
-        self.params = {"G": list(self.G.parameters()), "D": list(self.D.parameters())}  # for grad norms
+        # the trained parameters (for grad norms and optimisers): D without its frozen blocks
+        self.params = {"G": list(self.G.parameters()), "D": [p for p in self.D.parameters() if p.requires_grad]}
         self.phases: list[Phase] = self.objective.phases()
         self.opt_g, self.opt_d = self._optimizers()
         self.optimizers = {"G": self.opt_g, "D": self.opt_d}
@@ -187,10 +201,10 @@ class Trainer:
         fused = self.device.type == "cuda"
         adam = dict(betas=(t.beta1, t.beta2), foreach=None if fused else True, fused=fused or None)
         opts = []
-        for module, net, lr in (("G", self.G, t.lr_g), ("D", self.D, t.lr_d)):
+        for module, lr in (("G", t.lr_g), ("D", t.lr_d)):
             k = next((p.interval for p in self.phases if p.module == module and p.regularises), None)
             c = k / (k + 1) if k else 1.0
-            opts.append(torch.optim.Adam(net.parameters(), lr=lr * c,
+            opts.append(torch.optim.Adam(self.params[module], lr=lr * c,
                                          **{**adam, "betas": (t.beta1**c, t.beta2**c)}))
         return opts[0], opts[1]
 
@@ -284,7 +298,8 @@ class Trainer:
         for phase in self.phases:
             if phase.module == "G" and self.step % phase.interval == 0:
                 self._run_phase(phase, batch)
-        self.D.requires_grad_(True)
+        for p in self.params["D"]:  # frozen blocks stay frozen
+            p.requires_grad_(True)
         self.step += 1
         if self.ema is not None:
             self.ema.update(self.G, self.step)
@@ -475,8 +490,8 @@ class Trainer:
         max_minutes = max_minutes if max_minutes is not None else t.max_minutes
         deadline = time.monotonic() + 60 * max_minutes if max_minutes else math.inf
         if self.dist.is_main:
-            log.info("training %s on %s: device=%s precision=%s batch=%d steps=%d%s", self.config.model.arch,
-                     self.dataset.name, self.device, self.precision.name, self.batch_size, steps,
+            log.info("training %s on %s: device=%s precision=%s (%s) batch=%d steps=%d%s", self.config.model.arch,
+                     self.dataset.name, self.device, self.precision.name, self.precision_reason, self.batch_size, steps,
                      f" max_minutes={max_minutes:g}" if max_minutes else "")
         if self.guard is not None:
             self.guard.take_snapshot()

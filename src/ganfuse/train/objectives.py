@@ -33,7 +33,8 @@ from torch import nn
 
 from ganfuse.config import Config, arch_family
 from ganfuse.data import InMemoryImageDataset, build_dataset
-from ganfuse.data.captions import CaptionedFolderDataset
+from ganfuse.data.captions import CaptionedFolderDataset, folder_options
+from ganfuse.data.emoji import EmojiDataset
 from ganfuse.data.shapes import DEFAULT_HOLDOUT, ShapesDataset
 from ganfuse.errors import ConfigError
 from ganfuse.metrics.t2i import parse_holdout
@@ -256,7 +257,10 @@ def load_captioned_data(config: Config) -> tuple[torch.Tensor, list[str], str, t
         holdout = DEFAULT_HOLDOUT if holdout is None else holdout
         data = ShapesDataset("train", image_size=d.image_size, holdout=holdout)
         return data.images, list(data.captions), "shapes", tuple(data.holdout)
-    data = CaptionedFolderDataset(d.path, d.image_size)
+    if d.name == "emoji":  # the emoji of the held-out bases are never trained on
+        data = EmojiDataset("train", image_size=d.image_size)
+        return data.images, list(data.captions), "emoji", None
+    data = CaptionedFolderDataset(d.path, d.image_size, **folder_options(d))
     return data.images, list(data.captions), data.name, None
 
 

@@ -54,6 +54,25 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return "fp32"
 
 
+def precision_reason(asked: str, resolved: str, device: torch.device) -> str:
+    """One line saying why ``resolved`` was chosen for ``asked`` on ``device``, for the log and the
+    bench, e.g. ``auto: this CPU has no native bf16 (no AVX-512 BF16, no AMX)``."""
+    if asked != "auto":
+        return f"set: train.precision={asked}"
+    if device.type == "cuda":
+        return ("auto: this GPU supports bf16" if resolved == "bf16"
+                else "auto: this GPU has no bf16; fp16 with a gradient scaler")
+    if device.type != "cpu":
+        return f"auto: fp32 on {device.type}"
+    if resolved == "bf16":
+        found = [name for check, name in (("_is_avx512_bf16_supported", "AVX-512 BF16"),
+                                          ("_is_amx_tile_supported", "AMX"))
+                 if getattr(torch.cpu, check, lambda: False)()]
+        return f"auto: this CPU has native bf16 ({' and '.join(found) or 'AVX-512 BF16 or AMX'})"
+    return ("auto: this CPU has no native bf16 (no AVX-512 BF16, no AMX), and emulated bf16 is "
+            "slower than fp32")
+
+
 @dataclass
 class Precision:
     """Autocast context and gradient scaling for one resolved precision."""
