@@ -15,13 +15,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
-import time
 from pathlib import Path
 
-import torch
-
-from ganfuse.metrics.classifier import save_classifier
+from ganfuse.metrics.classifier import train_and_write_asset
 from ganfuse.metrics.emoji import (
     EMOJI_SETTINGS,
     emoji_asset_path,
@@ -44,24 +40,25 @@ def main() -> int:
     args = parser.parse_args()
     if args.epochs < 1:
         parser.error("--epochs must be >= 1")
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
     settings = dataclasses.replace(EMOJI_SETTINGS, epochs=args.epochs)
-    start = time.perf_counter()
-    extra = validate_emoji_classifier(settings) if args.validate else {}
-    if extra:
-        print(json.dumps(extra), flush=True)
-    model, info = train_emoji_classifier(settings)
-    info.update(extra)
-    seconds = round(time.perf_counter() - start, 1)
+
+    def train() -> tuple:
+        extra = validate_emoji_classifier(settings) if args.validate else {}
+        if extra:
+            print(json.dumps(extra), flush=True)
+        model, info = train_emoji_classifier(settings)
+        return model, {**info, **extra}
+
+    def shortfall(info: dict) -> str | None:
+        group = info["accuracy_clean"]["group"]
+        return (
+            f"clean group accuracy below {MIN_CLEAN_GROUP_ACCURACY}"
+            if group < MIN_CLEAN_GROUP_ACCURACY
+            else None
+        )
+
     path = args.out or emoji_asset_path()
-    print(json.dumps({"extractor": "emoji", "path": str(path), "train_seconds": seconds, **info}))
-    if info["accuracy_clean"]["group"] < MIN_CLEAN_GROUP_ACCURACY:
-        print(f"clean group accuracy below {MIN_CLEAN_GROUP_ACCURACY}; not saved", file=sys.stderr)
-        return 1
-    save_classifier(model, path, info)
-    print(f"wrote {path} ({path.stat().st_size} bytes)")
-    return 0
+    return train_and_write_asset("emoji", train, path, shortfall)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,9 @@ the asset if the exact-graph accuracy on the 64-pixel test split is below 99.5%.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
 from pathlib import Path
 
-import torch
-
-from ganfuse.metrics.classifier import save_classifier
+from ganfuse.metrics.classifier import train_and_write_asset
 from ganfuse.metrics.scenes import scene_parser_asset_path, train_scene_parser
 
 MIN_GRAPH_ACCURACY_64 = 0.995
@@ -30,25 +25,15 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help="default: the packaged asset")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    start = time.perf_counter()
-    model, info = train_scene_parser()
-    seconds = round(time.perf_counter() - start, 1)
+
+    def shortfall(info: dict) -> str | None:
+        accuracy = info["accuracy_test64"]["graph"]
+        if accuracy < MIN_GRAPH_ACCURACY_64:
+            return f"exact-graph accuracy {accuracy:.4f} at 64 px is below {MIN_GRAPH_ACCURACY_64}"
+        return None
+
     path = args.out or scene_parser_asset_path()
-    print(
-        json.dumps({"model": "scene_parser", "path": str(path), "train_seconds": seconds, **info})
-    )
-    accuracy = info["accuracy_test64"]["graph"]
-    if accuracy < MIN_GRAPH_ACCURACY_64:
-        print(
-            f"exact-graph accuracy {accuracy:.4f} at 64 px is below {MIN_GRAPH_ACCURACY_64}; not saved",
-            file=sys.stderr,
-        )
-        return 1
-    save_classifier(model, path, info)
-    print(f"wrote {path} ({path.stat().st_size} bytes)")
-    return 0
+    return train_and_write_asset("scene_parser", train_scene_parser, path, shortfall)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,10 @@ refuses to write the asset if any attribute is below 99% on the test split.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-import time
 from pathlib import Path
 
-import torch
-
 from ganfuse.metrics.attributes import ATTRIBUTE_VALUES, shapes_asset_path, train_shapes_classifier
-from ganfuse.metrics.classifier import save_classifier
+from ganfuse.metrics.classifier import train_and_write_asset
 
 MIN_TEST_ACCURACY = 0.99
 
@@ -29,21 +24,17 @@ def main() -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help="default: the packaged asset")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    start = time.perf_counter()
-    model, info = train_shapes_classifier()
-    seconds = round(time.perf_counter() - start, 1)
+
+    def shortfall(info: dict) -> str | None:
+        worst = min(info["accuracy_test"][k] for k in ATTRIBUTE_VALUES)
+        return (
+            f"test accuracy {worst:.4f} is below {MIN_TEST_ACCURACY}"
+            if worst < MIN_TEST_ACCURACY
+            else None
+        )
+
     path = args.out or shapes_asset_path()
-    print(json.dumps({"extractor": "shapes", "path": str(path), "train_seconds": seconds, **info}))
-    test = info["accuracy_test"]
-    worst = min(test[k] for k in ATTRIBUTE_VALUES)
-    if worst < MIN_TEST_ACCURACY:
-        print(f"test accuracy {worst:.4f} is below {MIN_TEST_ACCURACY}; not saved", file=sys.stderr)
-        return 1
-    save_classifier(model, path, info)
-    print(f"wrote {path} ({path.stat().st_size} bytes)")
-    return 0
+    return train_and_write_asset("shapes", train_shapes_classifier, path, shortfall)
 
 
 if __name__ == "__main__":

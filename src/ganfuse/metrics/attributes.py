@@ -15,14 +15,12 @@ Frechet distances in its own feature space.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ganfuse.cache import sha256_of_file
 from ganfuse.data.base import to_uint8
 from ganfuse.data.shapes import (
     ATTRIBUTE_VALUES,
@@ -32,17 +30,16 @@ from ganfuse.data.shapes import (
     attribute_labels,
     generate_shapes,
 )
-from ganfuse.errors import ConfigError
 from ganfuse.metrics.classifier import (
     ClassifierSpec,
     ConvClassifier,
     TrainSettings,
     build_classifier,
     calibrate_feature_scale,
-    load_classifier,
+    load_shipped_classifier,
     train_classifier,
 )
-from ganfuse.metrics.extractors import ClassifierExtractor, register_extractor
+from ganfuse.metrics.extractors import register_extractor, shipped_classifier_extractor
 from ganfuse.metrics.inputs import MetricInputError
 from ganfuse.metrics.sources import register_reference_dataset
 
@@ -156,33 +153,17 @@ def train_shapes_classifier() -> tuple[ConvClassifier, dict[str, object]]:
 # ---------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=2)
-def _load_cached(path: str) -> ConvClassifier:
-    return load_classifier(path)[0]
-
-
 def load_shapes_classifier(path: str | Path | None = None) -> ConvClassifier:
     """The shipped classifier (or the one at ``path``): frozen, eval mode, loaded once per
     process and shared, so do not train it in place."""
-    model = _load_cached(str(Path(path) if path is not None else shapes_asset_path()))
-    if set(model.spec.heads) != set(SHAPES_SPEC.heads):
-        raise ConfigError(
-            f"{path} is not a shapes attribute classifier (heads {sorted(model.spec.heads)})"
-        )
-    return model
+    path = path if path is not None else shapes_asset_path()
+    return load_shipped_classifier(path, SHAPES_SPEC.heads, "a shapes attribute classifier")
 
 
-def shapes_extractor(**kwargs: object) -> ClassifierExtractor:
-    """The ``shapes`` feature extractor: 128-d features, probabilities of the 21 colour-shape
-    classes."""
-    if kwargs:
-        raise ConfigError(f"the shapes extractor takes no options, got {sorted(kwargs)}")
-    path = shapes_asset_path()
-    return ClassifierExtractor(
-        "shapes", load_shapes_classifier(path), "color_shape", fingerprint=sha256_of_file(path)[:12]
-    )
-
-
+# The ``shapes`` feature extractor: 128-d features, probabilities of the 21 colour-shape classes.
+shapes_extractor = shipped_classifier_extractor(
+    "shapes", shapes_asset_path, "color_shape", load_shapes_classifier
+)
 register_extractor("shapes", shapes_extractor)
 
 

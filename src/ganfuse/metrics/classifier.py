@@ -18,8 +18,11 @@ learnable.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -28,7 +31,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ganfuse.errors import CheckpointError
+from ganfuse.errors import CheckpointError, ConfigError
 
 # One metadata key: safetensors writes several keys in an arbitrary order, which would make two
 # identical trainings give files that differ in their header bytes.
@@ -254,3 +257,42 @@ def load_classifier(path: str | Path) -> tuple[ConvClassifier, dict[str, object]
         raise CheckpointError(f"{path} is not a ganfuse classifier file ({exc})") from None
     model.eval().requires_grad_(False)
     return model, info
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: str) -> ConvClassifier:
+    return load_classifier(path)[0]
+
+
+def load_shipped_classifier(path: str | Path, heads: Iterable[str], what: str) -> ConvClassifier:
+    """The classifier at ``path``, frozen and in eval mode, loaded once per process and shared (so
+    do not train it in place); a :class:`ConfigError` naming ``what`` it should have been when its
+    heads are not ``heads``."""
+    model = _load_cached(str(Path(path)))
+    if set(model.spec.heads) != set(heads):
+        raise ConfigError(f"{path} is not {what} (heads {sorted(model.spec.heads)})")
+    return model
+
+
+def train_and_write_asset(
+    name: str,
+    train: Callable[[], tuple[ConvClassifier, dict[str, object]]],
+    path: Path,
+    shortfall: Callable[[dict[str, object]], str | None],
+) -> int:
+    """What every ``scripts/train_*`` does: train on one thread with deterministic algorithms, print
+    the record as JSON, and write the asset to ``path`` unless ``shortfall(record)`` names why not
+    (printed; exit code 1)."""
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    start = time.perf_counter()
+    model, info = train()
+    seconds = round(time.perf_counter() - start, 1)
+    print(json.dumps({"model": name, "path": str(path), "train_seconds": seconds, **info}))
+    reason = shortfall(info)
+    if reason:
+        print(f"{reason}; not saved", file=sys.stderr)
+        return 1
+    save_classifier(model, path, info)
+    print(f"wrote {path} ({path.stat().st_size} bytes)")
+    return 0

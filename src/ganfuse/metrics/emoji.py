@@ -23,17 +23,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ganfuse.cache import sha256_of_file
 from ganfuse.data.base import uint8_to_float
 from ganfuse.data.emoji import EmojiDataset, group_names, load_images, subgroup_names
-from ganfuse.errors import ConfigError
 from ganfuse.metrics.classifier import (
     ClassifierSpec,
     ConvClassifier,
@@ -41,9 +38,9 @@ from ganfuse.metrics.classifier import (
     build_classifier,
     calibrate_feature_scale,
     head_accuracy,
-    load_classifier,
+    load_shipped_classifier,
 )
-from ganfuse.metrics.extractors import ClassifierExtractor, register_extractor
+from ganfuse.metrics.extractors import register_extractor, shipped_classifier_extractor
 from ganfuse.metrics.sources import register_reference_dataset
 
 ASSET_NAME = "emoji_classifier.safetensors"
@@ -236,29 +233,16 @@ def train_emoji_classifier(
 # ---------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=2)
-def _load_cached(path: str) -> ConvClassifier:
-    return load_classifier(path)[0]
-
-
 def load_emoji_classifier(path: str | Path | None = None) -> ConvClassifier:
     """The shipped classifier (or the one at ``path``): frozen, eval mode, shared per process."""
-    model = _load_cached(str(Path(path) if path is not None else emoji_asset_path()))
-    if set(model.spec.heads) != set(HEADS):
-        raise ConfigError(f"{path} is not an emoji classifier (heads {sorted(model.spec.heads)})")
-    return model
+    path = path if path is not None else emoji_asset_path()
+    return load_shipped_classifier(path, HEADS, "an emoji classifier")
 
 
-def emoji_extractor(**kwargs: object) -> ClassifierExtractor:
-    """The ``emoji`` feature extractor: 128-d features, probabilities of the 10 groups."""
-    if kwargs:
-        raise ConfigError(f"the emoji extractor takes no options, got {sorted(kwargs)}")
-    path = emoji_asset_path()
-    return ClassifierExtractor(
-        "emoji", load_emoji_classifier(path), "group", fingerprint=sha256_of_file(path)[:12]
-    )
-
-
+# The ``emoji`` feature extractor: 128-d features, probabilities of the 10 groups.
+emoji_extractor = shipped_classifier_extractor(
+    "emoji", emoji_asset_path, "group", load_emoji_classifier
+)
 register_extractor("emoji", emoji_extractor)
 
 

@@ -164,10 +164,28 @@ def load_classifier_extractor(name: str, path: Path, probs_head: str) -> Classif
     return ClassifierExtractor(name, model, probs_head, fingerprint=sha256_of_file(path)[:12])
 
 
-def _digits(**kwargs: object) -> FeatureExtractor:
-    if kwargs:
-        raise ConfigError(f"the digits extractor takes no options, got {sorted(kwargs)}")
-    return load_classifier_extractor("digits", digits_asset_path(), "digit")
+def shipped_classifier_extractor(
+    name: str,
+    asset_path: Callable[[], Path],
+    probs_head: str,
+    load: Callable[[Path], ConvClassifier] | None = None,
+) -> Callable[..., ClassifierExtractor]:
+    """The factory of the ``name`` extractor of a classifier shipped at ``asset_path()``: it takes
+    no options, loads with ``load`` (default: a fresh :func:`load_classifier`) and fingerprints the
+    file, so cached features of another asset are never reused."""
+
+    def factory(**kwargs: object) -> ClassifierExtractor:
+        if kwargs:
+            raise ConfigError(f"the {name} extractor takes no options, got {sorted(kwargs)}")
+        path = asset_path()
+        model = load(path) if load is not None else load_classifier(path)[0]
+        return ClassifierExtractor(name, model, probs_head, fingerprint=sha256_of_file(path)[:12])
+
+    factory.__doc__ = f"The ``{name}`` feature extractor (probabilities of ``{probs_head}``)."
+    return factory
+
+
+_digits = shipped_classifier_extractor("digits", digits_asset_path, "digit")
 
 
 def _inception(**kwargs) -> FeatureExtractor:
@@ -176,7 +194,10 @@ def _inception(**kwargs) -> FeatureExtractor:
 
 _REGISTRY: dict[str, Callable[..., FeatureExtractor]] = {"inception": _inception, "digits": _digits}
 # Extractors defined elsewhere register themselves on import; this says which module to import.
-_PROVIDERS: dict[str, str] = {"shapes": "ganfuse.metrics.attributes", "emoji": "ganfuse.metrics.emoji"}
+_PROVIDERS: dict[str, str] = {
+    "shapes": "ganfuse.metrics.attributes",
+    "emoji": "ganfuse.metrics.emoji",
+}
 
 
 def register_extractor(name: str, factory: Callable[..., FeatureExtractor]) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
@@ -48,14 +47,13 @@ from ganfuse.data.scenes import (
     relation_holds,
     relation_margin,
 )
-from ganfuse.errors import ConfigError
 from ganfuse.metrics.classifier import (
     ClassifierSpec,
     ConvClassifier,
     TrainSettings,
     build_classifier,
     head_accuracy,
-    load_classifier,
+    load_shipped_classifier,
     train_classifier,
 )
 from ganfuse.metrics.inputs import MetricInputError
@@ -190,21 +188,13 @@ def _windows(components: Sequence[Component]) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=2)
-def _load_cached(path: str) -> ConvClassifier:
-    return load_classifier(path)[0]
-
-
 def load_scene_parser(path: str | Path | None = None) -> ConvClassifier:
     """The shipped silhouette classifier (or the one at ``path``): frozen, loaded once per
     process and shared."""
-    model = _load_cached(str(Path(path) if path is not None else scene_parser_asset_path()))
-    if set(model.spec.heads) != set(PARSER_SPEC.heads):
-        raise ConfigError(f"{path} is not a scene parser (heads {sorted(model.spec.heads)})")
-    return model
+    path = path if path is not None else scene_parser_asset_path()
+    return load_shipped_classifier(path, PARSER_SPEC.heads, "a scene parser")
 
 
-@torch.no_grad()
 def parse_scenes(
     images: torch.Tensor | np.ndarray, classifier: ConvClassifier | None = None
 ) -> list[SceneGraph]:
