@@ -1,6 +1,6 @@
 """ganfuse's training step vs a plain fp32 PyTorch loop, same networks and batch, side by side.
 
-    python benchmarks/speed_dcgan.py [--seconds 15] [--rounds 3] [--set key=value ...]
+    python benchmarks/speed_dcgan.py [--seconds 15] [--rounds 3] [--threads 2] [--set key=value ...]
 
 The plain loop is the textbook PyTorch DCGAN step (as in the PyTorch DCGAN tutorial): the founding
 document's networks from ``ganfuse.models.dcgan``, BCE-with-logits, Adam(2e-4, 0.5/0.999),
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 
@@ -63,7 +64,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0: torch's default")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     plain, ours, info = [], [], {}
     for _ in range(args.rounds):
         plain.append(plain_fp32_loop(args.seconds))
@@ -74,7 +78,11 @@ def main() -> None:
         "ganfuse_img_per_s": round(statistics.median(ours), 1),
         "speedup": round(statistics.median(ours) / statistics.median(plain), 3),
         "rounds": args.rounds,
-        "ganfuse_settings": {k: info[k] for k in ("device", "precision", "channels_last", "compile", "threads")},
+        "ganfuse_settings": {
+            k: info[k]
+            for k in ("device", "precision", "precision_reason", "channels_last", "compile", "threads")
+        },
+        "load_average": round(os.getloadavg()[0], 2),
         "overrides": args.overrides,
     }
     print(json.dumps(result))

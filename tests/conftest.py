@@ -19,6 +19,8 @@ import ganfuse.train.precision
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# tests decide precision=auto from the bf16 instructions alone; test_precision_probe.py covers the probe
+os.environ.setdefault("GANFUSE_BF16_PROBE", "0")
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
 FAKE_NATIVE_BF16 = os.environ.get("GANFUSE_FAKE_NATIVE_BF16") == "1"

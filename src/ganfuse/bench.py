@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -31,39 +30,13 @@ from torch.utils.flop_counter import FlopCounterMode
 from ganfuse.config import load_config
 from ganfuse.errors import UserError
 from ganfuse.train.loop import Trainer
+from ganfuse.train.precision import GEMM_CPU_FLAGS as GEMM_CPU_FLAGS  # re-exported: the CPU
+from ganfuse.train.precision import cpu_info  # description lives with the precision rule
 
 # Square GEMM size of the peak measurement per device type: large enough for the BLAS to reach its
 # plateau (fp32 on a 2-core Xeon: 1024 -> 42, 2048 -> 56 GFLOP/s), small enough to take seconds.
 GEMM_SIZE = {"cpu": 2048, "cuda": 8192}
 GEMM_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# The /proc/cpuinfo flags that decide GEMM speed and which precision ``auto`` picks.
-GEMM_CPU_FLAGS = (
-    "fma",
-    "avx2",
-    "avx512f",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_bf16",
-    "amx_fp16",
-)
-
-
-def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, list[str]]:
-    """The CPU's model name and which of :data:`GEMM_CPU_FLAGS` it has, from ``cpuinfo`` (Linux);
-    ``(platform.processor(), [])`` where that file cannot be read."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return platform.processor(), []
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() not in fields:  # the first processor's fields
-            fields[key.strip()] = value.strip()
-    flags = set(fields.get("flags", "").split())
-    return fields.get("model name", platform.processor()), [f for f in GEMM_CPU_FLAGS if f in flags]
 
 
 class _NoModuleTracking:

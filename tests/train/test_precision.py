@@ -1,7 +1,9 @@
 """Precision: what ``auto`` resolves to on each kind of device, and bf16 training that follows fp32.
 
 The resolution tests monkeypatch the CPU's capabilities, so they check both kinds of CPU on any
-machine. The bf16 numerical tests run bf16 math and skip where the CPU only emulates it.
+machine; here the bf16 probe is off (``GANFUSE_BF16_PROBE=0``: the instructions alone decide), the
+probe itself is tested in ``test_precision_probe.py``. The bf16 numerical tests run bf16 math and
+skip where the CPU only emulates it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from ganfuse.train.precision import Precision, resolve_precision
 from tests.conftest import REAL_CPU_HAS_NATIVE_BF16, TINY, requires_native_bf16
 
 CPU = torch.device("cpu")
+
+
+@pytest.fixture(autouse=True)
+def _no_bf16_probe(monkeypatch):
+    monkeypatch.setenv(precision.PROBE_ENV, "0")
 
 
 @pytest.fixture(params=[True, False], ids=["native-bf16", "emulated-bf16"])
@@ -151,6 +158,7 @@ def test_the_reason_says_whether_the_cpu_has_native_bf16(native_bf16):
     reason = precision.precision_reason("auto", resolve_precision("auto", CPU), CPU)
     if native_bf16:
         assert reason.startswith("auto: this CPU has native bf16 (")
+        assert reason.endswith(", not measured (GANFUSE_BF16_PROBE=0)")
     else:
         assert reason == (
             "auto: this CPU has no native bf16 (no AVX-512 BF16, no AMX), and "
@@ -161,7 +169,11 @@ def test_the_reason_says_whether_the_cpu_has_native_bf16(native_bf16):
 
 @pytest.mark.parametrize(
     "avx512_bf16,amx,named",
-    [(True, False, "AVX-512 BF16"), (False, True, "AMX"), (True, True, "AVX-512 BF16 and AMX")],
+    [
+        (True, False, "AVX-512 BF16, no AMX"),
+        (False, True, "AMX, no AVX-512 BF16"),
+        (True, True, "AVX-512 BF16, AMX"),
+    ],
 )
 def test_a_native_bf16_reason_names_the_instructions_found(monkeypatch, avx512_bf16, amx, named):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
@@ -171,7 +183,7 @@ def test_a_native_bf16_reason_names_the_instructions_found(monkeypatch, avx512_b
     assert chosen == "bf16"
     assert (
         precision.precision_reason("auto", chosen, CPU)
-        == f"auto: this CPU has native bf16 ({named})"
+        == f"auto: this CPU has native bf16 ({named}), not measured (GANFUSE_BF16_PROBE=0)"
     )
 
 

@@ -3,21 +3,40 @@
 ``precision=auto`` picks the fastest setting that keeps quality on the device at hand:
 
 - CUDA: bf16 autocast where the GPU supports bf16, else fp16 autocast with a gradient scaler;
-- CPU: bf16 autocast only where the processor has native bf16 instructions (AVX-512 BF16 or AMX);
-  without them PyTorch emulates bf16 and it runs many times *slower* than fp32 (measured on an
-  AVX2-only EPYC: a 1024^2 matmul 38x slower), so auto keeps fp32;
+- CPU without native bf16 instructions (no AVX-512 BF16, no AMX): fp32, without measuring.
+  PyTorch emulates bf16 there and it runs many times *slower* than fp32 (an AVX2-only EPYC: a
+  1024^2 matmul 38x slower);
+- CPU with them: measured. Having the instructions does not make bf16 faster: an AMD EPYC with
+  AVX-512 BF16 trained the DCGAN 1.86x faster in bf16, a KVM Xeon with AVX-512 BF16 and no AMX
+  0.85x as fast. So auto times a short probe (a transposed and a strided convolution with
+  BatchNorm and LeakyReLU, and a linear layer, forward and backward: the kernels and the autocast
+  conversions of a GAN step) in fp32 and in bf16 autocast at the run's thread count, and takes bf16
+  only when it is at least :data:`BF16_MARGIN` times as fast. The verdict is cached per (CPU model,
+  flags, torch version, threads) in ``<cache>/cpu-bf16-probe.json`` (see :mod:`ganfuse.cache`), so
+  only the first run on a machine pays the probe (0.5-0.8 s at one thread on a loaded 2-core Xeon).
+  ``GANFUSE_BF16_PROBE=0`` skips the probe and trusts the instructions (bf16 wherever they exist);
 - MPS: fp32.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
-from dataclasses import dataclass
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
 
+from ganfuse.cache import cache_dir
 from ganfuse.errors import ConfigError
+from ganfuse.fileio import atomic_write_text
 
 log = logging.getLogger("ganfuse")
 
@@ -37,9 +56,221 @@ def resolve_device(name: str = "auto") -> torch.device:
     return device
 
 
+# The /proc/cpuinfo flags that decide GEMM speed and whether bf16 pays: part of the probe's cache
+# key and of ``ganfuse bench``'s report.
+GEMM_CPU_FLAGS = (
+    "fma",
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_fp16",
+)
+# bf16 autocast must run the probe at least this many times as fast as fp32 to be chosen: below it
+# the gain is within the probe's noise on a shared machine and not worth bf16's rounding.
+BF16_MARGIN = 1.15
+PROBE_ENV = "GANFUSE_BF16_PROBE"  # "0": no probe, bf16 wherever the CPU has the instructions
+PROBE_CACHE_NAME = "cpu-bf16-probe.json"
+
+
+def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, list[str]]:
+    """The CPU's model name and which of :data:`GEMM_CPU_FLAGS` it has, from ``cpuinfo`` (Linux);
+    ``(platform.processor(), [])`` where that file cannot be read."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return platform.processor(), []
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:  # the first processor's fields
+            fields[key.strip()] = value.strip()
+    flags = set(fields.get("flags", "").split())
+    return fields.get("model name", platform.processor()), [f for f in GEMM_CPU_FLAGS if f in flags]
+
+
+def _torch_says(check: str) -> bool:
+    return bool(getattr(torch.cpu, check, lambda: False)())
+
+
 def cpu_has_native_bf16() -> bool:
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+    """Whether the CPU has bf16 instructions (AVX-512 BF16 or AMX), as PyTorch detects them."""
+    return _torch_says("_is_avx512_bf16_supported") or _torch_says("_is_amx_tile_supported")
+
+
+def bf16_instructions() -> str:
+    """The CPU's bf16 instructions for a reason line, e.g. ``AVX-512 BF16, no AMX``."""
+    found = {
+        "AVX-512 BF16": _torch_says("_is_avx512_bf16_supported"),
+        "AMX": _torch_says("_is_amx_tile_supported"),
+    }
+    present = [name for name, has in found.items() if has]
+    return ", ".join(present + [f"no {name}" for name, has in found.items() if not has])
+
+
+def probe_enabled() -> bool:
+    return os.environ.get(PROBE_ENV, "1") != "0"
+
+
+# ------------------------------------------------------------------ the bf16 probe
+
+
+def choose_cpu_precision(
+    fp32_seconds: float, bf16_seconds: float, margin: float = BF16_MARGIN
+) -> str:
+    """``bf16`` when the probe ran at least ``margin`` times as fast in bf16 autocast as in fp32,
+    else ``fp32``."""
+    return "bf16" if fp32_seconds >= margin * bf16_seconds else "fp32"
+
+
+@dataclass(frozen=True)
+class Bf16Probe:
+    """What the probe measured on this CPU: seconds of its workload in fp32 and in bf16 autocast
+    (the fastest of its rounds), at ``threads`` torch threads."""
+
+    fp32_seconds: float
+    bf16_seconds: float
+    threads: int
+
+    @property
+    def speedup(self) -> float:
+        """bf16's speed as a multiple of fp32's (above 1: bf16 is faster)."""
+        return self.fp32_seconds / self.bf16_seconds
+
+    @property
+    def chosen(self) -> str:
+        return choose_cpu_precision(self.fp32_seconds, self.bf16_seconds)
+
+
+def measure_bf16_probe(
+    rounds: int = 3, batch: int = 16, width: int = 64, budget_seconds: float = 1.0
+) -> Bf16Probe:
+    """Time one small GAN block forward and backward in fp32 and in bf16 autocast, alternating for
+    ``rounds`` rounds after one untimed call each (oneDNN builds its kernels on first use), and keep
+    each precision's fastest round: on a shared machine other jobs only ever add time, so the
+    minimum is the estimate of the CPU's own speed that they disturb least. Rounds after the first
+    stop once ``budget_seconds`` are spent (a loaded machine slows the probe as much as training).
+
+    The block, on ``(batch, 2*width, 8, 8)`` inputs: ConvTranspose 5x5/2 to ``width`` channels
+    (16x16), BatchNorm, LeakyReLU, Conv 5x5/2 back to ``2*width`` (8x8), BatchNorm, LeakyReLU,
+    Linear to 256; with the defaults 0.45 G multiply-adds forward. Functional ops on tensors drawn
+    from an explicit generator: the probe leaves the global random stream alone, so a run that
+    probes trains exactly like one that reads a cached verdict."""
+    gen = torch.Generator().manual_seed(0)
+
+    def param(*shape: int, scale: float = 0.02) -> torch.Tensor:
+        return (torch.randn(*shape, generator=gen) * scale).requires_grad_()
+
+    x = torch.randn(batch, 2 * width, 8, 8, generator=gen)
+    up, down = param(2 * width, width, 5, 5), param(2 * width, width, 5, 5)
+    linear = param(256, 2 * width * 8 * 8)
+    scale1, shift1 = param(width, scale=1.0), param(width, scale=0.0)
+    scale2, shift2 = param(2 * width, scale=1.0), param(2 * width, scale=0.0)
+    params = (up, down, linear, scale1, shift1, scale2, shift2)
+
+    def step(bf16: bool) -> float:
+        start = time.perf_counter()
+        with torch.enable_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            h = F.conv_transpose2d(x, up, stride=2, padding=2, output_padding=1)
+            h = F.leaky_relu(F.batch_norm(h, None, None, scale1, shift1, training=True), 0.2)
+            h = F.conv2d(h, down, stride=2, padding=2)
+            h = F.leaky_relu(F.batch_norm(h, None, None, scale2, shift2, training=True), 0.2)
+            loss = F.linear(h.flatten(1), linear).float().square().mean()
+        torch.autograd.grad(loss, params)
+        return time.perf_counter() - start
+
+    start = time.perf_counter()
+    step(False), step(True)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for bf16 in (False, True):
+            times[bf16].append(step(bf16))
+        if time.perf_counter() - start > budget_seconds:
+            break
+    return Bf16Probe(min(times[False]), min(times[True]), torch.get_num_threads())
+
+
+def probe_cache_key(threads: int) -> str:
+    """What the verdict depends on: CPU model and flags, torch version, threads."""
+    model, flags = cpu_info()
+    return f"{model} | {' '.join(flags)} | torch {torch.__version__} | {threads} threads"
+
+
+def probe_cache_path() -> Path:
+    return cache_dir() / PROBE_CACHE_NAME
+
+
+_PROBES: dict[str, Bf16Probe] = {}  # this process's verdicts, so the reason line needs no re-read
+
+
+def _read_probe_cache(path: Path) -> dict[str, dict]:
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # none yet, or unreadable: measure again and rewrite it
+    return entries if isinstance(entries, dict) else {}
+
+
+def _probe_from_entry(entry: object) -> Bf16Probe | None:
+    """A cache entry as a probe; None when it is not a valid one (edited, or an older layout)."""
+    try:
+        probe = Bf16Probe(float(entry["fp32_seconds"]), float(entry["bf16_seconds"]),
+                          int(entry["threads"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return probe if probe.fp32_seconds > 0 and probe.bf16_seconds > 0 else None
+
+
+def cached_bf16_probe(measure: Callable[[], Bf16Probe] | None = None) -> Bf16Probe:
+    """This CPU's probe at the current thread count: from this process, else from the cache file,
+    else measured now (``measure()``, default :func:`measure_bf16_probe`) and written to the cache.
+    Delete the cache file to measure again."""
+    key = probe_cache_key(torch.get_num_threads())
+    if key in _PROBES:
+        return _PROBES[key]
+    path = probe_cache_path()
+    entries = _read_probe_cache(path)
+    probe = _probe_from_entry(entries.get(key))
+    if probe is None:
+        probe = (measure or measure_bf16_probe)()
+        log.debug("bf16 probe: fp32 %.1f ms, bf16 %.1f ms (%s)", 1e3 * probe.fp32_seconds,
+                  1e3 * probe.bf16_seconds, key)
+        entries[key] = asdict(probe)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(entries, indent=1, sort_keys=True))
+        except OSError as exc:  # a read-only cache costs the next run the probe, nothing else
+            log.debug("bf16 probe: cannot write %s: %s", path, exc)
+    _PROBES[key] = probe
+    return probe
+
+
+def _probe_of_rank_zero() -> Bf16Probe:
+    """The probe of rank 0 on every rank of a distributed run, so all ranks train in one precision
+    (ranks measuring side by side on shared cores could disagree)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return cached_bf16_probe()
+    numbers = torch.zeros(2, dtype=torch.float64)
+    if dist.get_rank() == 0:
+        probe = cached_bf16_probe()
+        numbers = torch.tensor([probe.fp32_seconds, probe.bf16_seconds], dtype=torch.float64)
+    dist.broadcast(numbers, 0)
+    probe = Bf16Probe(float(numbers[0]), float(numbers[1]), torch.get_num_threads())
+    _PROBES[probe_cache_key(probe.threads)] = probe
+    return probe
+
+
+def cpu_auto_precision() -> str:
+    """What ``auto`` means on this CPU: fp32 without bf16 instructions; with them, bf16 if the probe
+    says it pays (or, with the probe off, always)."""
+    if not cpu_has_native_bf16():
+        return "fp32"
+    if not probe_enabled():
+        return "bf16"
+    return _probe_of_rank_zero().chosen
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
@@ -50,7 +281,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "cpu":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
+        return cpu_auto_precision()
     return "fp32"
 
 
@@ -64,13 +295,16 @@ def precision_reason(asked: str, resolved: str, device: torch.device) -> str:
                 else "auto: this GPU has no bf16; fp16 with a gradient scaler")
     if device.type != "cpu":
         return f"auto: fp32 on {device.type}"
-    if resolved == "bf16":
-        found = [name for check, name in (("_is_avx512_bf16_supported", "AVX-512 BF16"),
-                                          ("_is_amx_tile_supported", "AMX"))
-                 if getattr(torch.cpu, check, lambda: False)()]
-        return f"auto: this CPU has native bf16 ({' and '.join(found) or 'AVX-512 BF16 or AMX'})"
-    return ("auto: this CPU has no native bf16 (no AVX-512 BF16, no AMX), and emulated bf16 is "
-            "slower than fp32")
+    if not cpu_has_native_bf16():
+        return ("auto: this CPU has no native bf16 (no AVX-512 BF16, no AMX), and emulated bf16 is "
+                "slower than fp32")
+    if not probe_enabled():
+        return (f"auto: this CPU has native bf16 ({bf16_instructions()}), not measured "
+                f"({PROBE_ENV}=0)")
+    probe = cached_bf16_probe()  # the verdict resolve_precision took, remembered by the process
+    threads = f"{probe.threads} thread{'s' if probe.threads > 1 else ''}"
+    return (f"auto: bf16 autocast measured {probe.speedup:.2f}x of fp32 at {threads} on this CPU "
+            f"({bf16_instructions()}), {resolved} chosen (bf16 needs {BF16_MARGIN:g}x)")
 
 
 @dataclass
