@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ganfuse.data.scenes import DEFAULT_HOLDOUT, generate_scenes
-from ganfuse.multimodal.scene_negatives import bag_of_words_accuracy, build_binding_pairs
+from ganfuse.metrics.scene_negatives import bag_of_words_accuracy, build_binding_pairs
 from ganfuse.multimodal.scene_questions import GROUP_ANSWERS, QuestionSet, generate_questions
 
 T = TypeVar("T")

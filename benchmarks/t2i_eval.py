@@ -18,7 +18,7 @@ from torchvision.utils import save_image
 from ganfuse.generate import generate
 from ganfuse.metrics.t2i import evaluate_t2i_run, format_t2i
 from ganfuse.run import load_run
-from ganfuse.train.t2i import GRID_PROMPTS
+from ganfuse.train.objectives import GRID_PROMPTS
 
 
 def main() -> None:

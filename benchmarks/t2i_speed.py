@@ -29,7 +29,7 @@ def preset_run(preset: str, overrides: list[str]) -> TextToImageRun:
     from pathlib import Path
 
     from ganfuse.config import load_config
-    from ganfuse.models.t2i import build_t2i
+    from ganfuse.models.build import build_t2i
     from ganfuse.text.prompts import PromptEncoder, TextSpec
 
     config = load_config(preset, overrides)

@@ -24,8 +24,7 @@ from ganfuse.export import (
     save_pretrained,
 )
 from ganfuse.inputs import InputError, check_psi
-from ganfuse.models.build import build_gan
-from ganfuse.models.t2i import build_t2i, text_spec_from_config
+from ganfuse.models.build import build_gan, build_t2i, text_spec_from_config
 from ganfuse.run import Run, TextToImageRun, load_run
 from ganfuse.run_folders import write_eval
 from ganfuse.run_images import walk_latents

@@ -17,7 +17,7 @@ import torch
 import ganfuse
 from ganfuse.cli import main
 from ganfuse.config import load_config, preset_names
-from ganfuse.data import shapes
+from ganfuse.data import scenes, shapes
 from ganfuse.multimodal.config import TASKS
 from ganfuse.train.checkpoint import checkpoint_dirs
 
@@ -35,8 +35,8 @@ TINY_GAN = [
     "train.monitor_every=0",
 ]
 TINY_TEXT = ["model.z_dim=8", "text.cond_dim=16"]  # text-to-image presets (``model.arch: t2i-*``)
-CHANNELS = {"digits": 1, "shapes": 3}
-PROMPT = "a large red circle in the center"
+CHANNELS = {"digits": 1, "shapes": 3, "scenes": 3}
+PROMPTS = {"shapes": "a large red circle in the center", "scenes": "a red circle to the left of a blue star"}
 
 
 def tiny_preset(name: str):
@@ -54,6 +54,7 @@ def test_the_public_train_function_survives_importing_the_training_code():
 def test_every_preset_trains_a_few_steps_into_a_run_that_samples(name, tmp_path, monkeypatch):
     # a 96-image shapes training split: MiniLM encodes each training caption once
     monkeypatch.setitem(shapes.DEFAULT_SPLIT_SIZES, "train", 96)
+    monkeypatch.setitem(scenes.DEFAULT_SPLIT_SIZES, "train", 96)
     # a cache of this test's own: other tests store stand-in encoders' embeddings under "minilm"
     monkeypatch.setenv("GANFUSE_CACHE", str(tmp_path / "cache"))
     config = tiny_preset(name)
@@ -69,11 +70,12 @@ def test_every_preset_trains_a_few_steps_into_a_run_that_samples(name, tmp_path,
     run = ganfuse.load_run(out)
     assert run.step == STEPS and run.manifest["precision"] == "fp32"
     text = config.model.arch.startswith("t2i-")
-    images = run.sample(2, seed=0, prompts=[PROMPT]) if text else run.sample(2, seed=0)
+    prompt = PROMPTS.get(config.data.name)
+    images = run.sample(2, seed=0, prompts=[prompt]) if text else run.sample(2, seed=0)
     size = config.data.image_size
     assert images.shape == (2, CHANNELS[config.data.name], size, size)
     assert torch.isfinite(images).all() and images.min() >= -1 and images.max() <= 1
-    again = run.sample(2, seed=0, prompts=[PROMPT]) if text else run.sample(2, seed=0)
+    again = run.sample(2, seed=0, prompts=[prompt]) if text else run.sample(2, seed=0)
     assert torch.equal(images, again)  # a seed fixes the images
 
 

@@ -28,11 +28,11 @@ LOSSES = ("nonsaturating", "hinge", "wgan-gp", "lsgan")
 # ``t2i`` (text-to-image, configured by the ``text`` section). Each layer maps a family to its piece
 # (models.build.build_networks, train.objectives.OBJECTIVES, run.LOADERS); this is the one place
 # that says which family an architecture is.
-ARCHS: dict[str, str] = {"dcgan": "gan", "resnet": "gan", "t2i-dfgan": "t2i", "t2i-concat": "t2i"}
+ARCHS: dict[str, str] = {"dcgan": "gan", "resnet": "gan", "t2i-dfgan": "t2i", "t2i-concat": "t2i", "t2i-words": "t2i"}
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUGMENTS = ("translation", "cutout", "color")
 SECTIONS = ("data", "model", "train", "text")
-DATASETS = ("digits", "folder", "mnist", "cifar10", "shapes", "shards", "emoji")
+DATASETS = ("digits", "folder", "mnist", "cifar10", "shapes", "shards", "emoji", "scenes")
 
 
 @dataclass
@@ -61,6 +61,7 @@ class ModelConfig:
     spectral_norm_d: bool = False
     spectral_norm_g: bool = False
     minibatch_std: bool = False  # dcgan D: minibatch standard deviation feature against mode collapse
+    d_norm: str = "batch"  # dcgan D: batch | group (GroupNorm: no mixing across a batch, as train.dp needs)
 
 
 @dataclass
@@ -104,6 +105,18 @@ class TrainConfig:
     # at step 0, and D's lowest ``freeze_d`` blocks keep their weights (FreezeD, Mo et al. 2020)
     init_from: str | None = None
     freeze_d: int = 0
+    # differentially private discriminator (ganfuse/train/privacy.py): per-example clipping of
+    # the real images' gradients and Gaussian noise (DP-SGD through Opacus), Poisson sampling of
+    # the real batches, epsilon from the RDP accountant
+    dp: bool = False
+    dp_noise_multiplier: float = 1.0  # noise std / dp_max_grad_norm; derived when dp_target_epsilon is set
+    dp_max_grad_norm: float = 1.0  # each real image's gradient of D's loss is clipped to this L2 norm
+    dp_delta: float | None = None  # None: min(1e-5, 1 / (10 N)) for N training images
+    dp_target_epsilon: float | None = None  # derive dp_noise_multiplier to spend this epsilon in train.steps
+    # None: the noise and the batches come from a secret OS seed, kept only in checkpoints' state.pt;
+    # a number makes them reproducible from the config (tests, benchmarks), so anyone who knows it
+    # can subtract the noise: no privacy against them
+    dp_seed: int | None = None
 
 
 @dataclass
@@ -123,6 +136,11 @@ class TextConfig:
     contrastive_weight: float = 0.0  # image-text InfoNCE in D's features, for D and G (0 disables)
     feature_matching_weight: float = 0.0  # G: L1 between D's features of its image and of the real image of the same caption
     pixel_weight: float = 0.0  # G: L1 between its image and the real image of the same caption (pix2pix-style)
+    # scenes: share of the mismatched real pairs whose caption is a binding swap of the image's own
+    # ("a blue circle and a red square" for a red circle and a blue square) rather than another
+    # image's caption; binding swaps have exactly the true caption's words
+    swap_fraction: float = 0.5
+    slots: int = 4  # t2i-words G: object slots (the most objects one image can hold)
 
 
 @dataclass
@@ -337,6 +355,9 @@ def validate(config: Config) -> Config:
     _check(m.z_dim >= 1, "model.z_dim", "must be >= 1")
     _check(m.g_width >= 8, "model.g_width", "must be >= 8")
     _check(m.d_width >= 8, "model.d_width", "must be >= 8")
+    _check(m.d_norm in ("batch", "group"), "model.d_norm", f"must be batch or group, got {m.d_norm!r}")
+    _check(m.d_norm == "batch" or m.arch == "dcgan", "model.d_norm",
+           f"applies to model.arch=dcgan (the {m.arch} discriminator has no BatchNorm)")
     _check(t.steps >= 1, "train.steps", "must be >= 1")
     _check(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "must be > 0")
     _check(t.batch_size >= 1, "train.batch_size", f"must be >= 1, got {t.batch_size}")
@@ -352,6 +373,12 @@ def validate(config: Config) -> Config:
     _check(0 <= t.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
     _check(t.ema_warmup_steps >= 0, "train.ema_warmup_steps", "must be >= 0")
     _check(t.freeze_d >= 0, "train.freeze_d", f"must be >= 0, got {t.freeze_d}")
+    _check(t.dp_noise_multiplier >= 0, "train.dp_noise_multiplier", f"must be >= 0, got {t.dp_noise_multiplier}")
+    _check(t.dp_max_grad_norm > 0, "train.dp_max_grad_norm", f"must be > 0, got {t.dp_max_grad_norm}")
+    _check(t.dp_delta is None or 0 < t.dp_delta < 1, "train.dp_delta", f"must be in (0, 1), got {t.dp_delta}")
+    _check(t.dp_target_epsilon is None or t.dp_target_epsilon > 0, "train.dp_target_epsilon",
+           f"must be > 0, got {t.dp_target_epsilon}")
+    _check(t.dp_seed is None or 0 <= t.dp_seed < 2**63, "train.dp_seed", f"must be in [0, 2**63), got {t.dp_seed}")
     _check(t.init_from is None or bool(t.init_from.strip()), "train.init_from", "must name a run folder")
     for op in t.augment:
         _check(op in AUGMENTS, "train.augment", f"entries must be among {', '.join(AUGMENTS)}, got {op!r}")
@@ -373,7 +400,13 @@ def validate(config: Config) -> Config:
         _check(every % t.log_every == 0, f"train.{key}", f"must be a multiple of train.log_every ({t.log_every})")
     if arch_family(m.arch) == "t2i":
         x = config.text
-        _check(d.name in ("shapes", "emoji", "folder"), "data.name", "must be shapes, emoji or folder (with captions) for a t2i arch")
+        _check(d.name in ("shapes", "scenes", "emoji", "folder"), "data.name",
+               "must be shapes, scenes, emoji or folder (with captions) for a t2i arch")
+        _check(m.arch != "t2i-words" or x.encoder == "small", "text.encoder",
+               "must be small for model.arch=t2i-words (it attends to the words of the small encoder)")
+        _check(m.arch != "t2i-words" or size == 64, "data.image_size", "must be 64 for model.arch=t2i-words")
+        _check(0 <= x.swap_fraction <= 1, "text.swap_fraction", "must be in [0, 1]")
+        _check(1 <= x.slots <= 16, "text.slots", "must be in 1..16")
         _check(size in (32, 64), "data.image_size", "must be 32 or 64 for a t2i arch")
         _check(bool(x.encoder.strip()), "text.encoder", "must name an encoder (minilm, small or a model)")
         _check(x.cond_dim >= 8, "text.cond_dim", "must be >= 8")

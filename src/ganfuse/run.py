@@ -18,8 +18,7 @@ from torch import nn
 from ganfuse.config import Config, arch_family, from_dict, validate
 from ganfuse.errors import ConfigError, UserError
 from ganfuse.inputs import MAX_IMAGES, check_count, check_psi, check_seed, check_truncation
-from ganfuse.models.build import build_gan
-from ganfuse.models.t2i import build_t2i, text_spec_from_config
+from ganfuse.models.build import build_gan, build_t2i, text_spec_from_config
 from ganfuse.text.prompts import PromptEncoder, check_prompts
 from ganfuse.train.checkpoint import latest_good_checkpoint
 from ganfuse.train.precision import resolve_device

@@ -377,6 +377,7 @@ TEXT_KEYS = {
     "data.background": "a colour",
     "data.fit": "choice",
     "model.arch": "choice",
+    "model.d_norm": "choice",
     "train.loss": "choice",
     "train.augment": "choices",
     "train.precision": "choice",

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from ganfuse.data.scenes import ScenesDataset
+from ganfuse.metrics.scene_negatives import caption_words
 from ganfuse.metrics.scenes import score_caption
 from ganfuse.multimodal.config import make_config
 from ganfuse.multimodal.model import build_fusion_model
-from ganfuse.multimodal.scene_negatives import caption_words
 from ganfuse.multimodal.scene_questions import ANSWERS, FAMILIES, question_words
 from ganfuse.multimodal.scene_tasks import SceneMatchingTask, SceneVQATask, accuracy_by_kind
 from ganfuse.multimodal.tasks import batch_inputs

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from ganfuse.data.scenes import SceneGraph, SceneObject, generate_scenes, parse_caption
 from ganfuse.errors import ConfigError, UserError
+from ganfuse.metrics.scene_negatives import binding_negatives, caption_words
 from ganfuse.metrics.scenes import score_caption, scoring_margin
-from ganfuse.multimodal.scene_negatives import binding_negatives, caption_words
 from ganfuse.multimodal.scene_zeroshot import (
     SceneArrays,
     binding_wins,

@@ -7,8 +7,9 @@ import torch
 
 from ganfuse.config import load_config
 from ganfuse.errors import ConfigError
+from ganfuse.models.build import build_t2i
 from ganfuse.models.discriminator import DiscriminatorOutput, TextDiscriminator
-from ganfuse.models.t2i import build_t2i, upsample2x
+from ganfuse.models.t2i import upsample2x
 from ganfuse.text.encoders import shapes_vocabulary
 from ganfuse.text.prompts import PromptEncoder, PromptError, TextSpec
 

@@ -25,17 +25,24 @@ from ganfuse.metrics.inception_weights import (
 from ganfuse.metrics.settings import (
     AUDIT_DEFAULT_NUM,
     AUDIT_METRICS,
+    CAS_METRICS,
     DEFAULT_METRICS,
     DEFAULT_NUM,
     DEFAULT_RESIZE,
+    DIVERSITY_PROMPTS,
     METRICS,
     RESIZE_MODES,
+    SCENE_T2I_DEFAULT_METRICS,
+    SCENE_T2I_METRICS,
+    SCENE_T2I_MIN_NUM,
     T2I_DEFAULT_NUM,
     T2I_METRICS,
 )
 
 _HELP = ("Score a run or an image folder against a reference: FID, KID, IS, precision/recall, "
-         "density/coverage; a text-to-image run: attribute accuracy and R-precision.")
+         "density/coverage; a text-to-image run: attribute accuracy, R-precision and diversity "
+         "(shapes), or the exact judge's count, binding and relation scores, diversity and FD (scenes).")
+_TEXT_TO_IMAGE_METRICS = tuple(dict.fromkeys(T2I_METRICS + SCENE_T2I_METRICS))
 
 
 def register(subparsers) -> None:
@@ -44,7 +51,8 @@ def register(subparsers) -> None:
         "evaluate",
         _HELP,
         "ganfuse evaluate runs/digits --ref digits --metrics fid,kid --num 2000\n"
-        "  ganfuse evaluate runs/shapes-t2i --metrics attr,rprec --rprec-model runs/zeroshot",
+        "  ganfuse evaluate runs/shapes-t2i --metrics attr,rprec --rprec-model runs/zeroshot\n"
+        "  ganfuse evaluate runs/scenes-t2i --json",
     )
     parser.add_argument(
         "source", help="a run directory (samples generated in memory) or a folder of images"
@@ -58,9 +66,11 @@ def register(subparsers) -> None:
         "--metrics",
         default=None,
         help=f"comma-separated, from {','.join(METRICS)} (default: all); for a text-to-image run "
-        f"from {','.join(T2I_METRICS)} (default: attr, plus rprec with --rprec-model); "
+        f"on shapes from {','.join(T2I_METRICS)} (default: attr, plus rprec with --rprec-model), "
+        f"on scenes from {','.join(SCENE_T2I_METRICS)} (default: {','.join(SCENE_T2I_DEFAULT_METRICS)}); "
         "memorization (on its own): a GAN run's samples against its training images, written to "
-        "RUN/memorization.json and RUN/memorization.png",
+        "RUN/memorization.json and RUN/memorization.png; cas (on its own): train a classifier on the "
+        "run's images, test on real ones (class-conditional digits, shapes/scenes text-to-image)",
     )
     parser.add_argument(
         "--heldout",
@@ -85,7 +95,9 @@ def register(subparsers) -> None:
         type=int,
         default=None,
         help=f"images per side (at most; default {DEFAULT_NUM}, 2 to {MAX_EVAL_IMAGES}); "
-        f"text-to-image: prompts per set (default {T2I_DEFAULT_NUM}, 1 to {MAX_EVAL_IMAGES})",
+        f"text-to-image: prompts per set (default {T2I_DEFAULT_NUM}, 1 to {MAX_EVAL_IMAGES}; "
+        f"scenes: at least {SCENE_T2I_MIN_NUM}); diversity compares 10 seeds of each of the first "
+        f"{DIVERSITY_PROMPTS} prompts (at most NUM) of each kind",
     )
     parser.add_argument(
         "--json", action="store_true", help="print the result as JSON instead of a table"
@@ -110,14 +122,20 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run_evaluate)
 
 
-def _is_t2i_run(source: str) -> bool:
+def _t2i_dataset(source: str) -> str | None:
+    """The dataset (``data.name``) of a text-to-image run folder; None for anything else."""
     config = Path(source) / "config.yaml"
     if not config.is_file():
-        return False
+        return None
     try:
-        return arch_family(load_config(str(config)).model.arch) == "t2i"
+        loaded = load_config(str(config))
+        return loaded.data.name if arch_family(loaded.model.arch) == "t2i" else None
     except Exception:  # an unreadable config is reported by the loader that needs it
-        return False
+        return None
+
+
+def _is_t2i_run(source: str) -> bool:
+    return _t2i_dataset(source) is not None
 
 
 def evaluation_source(spec: str | Path):
@@ -129,25 +147,48 @@ def evaluation_source(spec: str | Path):
     return load_run(spec) if is_run_folder(spec) else spec
 
 
+def _evaluate_cas(args: argparse.Namespace) -> int:
+    """``--metrics cas``: Classification Accuracy Score of a run (ganfuse.metrics.cas)."""
+    from ganfuse.metrics.sources import is_run_folder
+
+    if not is_run_folder(args.source):
+        raise UserError(f"--metrics cas scores a run; {args.source} is not a run folder (it has no config.yaml)")
+    num = None if args.num is None else check_count("--num", args.num, MAX_EVAL_IMAGES, minimum=10)
+    from ganfuse.metrics.cas import cas_of_run, format_cas
+    from ganfuse.run import load_run
+
+    result = cas_of_run(load_run(args.source), num=num, seed=args.seed)
+    print(json.dumps(result, indent=2) if args.json else format_cas(result))
+    return 0
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     args.seed = check_seed(args.seed)
     if args.batch_size is not None:
         args.batch_size = check_count("--batch-size", args.batch_size, MAX_BATCH_SIZE)
     wanted = [m.strip().lower() for m in (args.metrics or "").split(",") if m.strip()]
+    if any(m in CAS_METRICS for m in wanted):
+        if wanted != ["cas"]:
+            raise UserError("--metrics cas runs on its own (it trains two classifiers); ask for the other "
+                            "metrics in another call")
+        return _evaluate_cas(args)
     if any(m in AUDIT_METRICS for m in wanted):
         if wanted != ["memorization"]:
             raise UserError("--metrics memorization runs on its own; ask for the other metrics in another call")
         return _evaluate_memorization(args)
     if args.heldout:
         raise UserError("--heldout applies to --metrics memorization")
-    if _is_t2i_run(args.source):
+    dataset = _t2i_dataset(args.source)
+    if dataset == "scenes":
+        return _evaluate_scene_t2i(args, wanted)
+    if dataset is not None:
         return _evaluate_t2i(args, wanted)
     num = DEFAULT_NUM if args.num is None else check_count("--num", args.num, MAX_EVAL_IMAGES, minimum=2)
 
     from ganfuse.metrics.evaluate import evaluate_source
 
-    if any(m in T2I_METRICS for m in wanted):
-        raise UserError(f"--metrics {','.join(T2I_METRICS)} score text-to-image runs; "
+    if any(m in _TEXT_TO_IMAGE_METRICS for m in wanted):
+        raise UserError(f"--metrics {','.join(_TEXT_TO_IMAGE_METRICS)} score text-to-image runs; "
                         f"{args.source} is not one (its config.yaml has no model.arch t2i-*)")
     if not args.ref:
         raise UserError("--ref is required: a dataset name (digits) or a folder of real images")
@@ -171,6 +212,7 @@ def _evaluate_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
     num = T2I_DEFAULT_NUM if args.num is None else check_count("--num", args.num, MAX_EVAL_IMAGES)
 
     from ganfuse.metrics.t2i import evaluate_t2i_run, format_t2i
+    from ganfuse.metrics.t2i_diversity import format_shapes_diversity, shapes_diversity_run
     from ganfuse.multimodal.zeroshot import load_dual_encoder
     from ganfuse.run import load_run
 
@@ -183,14 +225,49 @@ def _evaluate_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
         raise UserError("--metrics rprec needs --rprec-model RUN, a zero-shot run "
                         "(train one with: ganfuse fuse train --task zeroshot --out RUN)")
     run = load_run(args.source)
-    rprec_model = load_dual_encoder(args.rprec_model) if "rprec" in wanted else None
-    result = evaluate_t2i_run(run, num=num, seed=args.seed, rprec_model=rprec_model)
+    record: dict[str, object] = {"run": str(args.source), "step": run.step, "num_per_set": num,
+                                 "seed": args.seed, "rprec_model": args.rprec_model}
+    if "attr" in wanted or "rprec" in wanted:
+        rprec_model = load_dual_encoder(args.rprec_model) if "rprec" in wanted else None
+        record["sets"] = evaluate_t2i_run(run, num=num, seed=args.seed, rprec_model=rprec_model)
+    if "diversity" in wanted:
+        record["diversity"] = shapes_diversity_run(run, min(num, DIVERSITY_PROMPTS), args.seed)
     if args.json:
-        print(json.dumps({"run": str(args.source), "step": run.step, "num_per_set": num,
-                          "seed": args.seed, "rprec_model": args.rprec_model, "sets": result}, indent=2))
+        print(json.dumps(record, indent=2))
     else:
         print(f"{args.source} (step {run.step}), {num} prompts per set, seed {args.seed}")
-        print(format_t2i(result))
+        if "sets" in record:
+            print(format_t2i(record["sets"]))
+        if "diversity" in record:
+            print(format_shapes_diversity(record["diversity"]))
+    return 0
+
+
+def _evaluate_scene_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
+    """A text-to-image run on ``scenes``: the exact judge (ganfuse.metrics.scene_t2i)."""
+    num = T2I_DEFAULT_NUM if args.num is None else check_count(
+        "--num", args.num, MAX_EVAL_IMAGES, minimum=SCENE_T2I_MIN_NUM)
+    wanted = wanted or list(SCENE_T2I_DEFAULT_METRICS)
+    unknown = [m for m in wanted if m not in SCENE_T2I_METRICS]
+    if unknown:
+        raise UserError(f"{args.source} is a text-to-image run on scenes: --metrics takes "
+                        f"{','.join(SCENE_T2I_METRICS)}, not {','.join(unknown)}")
+    if args.rprec_model:
+        raise UserError("--rprec-model scores shapes text-to-image runs; on scenes the exact judge "
+                        "(--metrics scene) checks every object, binding and relation instead")
+
+    from ganfuse.metrics.scene_t2i import evaluate_scene_t2i_run, format_scene_t2i
+    from ganfuse.run import load_run
+
+    run = load_run(args.source)
+    result = evaluate_scene_t2i_run(run, num=num, seed=args.seed,
+                                    diversity_prompts=min(num, DIVERSITY_PROMPTS), metrics=wanted)
+    if args.json:
+        print(json.dumps({"run": str(args.source), "step": run.step, "dataset": "scenes", **result},
+                         indent=2))
+    else:
+        print(f"{args.source} (step {run.step}), {num} prompts per set, seed {args.seed}")
+        print(format_scene_t2i(result))
     return 0
 
 

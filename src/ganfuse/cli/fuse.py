@@ -49,6 +49,14 @@ def register(subparsers) -> None:
         "--max-minutes", type=float, default=None, help="wall-clock limit of training"
     )
     train.add_argument(
+        "--paired-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="zeroshot only: share of training images (0 < F <= 1) that keep their captions; "
+        "the rest are used unpaired (same as --set paired_fraction=F)",
+    )
+    train.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -141,6 +149,12 @@ def _train(args: argparse.Namespace) -> int:
         if args.max_minutes <= 0:
             raise ConfigError(f"--max-minutes must be positive, got {args.max_minutes}")
         overrides.append(f"max_minutes={args.max_minutes}")
+    if args.paired_fraction is not None:
+        if args.task != "zeroshot":
+            raise ConfigError(
+                f"--paired-fraction applies to --task zeroshot only, not to task {args.task!r}"
+            )
+        overrides.append(f"paired_fraction={args.paired_fraction}")
     config = make_config(args.task, args.fusion, overrides)
     if args.fusion is not None and config.task not in FUSION_TASKS:
         raise ConfigError(f"--fusion applies to the fusion tasks only, not to task {args.task!r}")

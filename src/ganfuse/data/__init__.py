@@ -9,6 +9,7 @@ from ganfuse.data.digits import DigitsDataset
 from ganfuse.data.emoji import EmojiDataset
 from ganfuse.data.folder import FolderDataset
 from ganfuse.data.huggingface import HuggingFaceStream
+from ganfuse.data.scenes import ScenesDataset
 from ganfuse.data.shapes import ShapesDataset
 from ganfuse.data.shards import ShardDataset
 from ganfuse.data.torchvision_sets import load_torchvision
@@ -28,6 +29,9 @@ def build_dataset(cfg: DataConfig, channels: int | None = None, progress: bool =
     if cfg.name == "shapes":
         shapes = ShapesDataset(split="train", image_size=cfg.image_size)
         return InMemoryImageDataset(shapes.images, shapes.labels["color_shape"], shapes.class_names, "shapes")
+    if cfg.name == "scenes":  # the training split; labels = the number of objects minus one
+        scenes = ScenesDataset(split="train", image_size=cfg.image_size)
+        return InMemoryImageDataset(scenes.images, scenes.labels, scenes.class_names, "scenes")
     if cfg.name == "emoji":  # every emoji; labels = the 10 Unicode groups
         emoji = EmojiDataset(split="all", image_size=cfg.image_size)
         return InMemoryImageDataset(emoji.images, emoji.labels["group"], emoji.class_names, "emoji")

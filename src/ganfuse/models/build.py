@@ -5,8 +5,18 @@ from __future__ import annotations
 from torch import nn
 
 from ganfuse.config import Config
+from ganfuse.errors import ConfigError
 from ganfuse.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganfuse.models.resnet import ResNetDiscriminator, ResNetGenerator
+from ganfuse.models.t2i import (
+    T2I_ARCHS,
+    ConcatDiscriminator,
+    ConcatGenerator,
+    FusionGenerator,
+    MatchingDiscriminator,
+)
+from ganfuse.models.t2i_words import SlotGenerator, WordDiscriminator
+from ganfuse.text.prompts import TextSpec
 
 
 def build_gan(config: Config, channels: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
@@ -15,9 +25,34 @@ def build_gan(config: Config, channels: int, num_classes: int) -> tuple[nn.Modul
     classes = num_classes if m.conditional else 0
     if m.arch == "dcgan":
         g = DCGANGenerator(m.z_dim, channels, m.g_width, classes, m.spectral_norm_g)
-        d = DCGANDiscriminator(channels, m.d_width, classes, m.spectral_norm_d, m.minibatch_std)
+        d = DCGANDiscriminator(channels, m.d_width, classes, m.spectral_norm_d, m.minibatch_std, m.d_norm)
     else:
         size = config.data.image_size
         g = ResNetGenerator(m.z_dim, channels, size, m.g_width, classes, m.spectral_norm_g)
         d = ResNetDiscriminator(channels, size, m.d_width, classes, m.spectral_norm_d)
     return g, d
+
+
+def build_t2i(config, spec: TextSpec, channels: int = 3) -> tuple[nn.Module, nn.Module]:
+    """``(G, D)`` for a config whose ``model.arch`` is one of :data:`T2I_ARCHS`."""
+    m, t, size = config.model, config.text, config.data.image_size
+    if m.arch == "t2i-dfgan":
+        g = FusionGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, t.fusion, channels)
+        embed_dim = t.cond_dim if t.contrastive_weight > 0 else 0
+        d = MatchingDiscriminator(spec, size, m.d_width, t.cond_dim, t.d_condition, embed_dim, channels,
+                                  m.spectral_norm_d)
+    elif m.arch == "t2i-concat":
+        g = ConcatGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, channels)
+        d = ConcatDiscriminator(spec, size, m.d_width, t.cond_dim, channels)
+    elif m.arch == "t2i-words":
+        g = SlotGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, t.slots, channels=channels)
+        d = WordDiscriminator(spec, size, m.d_width, t.cond_dim, channels, m.spectral_norm_d)
+    else:
+        raise ConfigError(f"model.arch {m.arch!r} is not a text-to-image architecture ({', '.join(T2I_ARCHS)})")
+    return g, d
+
+
+def text_spec_from_config(config) -> TextSpec:
+    """The :class:`TextSpec` a config describes (``text.embed_dim`` is filled in by training)."""
+    t = config.text
+    return TextSpec(t.encoder, t.embed_dim, list(t.vocab), t.max_words)

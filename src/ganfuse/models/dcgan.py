@@ -33,14 +33,15 @@ def minibatch_stddev(h: torch.Tensor, group: int = 4) -> torch.Tensor:
 
 
 def dcgan_init_(module: nn.Module) -> None:
-    """Radford et al.'s initialisation: conv and linear weights ~ N(0, 0.02), BN scales ~ N(1, 0.02)."""
+    """Radford et al.'s initialisation: conv and linear weights ~ N(0, 0.02), BN (and GroupNorm)
+    scales ~ N(1, 0.02)."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             weight = getattr(m, "weight_orig", m.weight)
             nn.init.normal_(weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d) and m.affine:
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
@@ -74,24 +75,45 @@ class DCGANGenerator(nn.Module):
         return torch.tanh(self.up3(h))
 
 
+D_NORMS = ("batch", "group")  # the normalisations of the DCGAN discriminator (``model.d_norm``)
+MAX_GROUPS = 32  # GroupNorm groups at most (Wu & He 2018's default)
+
+
+def group_count(channels: int, max_groups: int = MAX_GROUPS) -> int:
+    """The largest divisor of ``channels`` that is at most ``max_groups`` (GroupNorm needs a divisor)."""
+    return next(g for g in range(min(max_groups, channels), 0, -1) if channels % g == 0)
+
+
+def discriminator_norm(kind: str, channels: int) -> nn.Module:
+    """``"batch"``: BatchNorm2d (the document's); ``"group"``: GroupNorm, which normalises each
+    image on its own, so one image's output never depends on the others of its batch (what
+    per-example gradients, and so differentially private training, need)."""
+    if kind == "group":
+        return nn.GroupNorm(group_count(channels), channels)
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    raise ValueError(f"unknown discriminator normalisation {kind!r}; choose one of {', '.join(D_NORMS)}")
+
+
 class DCGANDiscriminator(nn.Module):
     """images ``(B, channels, 32, 32)`` [, ``y (B,)``] -> logits ``(B,)``.
 
-    Conv 5x5/2 W (LeakyReLU) -> 2W (BN, LeakyReLU) -> 4W (BN, LeakyReLU) -> flatten -> 1 logit.
-    The document uses ``W = 64``. With spectral norm, BN is dropped (SN replaces it as D's
-    Lipschitz control, as in Miyato et al. 2018).
+    Conv 5x5/2 W (LeakyReLU) -> 2W (norm, LeakyReLU) -> 4W (norm, LeakyReLU) -> flatten -> 1 logit.
+    The document uses ``W = 64`` and BatchNorm; ``norm="group"`` puts GroupNorm in its place. With
+    spectral norm, the normalisation is dropped (SN replaces it as D's Lipschitz control, as in
+    Miyato et al. 2018).
     """
 
     def __init__(self, channels: int = 1, width: int = 64, num_classes: int = 0,
-                 use_spectral_norm: bool = False, minibatch_std: bool = False):
+                 use_spectral_norm: bool = False, minibatch_std: bool = False, norm: str = "batch"):
         super().__init__()
         sn = use_spectral_norm
         self.minibatch_std = minibatch_std
         self.conv1 = maybe_spectral_norm(nn.Conv2d(channels, width, 5, 2, padding=2), sn)
         self.conv2 = maybe_spectral_norm(nn.Conv2d(width, width * 2, 5, 2, padding=2), sn)
-        self.norm2 = nn.Identity() if sn else nn.BatchNorm2d(width * 2)
+        self.norm2 = nn.Identity() if sn else discriminator_norm(norm, width * 2)
         self.conv3 = maybe_spectral_norm(nn.Conv2d(width * 2, width * 4, 5, 2, padding=2), sn)
-        self.norm3 = nn.Identity() if sn else nn.BatchNorm2d(width * 4)
+        self.norm3 = nn.Identity() if sn else discriminator_norm(norm, width * 4)
         self.act = nn.LeakyReLU(0.2)
         self.head = ProjectionHead(width * 4 * 4 * 4 + (16 if minibatch_std else 0), num_classes, sn)
         dcgan_init_(self)

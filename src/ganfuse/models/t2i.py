@@ -35,7 +35,7 @@ from ganfuse.models.discriminator import DiscriminatorOutput, TextDiscriminator
 from ganfuse.models.layers import maybe_spectral_norm
 from ganfuse.text.prompts import TextSpec, build_conditioner
 
-T2I_ARCHS = ("t2i-dfgan", "t2i-concat")
+T2I_ARCHS = ("t2i-dfgan", "t2i-concat", "t2i-words")  # t2i-words: ganfuse.models.t2i_words
 FUSIONS = ("every", "input")
 D_CONDITIONS = ("concat", "projection", "both")
 
@@ -312,25 +312,3 @@ class ConcatDiscriminator(TextDiscriminator):
         logits = self.head(h, c)
         wrong = self.head(h, self.text(mismatch)) if mismatch is not None else None
         return DiscriminatorOutput(logits, wrong, None, None, c, maps[1:] if features else None)
-
-
-def build_t2i(config, spec: TextSpec, channels: int = 3) -> tuple[nn.Module, nn.Module]:
-    """``(G, D)`` for a config whose ``model.arch`` is one of :data:`T2I_ARCHS`."""
-    m, t, size = config.model, config.text, config.data.image_size
-    if m.arch == "t2i-dfgan":
-        g = FusionGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, t.fusion, channels)
-        embed_dim = t.cond_dim if t.contrastive_weight > 0 else 0
-        d = MatchingDiscriminator(spec, size, m.d_width, t.cond_dim, t.d_condition, embed_dim, channels,
-                                  m.spectral_norm_d)
-    elif m.arch == "t2i-concat":
-        g = ConcatGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, channels)
-        d = ConcatDiscriminator(spec, size, m.d_width, t.cond_dim, channels)
-    else:
-        raise ConfigError(f"model.arch {m.arch!r} is not a text-to-image architecture ({', '.join(T2I_ARCHS)})")
-    return g, d
-
-
-def text_spec_from_config(config) -> TextSpec:
-    """The :class:`TextSpec` a config describes (``text.embed_dim`` is filled in by training)."""
-    t = config.text
-    return TextSpec(t.encoder, t.embed_dim, list(t.vocab), t.max_words)

@@ -52,6 +52,8 @@ OTHER_TASKS: tuple[str, ...] = ("zeroshot", "caption")
 TASKS: tuple[str, ...] = FUSION_TASKS + OTHER_TASKS
 TEXT_ENCODERS: tuple[str, ...] = ("small", "minilm")
 WEIGHTINGS: tuple[str, ...] = ("fixed", "uncertainty")
+# How the dual encoder's encoders fool the modality discriminator (multimodal.alignment).
+ADVERSARIAL_MODES: tuple[str, ...] = ("grl", "alternating", "confusion")
 # The multimodal runs train on the CPU, where fp16 autocast does not pay.
 PRECISIONS: tuple[str, ...] = tuple(p for p in SHARED_PRECISIONS if p != "fp16")
 MAX_THREADS = 256  # far above any CPU's cores; torch crashes on absurd counts (100000)
@@ -89,6 +91,28 @@ class FuseConfig:
     # InfoNCE (0: the negatives only join its denominators; 1 lifted binding-swap matching from
     # 53% to 68% in 750 steps, measured)
     binding_weight: float = 1.0
+    # learning the common space from partly paired data (multimodal.alignment,
+    # benchmarks/alignment.md): the share of training images that keep their captions as pairs;
+    # of the others, half are used as images without captions, half as captions without images
+    paired_fraction: float = 1.0
+    # adversarial alignment (ACMR): the encoders fool a modality discriminator on the shared
+    # space; the weight is the gradient reversal's lambda (grl: one optimiser) or the weight of
+    # the encoders' loss against flipped labels (alternating) or towards the discriminator's
+    # indecision (confusion), whose discriminator steps with its own Adam at adversarial_lr; 0: off
+    adversarial_weight: float = 0.0
+    adversarial_mode: str = "grl"
+    adversarial_lr: float = 1e-3
+    adversarial_d_steps: int = 1  # the discriminator's steps per step (alternating, confusion)
+    # cycle consistency across modalities in the shared space (image -> nearest text -> image,
+    # text -> image -> text); 0: off
+    cycle_weight: float = 0.0
+    # InfoNCE on pseudo-pairs: an unpaired image and the description (captions that parse alike)
+    # it is nearest to, if it is among that description's pseudo_neighbours nearest images and
+    # their cosine is at least pseudo_threshold; mined again every pseudo_every steps; 0: off
+    pseudo_weight: float = 0.0
+    pseudo_threshold: float = 0.5
+    pseudo_neighbours: int = 5
+    pseudo_every: int = 50
     # caption decoder
     decoder_hidden: int = 256
     decoder_embed: int = 64
@@ -243,6 +267,24 @@ def validate(config: FuseConfig) -> FuseConfig:
     check(0.0 < config.label_fraction <= 1.0, "label_fraction", "must be in (0, 1]")
     check(config.init_temperature > 0, "init_temperature", "must be positive")
     check(config.binding_weight >= 0, "binding_weight", "must not be negative")
+    check(0.0 < config.paired_fraction <= 1.0, "paired_fraction", "must be in (0, 1]")
+    check(
+        config.paired_fraction == 1.0 or config.task == "zeroshot",
+        "paired_fraction",
+        "applies to task zeroshot only (leave it at 1)",
+    )
+    for key in ("adversarial_weight", "cycle_weight", "pseudo_weight"):
+        check(getattr(config, key) >= 0, key, "must not be negative")
+    check(
+        config.adversarial_mode in ADVERSARIAL_MODES,
+        "adversarial_mode",
+        f"must be one of {', '.join(ADVERSARIAL_MODES)}",
+    )
+    check(0 < config.adversarial_lr <= 1, "adversarial_lr", "must be in (0, 1]")
+    check(-1.0 <= config.pseudo_threshold <= 1.0, "pseudo_threshold", "must be a cosine in [-1, 1]")
+    check(config.pseudo_every >= 1, "pseudo_every", "must be at least 1")
+    check(config.adversarial_d_steps >= 1, "adversarial_d_steps", "must be at least 1")
+    check(config.pseudo_neighbours >= 1, "pseudo_neighbours", "must be at least 1")
     counts = ("steps", "batch_size", "train_size", "eval_size", "questions_per_image", "log_every")
     for key in counts:
         check(getattr(config, key) >= 1, key, "must be at least 1")

@@ -11,7 +11,7 @@ reports the same metric names (``answer_accuracy`` and ``{family}_accuracy``, or
   and a head, no image at all) trained like a fusion model: same data, batches, optimiser and
   time budget.
 - :func:`bag_of_words_scores` (``scenes-matching``): the analytic bag-of-words scorer of
-  :mod:`~ganfuse.multimodal.scene_negatives` on the test pairs; 50% by construction, since a
+  :mod:`~ganfuse.metrics.scene_negatives` on the test pairs; 50% by construction, since a
   binding negative has the same words as its caption.
 """
 
@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganfuse.data.sampler import EpochBatchSampler
+from ganfuse.metrics.scene_negatives import bag_of_words_accuracy
 from ganfuse.models.fusion import as_features
 from ganfuse.models.heads import TaskHeads
 from ganfuse.multimodal.checkpoint import count_parameters
 from ganfuse.multimodal.config import TEST_SPLITS, FuseConfig
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import build_text
-from ganfuse.multimodal.scene_negatives import bag_of_words_accuracy
 from ganfuse.multimodal.scene_questions import SceneQuestion
 from ganfuse.multimodal.scene_tasks import SceneMatchingTask, SceneVQATask, scene_vocabulary
 from ganfuse.multimodal.splits import config_split, labelled_indices

@@ -19,8 +19,8 @@ import torch
 
 from ganfuse.data.base import uint8_to_float
 from ganfuse.data.scenes import ScenesDataset
+from ganfuse.metrics.scene_negatives import BindingPairs, build_binding_pairs
 from ganfuse.models.fusion import ModalityFeatures
-from ganfuse.multimodal.scene_negatives import BindingPairs, build_binding_pairs
 from ganfuse.multimodal.scene_questions import (
     ANSWER_INDEX,
     ANSWERS,

@@ -9,12 +9,12 @@ once by :func:`caption_truth` (the same answer, checked pair by pair in the test
 
 - in the loss, a caption of image ``j`` that is true of image ``i`` is a positive of ``i`` too;
 - with hard negatives, each list or relation caption of the batch brings one of its binding
-  negatives (:func:`~ganfuse.multimodal.scene_negatives.binding_negatives`: the same words, another
+  negatives (:func:`~ganfuse.metrics.scene_negatives.binding_negatives`: the same words, another
   binding or order, false of its image) into the image-to-text denominator;
 - retrieval recall@k both ways counts a hit when a retrieved item makes a true (caption, image)
   pair. The candidates are pooled over the evaluation split: every dataset caption of every image
   (4 per image) for image -> text, every image for text -> image;
-- binding-swap matching: on :func:`~ganfuse.multimodal.scene_negatives.build_binding_pairs` of the
+- binding-swap matching: on :func:`~ganfuse.metrics.scene_negatives.build_binding_pairs` of the
   split, the share of triples where ``cos(image, true caption) > cos(image, negative)`` (a tie
   counts one half), overall, for attribute swaps (colour, shape, size) and for relation
   reversals. A bag of words scores 50% by construction.
@@ -23,7 +23,6 @@ once by :func:`caption_truth` (the same answer, checked pair by pair in the test
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
@@ -32,18 +31,10 @@ import torch
 
 from ganfuse.data.base import uint8_to_float
 from ganfuse.data.scenes import (
-    CAPTION_TEMPLATES,
-    COLOR_WORDS,
     COLORS,
     MAX_OBJECTS,
-    NUMBER_WORDS,
-    PLURALS,
-    RELATION_WORDS,
-    SHAPE_WORDS,
     SHAPES,
-    SIZE_WORDS,
     SIZES,
-    THING_WORDS,
     ObjectSpec,
     SceneDescription,
     SceneGraph,
@@ -52,9 +43,9 @@ from ganfuse.data.scenes import (
     parse_caption,
 )
 from ganfuse.errors import UserError
+from ganfuse.metrics.scene_negatives import binding_negatives, build_binding_pairs
 from ganfuse.metrics.scenes import scoring_margin
-from ganfuse.multimodal.scene_negatives import binding_negatives, build_binding_pairs
-from ganfuse.text.encoders import split_words
+from ganfuse.text.encoders import scenes_vocabulary
 
 # make_captions reads fewer than 40 uniforms for the largest scene; the dataset passes 64 too.
 CAPTION_UNIFORMS = 64
@@ -68,19 +59,9 @@ _SIZE_INDEX = {s: i for i, s in enumerate(SIZES)}
 
 
 def scenes_caption_vocabulary() -> list[str]:
-    """Every word a ``scenes`` caption can use (templates, synonyms, plurals, relation phrases,
-    number words), sorted: the small text encoder's vocabulary. Digits are no words
-    (:func:`~ganfuse.text.encoders.split_words` drops them)."""
-    words: list[str] = []
-    for templates in CAPTION_TEMPLATES.values():
-        for template in templates:
-            words += split_words(re.sub(r"\{\w+\}", " ", template))
-    tables = (SIZE_WORDS, COLOR_WORDS, SHAPE_WORDS, RELATION_WORDS, NUMBER_WORDS)
-    phrases = [p for table in tables for ps in table.values() for p in ps]
-    phrases += list(PLURALS.values()) + list(THING_WORDS) + ["a", "an", "and", "is", "are"]
-    for phrase in phrases:
-        words += split_words(phrase)
-    return sorted(set(words))
+    """Every word a ``scenes`` caption can use, sorted: the small text encoder's vocabulary
+    (:func:`ganfuse.text.encoders.scenes_vocabulary`)."""
+    return scenes_vocabulary()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,7 +251,7 @@ def binding_wins(
 ) -> torch.Tensor:
     """``(P,)`` float: 1 where ``cos(image, true caption) > cos(image, negative)``, 0 where it is
     smaller, one half for a tie (what a model blind to binding gives: a bag of words sits at 50%,
-    as in :func:`~ganfuse.multimodal.scene_negatives.bag_of_words_accuracy`). Rows ``(P, E)``,
+    as in :func:`~ganfuse.metrics.scene_negatives.bag_of_words_accuracy`). Rows ``(P, E)``,
     L2-normalised."""
     positive = (image_emb * positive_emb).sum(-1)
     negative = (image_emb * negative_emb).sum(-1)

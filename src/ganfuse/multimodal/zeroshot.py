@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from torch import nn
 
 from ganfuse.data.base import uint8_to_float
 from ganfuse.data.scenes import ScenesDataset
+from ganfuse.data.scenes import parse_caption as parse_scene_caption
 from ganfuse.data.shapes import (
     COLOR_SHAPE_CLASSES,
     POSITIONS,
@@ -42,9 +44,21 @@ from ganfuse.data.shapes import (
     caption_synonyms,
     caption_templates,
     make_caption,
+    parse_caption,
 )
 from ganfuse.errors import ConfigError
 from ganfuse.models.encoders import ImageEncoder
+from ganfuse.multimodal.alignment import (
+    AdversarialAligner,
+    PairedSplit,
+    PseudoPairs,
+    UnpairedPool,
+    cycle_loss,
+    modality_accuracy,
+    modality_probe_accuracy,
+    paired_split,
+    text_keys,
+)
 from ganfuse.multimodal.checkpoint import (
     RunResult,
     count_parameters,
@@ -59,6 +73,7 @@ from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import build_image_encoder, build_text
 from ganfuse.multimodal.scene_zeroshot import (
     SceneArrays,
+    caption_truth,
     contrastive_batch,
     evaluate_scenes_split,
     scenes_caption_vocabulary,
@@ -258,6 +273,7 @@ def evaluate_zeroshot(
                     lambda x: embed_images(model, x), lambda t: embed_texts(model, t), data, name
                 )
             )
+        metrics["modality_probe_accuracy"] = modality_probe(model, test)
         model.train(was_training)
         return metrics
     classes = class_embeddings(
@@ -275,8 +291,37 @@ def evaluate_zeroshot(
             metrics[f"{name}_i2t_r{k}"] = value
         for k, value in recall_at_k(similarity.t(), keys, keys).items():
             metrics[f"{name}_t2i_r{k}"] = value
+    metrics["modality_probe_accuracy"] = modality_probe(model, test)
     model.train(was_training)
     return metrics
+
+
+def split_embeddings(
+    model: DualEncoder, data: ShapesDataset | ScenesDataset
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A split's image embeddings ``(N, E)``, the embeddings of its dataset captions ``(C, E)``
+    (one per ``shapes`` image, every caption of a ``scenes`` image) and each caption's image row
+    ``(C,)`` int64."""
+    image_emb = embed_images(model, uint8_to_float(data.images))
+    if isinstance(data, ScenesDataset):
+        owners = [i for i, texts in enumerate(data.captions) for _ in texts]
+        captions = [c for texts in data.captions for c in texts]
+    else:
+        owners, captions = list(range(len(data))), list(data.captions)
+    return image_emb, embed_texts(model, captions), torch.tensor(owners, dtype=torch.int64)
+
+
+@torch.no_grad()
+def modality_probe(model: DualEncoder, data: ShapesDataset | ScenesDataset) -> float:
+    """How well a fresh modality discriminator tells the split's image embeddings from its
+    caption embeddings: trained on the even images and their captions, scored (balanced accuracy)
+    on the odd ones; 0.5 means the two modalities share one distribution in the common space
+    (:func:`~ganfuse.multimodal.alignment.modality_probe_accuracy`)."""
+    image_emb, text_emb, owners = split_embeddings(model, data)
+    rows = torch.arange(len(image_emb))
+    fit_images, fit_texts = image_emb[rows % 2 == 0], text_emb[owners % 2 == 0]
+    test_images, test_texts = image_emb[rows % 2 == 1], text_emb[owners % 2 == 1]
+    return modality_probe_accuracy(fit_images, fit_texts, test_images, test_texts)
 
 
 def build_dual_encoder(config: FuseConfig, text_encoder: TextEncoder | None = None) -> DualEncoder:
@@ -292,8 +337,11 @@ def build_dual_encoder(config: FuseConfig, text_encoder: TextEncoder | None = No
 Draw = Callable[[], tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]]
 
 
-def _shapes_draw(config: FuseConfig, model: DualEncoder, frozen_text: bool) -> Draw:
-    """Batches of ``shapes``: images, one caption each, positives of identical attributes."""
+def _shapes_draw(
+    config: FuseConfig, model: DualEncoder, frozen_text: bool, paired: torch.Tensor
+) -> Draw:
+    """Batches of ``shapes`` pairs (rows ``paired`` of ``train``): images, one caption each,
+    positives of identical attributes."""
     train = config_split(config, "train")
     if frozen_text:
         model.text_encoder.encode_cached(train.captions)
@@ -302,7 +350,7 @@ def _shapes_draw(config: FuseConfig, model: DualEncoder, frozen_text: bool) -> D
     rng = np.random.default_rng(config.seed)
 
     def draw() -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
-        index = torch.randperm(len(train), generator=generator)[: config.batch_size]
+        index = paired[torch.randperm(len(paired), generator=generator)[: config.batch_size]]
         if frozen_text:  # the cached dataset captions
             texts = [train.captions[i] for i in index.tolist()]
         else:
@@ -318,16 +366,17 @@ def _shapes_draw(config: FuseConfig, model: DualEncoder, frozen_text: bool) -> D
     return draw
 
 
-def _scenes_draw(config: FuseConfig) -> Draw:
-    """Batches of ``scenes``: images, one fresh caption each, then (with ``hard_negatives``) the
-    captions' binding negatives, which never name a held-out pair; positives by the exact judge."""
+def _scenes_draw(config: FuseConfig, paired: torch.Tensor) -> Draw:
+    """Batches of ``scenes`` pairs (rows ``paired`` of ``train``): images, one fresh caption
+    each, then (with ``hard_negatives``) the captions' binding negatives, which never name a
+    held-out pair; positives by the exact judge."""
     train = config_split(config, "train")
     arrays = SceneArrays.from_graphs(train.graphs)
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
 
     def draw() -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
-        index = torch.randperm(len(train), generator=generator)[: config.batch_size]
+        index = paired[torch.randperm(len(paired), generator=generator)[: config.batch_size]]
         batch = contrastive_batch(
             train, arrays, index, rng, config.hard_negatives, forbidden_pairs=train.holdout
         )
@@ -337,17 +386,179 @@ def _scenes_draw(config: FuseConfig) -> Draw:
     return draw
 
 
+@dataclass
+class ExtraBatch:
+    """What a step adds to the paired batch: ``images`` float ``(U + P, 3, S, S)`` and ``texts``
+    (``U + P``), first ``unpaired`` random unpaired ones (images and texts drawn independently),
+    then ``P`` pseudo-pairs whose ``pseudo_positives`` ``(P, P)`` bool mark texts that say the
+    same."""
+
+    images: torch.Tensor
+    texts: list[str]
+    unpaired: int
+    pseudo_positives: torch.Tensor
+
+
+class UnpairedLearning:
+    """The terms of a zero-shot run beyond the paired InfoNCE (:mod:`ganfuse.multimodal.alignment`):
+    the adversarial modality term (``adversarial_weight``), cycle consistency (``cycle_weight``)
+    and pseudo-pairs (``pseudo_weight``). The adversarial and cycle terms see every image and
+    every true caption of the step: the paired batch and, with ``paired_fraction < 1``, a batch of
+    unpaired images and captions; pseudo-pairs exist only with unpaired data."""
+
+    def __init__(
+        self, config: FuseConfig, train: ShapesDataset | ScenesDataset, split: PairedSplit
+    ):
+        self.config, self.train, self.split = config, train, split
+        self.aligner = (
+            AdversarialAligner(
+                config.embed_dim,
+                config.adversarial_mode,
+                config.adversarial_weight,
+                config.adversarial_lr,
+                config.seed,
+                config.adversarial_d_steps,
+            )
+            if config.adversarial_weight > 0
+            else None
+        )
+        wants_unpaired = config.adversarial_weight or config.cycle_weight or config.pseudo_weight
+        self.pool = unpaired_pool(train, split) if split.has_unpaired and wants_unpaired else None
+        self.pseudo = (
+            PseudoPairs(
+                self.pool, config.pseudo_threshold, config.pseudo_neighbours, config.seed
+            )
+            if self.pool is not None and config.pseudo_weight > 0
+            else None
+        )
+        # Its own stream: the paired batches stay those of a run without these terms.
+        seed = int(np.random.SeedSequence([config.seed, 1]).generate_state(1)[0])
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def active(self) -> bool:
+        return (
+            self.aligner is not None or self.config.cycle_weight > 0 or self.pseudo is not None
+        )
+
+    def parameters(self) -> list[nn.Parameter]:
+        """Parameters the encoders' optimiser also updates (the discriminator's under ``grl``)."""
+        return self.aligner.shared_parameters() if self.aligner is not None else []
+
+    def draw(self, step: int, model: DualEncoder) -> ExtraBatch:
+        """The unpaired and pseudo-paired part of step ``step``'s batch; mines pseudo-pairs
+        again with ``model`` every ``pseudo_every`` steps."""
+        empty = ExtraBatch(torch.zeros(0), [], 0, torch.zeros(0, 0, dtype=torch.bool))
+        if self.pool is None:
+            return empty
+        images, texts = self.pool.draw(self.config.batch_size, self.generator)
+        positives = empty.pseudo_positives
+        if self.pseudo is not None:
+            if step and step % self.config.pseudo_every == 0:
+                model.eval()
+                self.pseudo.mine(lambda x: embed_images(model, x), lambda t: embed_texts(model, t))
+                model.train()
+            if len(self.pseudo):
+                pseudo_images, pseudo_texts, positives = self.pseudo.draw(
+                    self.config.batch_size, self.generator
+                )
+                images = torch.cat([images, pseudo_images])
+                texts = texts + pseudo_texts
+        return ExtraBatch(images, texts, self.config.batch_size, positives)
+
+    def loss(
+        self,
+        image_emb: torch.Tensor,
+        text_emb: torch.Tensor,
+        batch: int,
+        paired_texts: int,
+        extra: ExtraBatch,
+        scale: torch.Tensor,
+    ) -> torch.Tensor:
+        """The unpaired terms of one step. ``image_emb`` ``(B + U + P, E)``: the paired batch's
+        ``B`` images, then ``extra``'s; ``text_emb``: the paired batch's ``paired_texts`` texts
+        (its ``B`` captions, then any hard negatives), then ``extra``'s."""
+        loss = image_emb.new_zeros(())
+        pseudo = len(extra.pseudo_positives)
+        if pseudo:
+            loss = loss + self.config.pseudo_weight * info_nce(
+                image_emb[batch + extra.unpaired :],
+                text_emb[paired_texts + extra.unpaired :],
+                scale,
+                extra.pseudo_positives,
+            )
+        # Every image and every true caption of the step (hard negatives are no one's caption).
+        captions = torch.cat([text_emb[:batch], text_emb[paired_texts:]])
+        if self.aligner is not None:
+            loss = loss + self.aligner.encoder_loss(image_emb, captions)
+        if self.config.cycle_weight:
+            cycle = cycle_loss(image_emb, captions, float(scale.detach()))
+            loss = loss + self.config.cycle_weight * cycle
+        return loss
+
+    @torch.no_grad()
+    def summary(self, model: DualEncoder, test: ShapesDataset | ScenesDataset) -> dict[str, float]:
+        """The ``alignment`` block of ``metrics.json``: the split's sizes; the run's own modality
+        discriminator's balanced accuracy on the ``test`` split's embeddings; the pseudo-pairs
+        of the last mining and, as a diagnostic read against the truth after training, their
+        precision."""
+        out = {
+            "paired_fraction": self.config.paired_fraction,
+            "paired_images": len(self.split.paired),
+            "unpaired_images": len(self.split.unpaired_images),
+            "unpaired_text_images": len(self.split.unpaired_texts),
+        }
+        if self.aligner is not None:
+            was_training = model.training
+            model.eval()
+            image_emb, text_emb, _ = split_embeddings(model, test)
+            model.train(was_training)
+            out["modality_d_accuracy"] = modality_accuracy(
+                self.aligner.discriminator, image_emb, text_emb
+            )
+            out["discriminator_loss"] = self.aligner.last_loss
+        if self.pseudo is not None:
+            out["pseudo_minings"] = self.pseudo.mined
+            out["pseudo_pairs"] = len(self.pseudo)
+            out["pseudo_pair_precision"] = self.pseudo.precision(self._pair_is_true)
+        return out
+
+    def _pair_is_true(self, pool_row: int, text: str) -> bool:
+        row = int(self.split.unpaired_images[pool_row])
+        if isinstance(self.train, ScenesDataset):
+            return bool(caption_truth([text], [self.train.graphs[row]])[0, 0])
+        return parse_caption(text) == self.train.attributes[row]
+
+
+def unpaired_pool(train: ShapesDataset | ScenesDataset, split: PairedSplit) -> UnpairedPool:
+    """The unpaired data of ``split``: the images of ``unpaired_images`` and every dataset caption
+    of ``unpaired_texts`` (one per ``shapes`` image, four per ``scenes`` image), each with its
+    parse."""
+    rows = split.unpaired_texts.tolist()
+    if isinstance(train, ScenesDataset):
+        texts = [c for i in rows for c in train.captions[i]]
+        parse = parse_scene_caption
+    else:
+        texts, parse = [train.captions[i] for i in rows], parse_caption
+    return UnpairedPool(train.images[split.unpaired_images], texts, text_keys(texts, parse))
+
+
 @uses_config_threads
 def train_zeroshot(
     config: FuseConfig, out: Path | str | None = None, progress: bool = True
 ) -> RunResult:
-    """Train the dual encoder on ``train`` image-caption pairs; score it on ``test`` and ``heldout``.
+    """Train the dual encoder on ``train`` image-caption pairs; score it on ``test`` and
+    ``heldout``.
 
     A trainable text encoder sees a fresh random caption of each image at every step; a frozen
     pretrained one sees each image's dataset caption, encoded once up front (encoding is its cost).
     On ``scenes`` (``world=scenes``, the small text encoder only) the batch also holds the binding
     negatives of its captions when ``hard_negatives`` is on, and ``binding_weight`` adds
     :func:`binding_loss` on them.
+    With ``paired_fraction < 1`` only that share of the training images keeps its captions
+    (:func:`~ganfuse.multimodal.alignment.paired_split`); the adversarial, cycle and pseudo-pair
+    terms (:class:`UnpairedLearning`) learn from the rest. ``metrics.json`` holds the test
+    metrics and an ``alignment`` block (:meth:`UnpairedLearning.summary`).
     ``out`` is checked before any work (a run already there, or a read-only folder, is refused).
     """
     scenes = config.world == "scenes"
@@ -363,26 +574,41 @@ def train_zeroshot(
     frozen_text = (
         isinstance(model.text_encoder, SentenceEncoder) and not model.text_encoder.trainable
     )
-    draw = _scenes_draw(config) if scenes else _shapes_draw(config, model, frozen_text)
+    train = config_split(config, "train")
+    split = paired_split(len(train), config.paired_fraction, config.data_seed)
+    if scenes:
+        draw = _scenes_draw(config, split.paired)
+    else:
+        draw = _shapes_draw(config, model, frozen_text, split.paired)
+    unpaired = UnpairedLearning(config, train, split)
 
     def compute_loss(step: int) -> torch.Tensor:
         images, texts, positives, negative_of = draw()
+        batch, paired_texts = len(images), len(texts)
+        extra = unpaired.draw(step, model) if unpaired.active else None
+        if extra is not None and len(extra.texts):
+            images, texts = torch.cat([images, extra.images]), texts + extra.texts
         image_emb, text_emb = model.encode_image(images), model.encode_text(texts)
-        loss = info_nce(image_emb, text_emb, model.scale(), positives)
+        paired_images, paired_text_emb = image_emb[:batch], text_emb[:paired_texts]
+        loss = info_nce(paired_images, paired_text_emb, model.scale(), positives)
         if config.binding_weight and len(negative_of):
-            binding = binding_loss(image_emb, text_emb, model.scale(), negative_of)
+            binding = binding_loss(paired_images, paired_text_emb, model.scale(), negative_of)
             loss = loss + config.binding_weight * binding
+        if extra is not None:
+            loss = loss + unpaired.loss(
+                image_emb, text_emb, batch, paired_texts, extra, model.scale()
+            )
         return loss
 
     model.train()
     desc = f"zeroshot/{'scenes/' if scenes else ''}{config.text_encoder}"
-    stats = optimise(model.parameters(), compute_loss, config, desc, progress, out)
-    metrics = evaluate_zeroshot(
-        model, config_split(config, "test"), config_split(config, "heldout")
-    )
+    parameters = [*model.parameters(), *unpaired.parameters()]
+    stats = optimise(parameters, compute_loss, config, desc, progress, out)
+    test = config_split(config, "test")
+    metrics = evaluate_zeroshot(model, test, config_split(config, "heldout"))
     result = RunResult(model, metrics, stats.seconds, stats.steps, count_parameters(model), None)
     if out is not None:
-        record = stats.record(result.params, test=metrics)
+        record = stats.record(result.params, test=metrics, alignment=unpaired.summary(model, test))
         meta = {"text_encoder": model.text_encoder.config()}
         result.run_dir = save_run(
             Path(out), "zeroshot", model, config, meta, record, step=stats.steps

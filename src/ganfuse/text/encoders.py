@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
+from ganfuse.data import scenes
 from ganfuse.data.shapes import caption_synonyms, caption_templates
 from ganfuse.errors import ConfigError, OfflineError
 
@@ -334,6 +335,23 @@ def shapes_vocabulary() -> list[str]:
         for phrases in table.values():
             for phrase in phrases:
                 words += split_words(phrase)
+    return sorted(set(words))
+
+
+def scenes_vocabulary() -> list[str]:
+    """Every word a ``scenes`` caption can use (templates, synonyms, plurals, relation phrases,
+    number words), sorted: the small text encoder's vocabulary there. Digits are no words
+    (:func:`split_words` drops them)."""
+    words: list[str] = []
+    for templates in scenes.CAPTION_TEMPLATES.values():
+        for template in templates:
+            words += split_words(re.sub(r"\{\w+\}", " ", template))
+    tables = (scenes.SIZE_WORDS, scenes.COLOR_WORDS, scenes.SHAPE_WORDS, scenes.RELATION_WORDS,
+              scenes.NUMBER_WORDS)
+    phrases = [p for table in tables for ps in table.values() for p in ps]
+    phrases += list(scenes.PLURALS.values()) + list(scenes.THING_WORDS) + ["a", "an", "and", "is", "are"]
+    for phrase in phrases:
+        words += split_words(phrase)
     return sorted(set(words))
 
 

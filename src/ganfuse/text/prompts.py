@@ -27,8 +27,10 @@ from ganfuse.text.encoders import (
     SMALL_NAME,
     SentenceEncoder,
     SmallTextEncoder,
+    TextFeatures,
     WordTokenizer,
     build_text_encoder,
+    split_words,
 )
 
 
@@ -101,6 +103,15 @@ class PromptEncoder:
                 f"{unknown[0][:60]!r}; their images follow no text",
                 stacklevel=2,
             )
+        new_words = sorted({w for p in prompts if p not in unknown for w in split_words(p)
+                            if w not in self._tokenizer.index})
+        if new_words:
+            shown = ", ".join(repr(w) for w in new_words[:8])
+            warnings.warn(
+                f"words the model was never trained on are ignored: {shown}"
+                f"{' ...' if len(new_words) > 8 else ''} (its vocabulary has {len(self.spec.vocab)} words)",
+                stacklevel=2,
+            )
         return ids
 
     def encode_many(self, texts: Sequence[str]) -> torch.Tensor:
@@ -150,9 +161,14 @@ class TokenConditioner(nn.Module):
         self.encoder = SmallTextEncoder(spec.vocab, 64, 64, cond_dim, spec.max_length)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.features(ids).pooled
+
+    def features(self, ids: torch.Tensor) -> TextFeatures:
+        """Pooled ``(B, cond_dim)``, per-word ``tokens (B, T, 128)`` and ``mask (B, T)`` (True at
+        words), for the models that attend to words."""
         if ids.dtype != torch.int64:
             raise ValueError(f"this model takes word ids (int64), got a {ids.dtype} tensor")
-        return self.encoder.encode_ids(ids).pooled
+        return self.encoder.encode_ids(ids)
 
 
 def build_conditioner(spec: TextSpec, cond_dim: int) -> EmbeddingConditioner | TokenConditioner:

@@ -21,6 +21,7 @@ import torch
 
 from ganfuse.metrics import frechet_distance_of_generator, to_uint8
 from ganfuse.metrics.extractors import get_extractor
+from ganfuse.metrics.scene_t2i import scene_t2i_prompt_sets, score_scene_t2i
 from ganfuse.metrics.t2i import score_images, shapes_prompt_sets
 
 log = logging.getLogger("ganfuse")
@@ -120,21 +121,25 @@ def attach_default_callbacks(trainer) -> None:
             trainer.callbacks.append(FrechetEvaluator(trainer))
 
 
-class AttributeMonitor:
-    """Text-to-image on ``shapes``, every ``train.eval_every`` steps: attribute accuracy and FD of
-    the sampling generator's images for fixed seen and held-out prompts (``eval_num`` each, capped
-    at 1000), written to metrics.jsonl as ``seen_color``, ..., ``heldout_all``, ``seen_fd``,
-    ``heldout_fd``."""
+class PromptMonitor:
+    """Every ``train.eval_every`` steps, the sampling generator's images for fixed prompt sets
+    (with fixed noise), scored by a world's judge and written to metrics.jsonl as
+    ``{set}_{figure}``. Subclasses choose the sets (:meth:`prompt_sets`) and the figures
+    (:meth:`score`)."""
 
     def __init__(self, trainer, seed: int = 0):
-        t = trainer.config.train
-        self.every = t.eval_every
-        self.sets = shapes_prompt_sets(min(t.eval_num, 1000), seed, trainer.config.data.image_size,
-                                       trainer.objective.holdout)
+        self.every = trainer.config.train.eval_every
+        self.sets = self.prompt_sets(trainer, seed)
         self.conditions = {k: trainer.objective.encode(s.prompts) for k, s in self.sets.items()}
         gen = torch.Generator().manual_seed(seed + 17)
         self.z = {k: torch.randn(len(s.prompts), trainer.config.model.z_dim, generator=gen).to(trainer.device)
                   for k, s in self.sets.items()}
+
+    def prompt_sets(self, trainer, seed: int) -> dict:
+        raise NotImplementedError
+
+    def score(self, images: torch.Tensor, prompt_set) -> dict[str, float]:
+        raise NotImplementedError
 
     @torch.no_grad()
     def __call__(self, trainer) -> dict[str, float]:
@@ -145,9 +150,37 @@ class AttributeMonitor:
         g.eval()
         record = {}
         for name, prompt_set in self.sets.items():
-            images = torch.cat([g(z, c).float().cpu() for z, c in zip(self.z[name].split(500),
-                                                                     self.conditions[name].split(500), strict=True)])
-            for key, value in score_images(images, prompt_set).items():
-                record[f"{name}_{key}"] = round(value, 4)
+            images = torch.cat([g(z, c).float().cpu() for z, c in zip(self.z[name].split(250),
+                                                                     self.conditions[name].split(250), strict=True)])
+            for key, value in self.score(images, prompt_set).items():
+                record[f"{name}_{key}"] = round(float(value), 4)
         g.train(was_training)
         return record
+
+
+class AttributeMonitor(PromptMonitor):
+    """Text-to-image on ``shapes``: attribute accuracy and FD for fixed seen and held-out prompts
+    (``eval_num`` each, capped at 1000), as ``seen_color``, ..., ``heldout_all``, ``seen_fd``,
+    ``heldout_fd``."""
+
+    def prompt_sets(self, trainer, seed: int) -> dict:
+        return shapes_prompt_sets(min(trainer.config.train.eval_num, 1000), seed,
+                                  trainer.config.data.image_size, trainer.objective.holdout)
+
+    def score(self, images: torch.Tensor, prompt_set) -> dict[str, float]:
+        return score_images(images, prompt_set)
+
+
+class SceneMonitor(PromptMonitor):
+    """Text-to-image on ``scenes``: the exact judge's count, binding, relation and all-correct
+    rates for fixed seen and held-out two-object prompts (``eval_num`` each, capped at 500), as
+    ``seen_count``, ..., ``heldout_correct``."""
+
+    def prompt_sets(self, trainer, seed: int) -> dict:
+        sets = scene_t2i_prompt_sets(max(4, min(trainer.config.train.eval_num, 500)), seed,
+                                     trainer.config.data.image_size, trainer.objective.holdout)
+        return {k: sets[k] for k in ("seen", "heldout")}
+
+    def score(self, images: torch.Tensor, prompt_set) -> dict[str, float]:
+        scores = score_scene_t2i(images, prompt_set)
+        return {k: scores[k] for k in ("count", "binding", "relation", "correct") if scores[k] is not None}

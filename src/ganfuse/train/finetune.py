@@ -26,8 +26,7 @@ from torch import nn
 
 from ganfuse.config import DATASETS, Config, DataConfig, arch_family, from_dict, validate
 from ganfuse.errors import ConfigError, UserError
-from ganfuse.models.build import build_gan
-from ganfuse.models.t2i import build_t2i, text_spec_from_config
+from ganfuse.models.build import build_gan, build_t2i, text_spec_from_config
 from ganfuse.train.checkpoint import latest_good_checkpoint
 
 log = logging.getLogger("ganfuse")

@@ -47,7 +47,7 @@ from ganfuse.train.checkpoint import (
     save_checkpoint,
     set_aside_newer_checkpoints,
 )
-from ganfuse.train.diagnostics import AttributeMonitor, attach_default_callbacks
+from ganfuse.train.diagnostics import AttributeMonitor, SceneMonitor, attach_default_callbacks
 from ganfuse.train.distributed import DistributedContext
 from ganfuse.train.ema import EMA, recalibrate_batchnorm
 from ganfuse.train.finetune import freeze_lower_blocks, init_from_source
@@ -60,6 +60,7 @@ from ganfuse.train.precision import (
     resolve_precision,
     resume_precision,
 )
+from ganfuse.train.privacy import check_dp_config, setup_private_discriminator
 from ganfuse.train.stats import StatsReporter
 
 log = logging.getLogger("ganfuse")
@@ -109,6 +110,8 @@ class Trainer:
         self.run_dir = Path(run_dir)
         t, m = self.config.train, self.config.model
         self.dist = DistributedContext.from_env()
+        if t.dp:  # DP hook: refuse what DP training cannot honour before any work
+            check_dp_config(self.config, distributed=self.dist.enabled)
         self.progress = progress and self.dist.is_main
         if self.dist.is_main:
             prepare_run_dir(self.run_dir, resume)
@@ -165,6 +168,12 @@ class Trainer:
         if t.compile:
             self.G_train, self.D_train = torch.compile(self.G_train), torch.compile(self.D_train)
             self.D_frozen = torch.compile(self.D)
+        # ---- DP hook (train.dp, ganfuse.train.privacy): D's Dmain updates become DP-SGD through
+        # Opacus, real batches are Poisson-sampled; G and D_frozen stay as they are. None without DP.
+        self.private_d = setup_private_discriminator(self)
+        if self.private_d is not None:
+            self.D_train = self.private_d.module
+        # ---- end DP hook
 
         self.noise_gen = torch.Generator(self.device).manual_seed(t.seed + 1)
         self.aug_gen = torch.Generator(self.device)
@@ -252,6 +261,8 @@ class Trainer:
         """A real batch and as many fresh fakes; the fakes keep G's graph when ``keep_graph``."""
         real, cond = self._next_batch()
         n = real.shape[0] * self.dist.world_size  # noise and conditions are drawn for the global batch
+        if self.private_d is not None:  # DP hook: Poisson real batches vary in size, the fakes do not
+            n = self.batch_size
         z = self.dist.local_slice(self._noise(n))
         fake_cond = self.objective.fake_conditions(n, cond, self.dist.world_size, self.noise_gen)
         fake_cond = None if fake_cond is None else self.dist.local_slice(fake_cond)
@@ -292,6 +303,9 @@ class Trainer:
             batch = self._draw(keep_graph=i == t.n_critic - 1)
             for phase in d_phases:  # a regularisation phase runs in the first round only
                 if phase.interval == 1 or (i == 0 and self.step % phase.interval == 0):
+                    if self.private_d is not None and phase.name == "Dmain":  # DP hook
+                        self.stats.report("grad_norm_d", self.private_d.step(self.objective, batch, self.nets))
+                        continue
                     self._run_phase(phase, batch)
             self.images_seen += batch.real.shape[0] * self.dist.world_size
         self.D.requires_grad_(False)
@@ -368,6 +382,8 @@ class Trainer:
                 state[f"scaler_{module.lower()}"] = scaler.state_dict()
         if self.device.type == "cuda":
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.private_d is not None:  # DP hook: the accountant's history and the DP seed
+            state["privacy"] = self.private_d.state_dict()
         return state
 
     def train_seconds(self) -> float:
@@ -400,6 +416,8 @@ class Trainer:
         for module, scaler in self.scalers.items():
             if scaler is not None and f"scaler_{module.lower()}" in state:
                 scaler.load_state_dict(state[f"scaler_{module.lower()}"])
+        if self.private_d is not None:  # DP hook
+            self.private_d.load_state_dict(state["privacy"])
 
     def _sampler_state(self) -> dict[str, int]:
         return self.sampler.state_dict() if self.sampler is not None else {"epoch": 0, "position": 0, "seed": 0}
@@ -411,16 +429,21 @@ class Trainer:
     def _load_memory_state(self, snapshot: dict[str, Any]) -> None:
         # keep the data order and RNG moving forward: the batches that produced NaN are skipped
         sampler, rng = self._sampler_state(), self.training_state()["rng"]
+        # DP hook: privacy spent on the skipped updates stays spent, and their noise is not reused
+        privacy = self.private_d.state_dict() if self.private_d is not None else None
         self.load_training_state(snapshot["weights"], snapshot["state"])
         if self.sampler is not None:
             self.sampler.load_state_dict(sampler)
         self.noise_gen.set_state(rng["noise"])
+        if privacy is not None:
+            self.private_d.load_state_dict(privacy)
 
     def _resume(self) -> None:
         path, manifest, weights, state = self.saved
         saved = manifest.get("config", {})
+        defaults = Config().to_dict()  # keys added since the run was saved take their defaults
         for section in ("data", "model"):
-            if saved.get(section) and saved[section] != self.config.to_dict()[section]:
+            if saved.get(section) and {**defaults[section], **saved[section]} != self.config.to_dict()[section]:
                 raise ConfigError(
                     f"--resume: the {section} config differs from the checkpoint's; resume with the run's own "
                     f"config ({self.run_dir / 'config.yaml'})")
@@ -460,6 +483,8 @@ class Trainer:
         meta = {"config": self.config.to_dict(), "precision": self.precision.name,
                 "channels": self.channels, **self.objective.metadata(),
                 "best_fd": None if math.isinf(self.best_fd) else self.best_fd}
+        if self.private_d is not None:  # DP hook: the epsilon these weights spent
+            meta["privacy"] = self.private_d.summary()
         keep, folder = (1, "best") if best else (self.config.train.keep_checkpoints, "checkpoints")
         return save_checkpoint(self.run_dir, self.step, self.weights(), self.training_state(stats), meta,
                                keep=keep, folder=folder)
@@ -523,6 +548,8 @@ class Trainer:
                     if t.profile:  # share of the interval's wall clock spent waiting for data
                         record["data_wait_share"] = round((self.data_seconds - interval_data) / elapsed, 4)
                         interval_data = self.data_seconds
+                    if self.private_d is not None:  # DP hook: the privacy spent so far
+                        record["epsilon"] = self.private_d.summary()["epsilon"]
                     if self.augment.enabled:
                         record["augment_p"] = self.augment.p
                         if self.augment.target is not None:
@@ -561,6 +588,9 @@ class Trainer:
         if last_saved != self.step:
             self.save()
         self.save_grid()
+        if self.private_d is not None and self.dist.is_main:  # DP hook
+            log.info("privacy: epsilon %.4g at delta %.3g after %d D updates", self.private_d.epsilon(),
+                     self.private_d.delta, self.private_d.updates)
         if t.profile and self.step:
             log.info("profile: %.1f%% of training time was spent waiting for data",
                      100 * self.data_seconds / max(time.monotonic() - fit_start, 1e-9))
@@ -594,8 +624,10 @@ def build_trainer(config: Config, out: str | Path, resume: bool = False, progres
     if t.eval_every > 0 and trainer.dist.is_main:
         if config.data.name == "shapes":
             trainer.callbacks.append(AttributeMonitor(trainer))
+        elif config.data.name == "scenes":
+            trainer.callbacks.append(SceneMonitor(trainer))
         else:
-            log.warning("train.eval_every: attribute accuracy needs data.name=shapes; not tracked")
+            log.warning("train.eval_every: the exact judges are for data.name=shapes or scenes; not tracked")
     if t.monitor_every > 0:
         log.warning("train.monitor_every: the mode-collapse monitor is for class/unconditional runs; ignored")
     return trainer

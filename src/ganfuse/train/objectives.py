@@ -27,6 +27,7 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -35,12 +36,14 @@ from ganfuse.config import Config, arch_family
 from ganfuse.data import InMemoryImageDataset, build_dataset
 from ganfuse.data.captions import CaptionedFolderDataset, folder_options
 from ganfuse.data.emoji import EmojiDataset
+from ganfuse.data.scenes import CAPTION_KINDS, ScenesDataset, parse_caption
+from ganfuse.data.scenes import DEFAULT_HOLDOUT as SCENES_DEFAULT_HOLDOUT
 from ganfuse.data.shapes import DEFAULT_HOLDOUT, ShapesDataset
 from ganfuse.errors import ConfigError
+from ganfuse.metrics.scene_negatives import binding_negatives
 from ganfuse.metrics.t2i import parse_holdout
-from ganfuse.models.build import build_gan
-from ganfuse.models.t2i import build_t2i, text_spec_from_config
-from ganfuse.text.encoders import WordTokenizer, shapes_vocabulary
+from ganfuse.models.build import build_gan, build_t2i, text_spec_from_config
+from ganfuse.text.encoders import WordTokenizer, scenes_vocabulary, shapes_vocabulary
 from ganfuse.text.prompts import PromptEncoder, TextSpec
 from ganfuse.train.augment import AdaptiveAugment
 from ganfuse.train.losses import (
@@ -248,20 +251,106 @@ def report_d_verdicts(nets: Nets, loss: torch.Tensor, real: torch.Tensor, fake: 
 # ---------------------------------------------------------------------------------------------
 
 
-def load_captioned_data(config: Config) -> tuple[torch.Tensor, list[str], str, tuple | None]:
-    """Training images uint8 ``(N, 3, S, S)``, one caption each, the dataset name, and the held-out
-    pairs (shapes only; None elsewhere)."""
+# Rows of the text-to-image sample grids on scenes: two objects with a relation, bindings that
+# differ only by a swap, a list, and the count ladder.
+SCENES_GRID_PROMPTS: tuple[str, ...] = (
+    "a red circle to the left of a blue star",
+    "a blue circle to the left of a red star",
+    "a large yellow square above a small green diamond",
+    "a small green square above a large yellow diamond",
+    "a white triangle and an orange circle",
+    "a magenta diamond",
+    "a cyan square, a red star and a white circle",
+    "a yellow star, a blue diamond, an orange triangle and a green square",
+)
+
+
+def scene_t2i_pairs(graphs, captions: list[list[str]]) -> list[tuple[int, str]]:
+    """``(image index, caption)`` pairs for text-to-image on ``scenes``: captions that name every
+    object of their scene, so that the caption fixes what is in the image (not where): each image's
+    list caption, and the relation caption of each two-object scene."""
+    pairs = []
+    for i, (graph, texts) in enumerate(zip(graphs, captions, strict=True)):
+        pairs.append((i, texts[CAPTION_KINDS.index("list")]))
+        relation = texts[CAPTION_KINDS.index("relation")]
+        if len(graph.objects) == 2 and parse_caption(relation).kind == "relation":
+            pairs.append((i, relation))
+    return pairs
+
+
+def binding_swaps(captions: list[str], graphs, holdout, seed: int = 0) -> dict[str, str]:
+    """One binding swap per distinct caption (a colour, shape or size swapped between two named
+    objects, or a relation reversed: the same words, false for the image), naming no held-out pair;
+    captions with none (one object, or twins) are left out. For captions that name every object a
+    swap's truth does not depend on which image the caption came from."""
+    rng = torch.Generator().manual_seed(seed)
+    swaps: dict[str, str] = {}
+    for text, graph in zip(captions, graphs, strict=True):
+        if text in swaps:
+            continue
+        options = binding_negatives(text, graph, holdout)
+        if options:
+            swaps[text] = options[int(torch.randint(len(options), (), generator=rng))].text
+    return swaps
+
+
+class CaptionedData(NamedTuple):
+    """Training images uint8 ``(N, 3, S, S)``, one caption each, the dataset name, the held-out
+    pairs (shapes and scenes; None elsewhere) and, on scenes, each image's scene graph."""
+
+    images: torch.Tensor
+    captions: list[str]
+    name: str
+    holdout: tuple | None
+    graphs: list | None = None
+
+
+def load_captioned_data(config: Config) -> CaptionedData:
+    """The training pairs of a text-to-image run. On scenes an image appears once per caption
+    that names all its objects (:func:`scene_t2i_pairs`)."""
     d = config.data
+    if d.name == "scenes":
+        holdout = parse_holdout(d.holdout)
+        data = ScenesDataset("train", image_size=d.image_size,
+                             holdout=SCENES_DEFAULT_HOLDOUT if holdout is None else holdout)
+        pairs = scene_t2i_pairs(data.graphs, data.captions)
+        rows = torch.tensor([i for i, _ in pairs])
+        return CaptionedData(data.images[rows], [t for _, t in pairs], "scenes", tuple(data.holdout),
+                             [data.graphs[i] for i, _ in pairs])
     if d.name == "shapes":
         holdout = parse_holdout(d.holdout)
         holdout = DEFAULT_HOLDOUT if holdout is None else holdout
         data = ShapesDataset("train", image_size=d.image_size, holdout=holdout)
-        return data.images, list(data.captions), "shapes", tuple(data.holdout)
+        return CaptionedData(data.images, list(data.captions), "shapes", tuple(data.holdout))
     if d.name == "emoji":  # the emoji of the held-out bases are never trained on
         data = EmojiDataset("train", image_size=d.image_size)
-        return data.images, list(data.captions), "emoji", None
+        return CaptionedData(data.images, list(data.captions), "emoji", None)
     data = CaptionedFolderDataset(d.path, d.image_size, **folder_options(d))
-    return data.images, list(data.captions), data.name, None
+    return CaptionedData(data.images, list(data.captions), data.name, None)
+
+
+class SwapTable:
+    """Condition rows of captions -> the condition rows of their binding swaps, by an exact
+    integer key of each row (word ids are integers; a random linear hash, then a sorted search)."""
+
+    def __init__(self, rows: torch.Tensor, swaps: torch.Tensor):
+        if rows.is_floating_point():
+            raise ConfigError("binding swaps need word ids (text.encoder=small) to be looked up")
+        gen = torch.Generator().manual_seed(0)
+        self.weights = torch.randint(1, 2**31 - 1, (rows.shape[1],), generator=gen).to(rows.device)
+        keys, self.order = self.key(rows).sort()
+        self.keys, self.rows, self.swaps = keys, rows, swaps
+
+    def key(self, rows: torch.Tensor) -> torch.Tensor:
+        return (rows * self.weights).sum(1)
+
+    def lookup(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(swap rows (B, T), found (B,) bool)``; a row without a swap gets its own row back."""
+        key = self.key(cond)
+        at = torch.searchsorted(self.keys, key).clamp(max=len(self.keys) - 1)
+        row = self.order[at]
+        found = (self.keys[at] == key) & (self.rows[row] == cond).all(1)
+        return torch.where(found[:, None], self.swaps[row], cond), found
 
 
 class TextToImageObjective(Objective):
@@ -287,10 +376,10 @@ class TextToImageObjective(Objective):
         c = config  # the run's own copy: the text section's learned facts are recorded in it
         if c.train.loss != "hinge":
             raise ConfigError(f"text-to-image training uses the hinge loss (train.loss=hinge), got {c.train.loss!r}")
-        images, self.captions, name, self.holdout = load_captioned_data(c)
+        images, self.captions, name, self.holdout, graphs = load_captioned_data(c)
         if c.text.encoder == "small" and not c.text.vocab:
-            words = set(WordTokenizer.from_texts(self.captions).words())
-            c.text.vocab = sorted(words | (set(shapes_vocabulary()) if name == "shapes" else set()))
+            world = {"shapes": shapes_vocabulary, "scenes": scenes_vocabulary}.get(name, list)
+            c.text.vocab = sorted(set(WordTokenizer.from_texts(self.captions).words()) | set(world()))
         self.prompt_encoder = PromptEncoder(TextSpec(c.text.encoder, 0, list(c.text.vocab), c.text.max_words))
         self.conditions = self.prompt_encoder.encode_many(self.captions).to(device)
         if self.prompt_encoder.spec.kind == "embedding":
@@ -298,9 +387,35 @@ class TextToImageObjective(Objective):
         self.text_spec: TextSpec = text_spec_from_config(c)
         self.prompt_encoder.spec = self.text_spec
         self.dataset = InMemoryImageDataset(images, torch.arange(images.shape[0]), None, name)
-        self.grid_table = self.prompt_encoder.encode_many(list(GRID_PROMPTS)).to(device)
+        self.grid_prompts = SCENES_GRID_PROMPTS if name == "scenes" else GRID_PROMPTS
+        self.grid_table = self.prompt_encoder.encode_many(list(self.grid_prompts)).to(device)
+        self.swaps = self._swap_table(graphs, c) if graphs is not None and c.text.swap_fraction > 0 else None
         log.info("text-to-image data: %d captioned images from %s, text encoder %s", len(self.captions),
                  name, c.text.encoder)
+
+    def _swap_table(self, graphs: list, c: Config) -> SwapTable | None:
+        """Binding swaps of the training captions (scenes), looked up from a condition row."""
+        swaps = binding_swaps(self.captions, graphs, self.holdout, c.train.seed)
+        if not swaps:
+            return None
+        table = SwapTable(self.encode(list(swaps)), self.encode(list(swaps.values())))
+        log.info("binding swaps: %d of %d distinct training captions have one", len(swaps),
+                 len(set(self.captions)))
+        return table
+
+    def mismatched(self, cond: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
+        """Wrong captions for the real images of a batch: another image's (rolled by one, so no
+        image keeps its own), or, for a share ``text.swap_fraction`` of rows whose caption has one,
+        its binding swap (the same words, false for the image)."""
+        x = self.config.text
+        if x.mismatch_weight <= 0 or cond.shape[0] < 2:
+            return None
+        wrong = cond.roll(1, 0)
+        if self.swaps is not None:
+            swap, found = self.swaps.lookup(cond)
+            take = found & (torch.rand(cond.shape[0], generator=gen, device=gen.device) < x.swap_fraction).to(cond.device)
+            wrong = torch.where(take.view(-1, *([1] * (cond.ndim - 1))), swap, wrong)
+        return wrong
 
     def phases(self) -> list[Phase]:
         t, x = self.config.train, self.config.text
@@ -333,7 +448,7 @@ class TextToImageObjective(Objective):
 
     def sample_conditions(self, n: int, gen: torch.Generator | None = None) -> torch.Tensor:
         if gen is None:  # rows of 8 samples per grid prompt
-            return self.grid_table[(torch.arange(n, device=self.device) // 8) % len(GRID_PROMPTS)]
+            return self.grid_table[(torch.arange(n, device=self.device) // 8) % len(self.grid_prompts)]
         return self._random_conditions(n, gen)
 
     def loss(self, phase: str, batch: Batch, nets: Nets) -> torch.Tensor:
@@ -341,8 +456,7 @@ class TextToImageObjective(Objective):
         contrastive = x.contrastive_weight > 0
         if phase == "Dmain":
             real_in, fake_in = nets.aug(batch.real).detach(), nets.aug(batch.fake.detach())
-            # another caption of the batch: rolled by one, so no image keeps its own
-            wrong = batch.cond.roll(1, 0) if x.mismatch_weight > 0 and batch.cond.shape[0] > 1 else None
+            wrong = self.mismatched(batch.cond, nets.noise_gen)
             negatives = self._random_conditions(CONTRASTIVE_NEGATIVES, nets.noise_gen) if contrastive else None
             with nets.autocast():
                 out = nets.D_train(real_in, batch.cond, mismatch=wrong, embed=contrastive, negatives=negatives)

@@ -21,8 +21,7 @@ from ganfuse.data.scenes import (
     normalise_caption,
     parse_caption,
 )
-from ganfuse.metrics.scenes import score_caption
-from ganfuse.multimodal.scene_negatives import (
+from ganfuse.metrics.scene_negatives import (
     _PHRASE,
     _swaps,
     bag_of_words_accuracy,
@@ -31,6 +30,7 @@ from ganfuse.multimodal.scene_negatives import (
     build_binding_pairs,
     caption_words,
 )
+from ganfuse.metrics.scenes import score_caption
 
 
 def _obj(color, shape, size, x, y) -> SceneObject:

@@ -1,0 +1,285 @@
+"""Word-level text-to-image networks for several objects (``model.arch: t2i-words``).
+
+A sentence vector cannot keep "a red circle and a blue square" apart from "a blue circle and a
+red square" unless the encoder happens to; these networks read the caption's *tokens* (the small
+word encoder's bidirectional GRU outputs, so "circle" already knows it follows "red") through
+cross-attention, in the manner of AttnGAN / XMC-GAN, and build the image from objects.
+
+G, :class:`SlotGenerator` (object slots that attend to words, then a layout, then pixels):
+
+1. ``K`` learned slot queries read the tokens: two rounds of (cross-attention slots -> tokens,
+   self-attention among slots, MLP). Each slot becomes one object the caption names, or nothing.
+2. Layout: per-slot noise is added and two self-attention layers let the slots agree on places
+   ("left of" is a fact about two slots); a head gives each slot a centre in [0, 1]^2, a scale and
+   a presence gate. The noise is what decides positions the caption leaves open.
+3. Layers, in the manner of layered GANs (LR-GAN, Yang et al. 2017) and slot-attention decoders
+   (Locatello et al. 2020): at every pixel a small MLP of the pixel's offset from a slot's centre
+   (divided by the slot's scale) and of the slot's shape code gives the slot's mask logit, plus
+   its presence logit; a softmax over the slots and the background shares every pixel out, and
+   the image is the share-weighted sum of each slot's colour and a smooth background field from
+   the noise. D's gradient reaches each object's colour, mask and place directly, so objects
+   appear within the first hundreds of steps, and the masks are full resolution, so edges are
+   sharp.
+
+D, :class:`WordDiscriminator`: residual down-sampling to an 8x8 map of regions (with a learned
+position embedding) and on to 4x4. Its logit sums an unconditional term, a projection of the
+pooled caption (Miyato & Koyama 2018), and a word-region matching term: every word attends over
+the regions, a self-attention layer among the words combines what they found (a relation word
+compares the places its two objects were found at), and each word scores its evidence; the
+scores are averaged over the real (non-padding) words.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganfuse.errors import ConfigError
+from ganfuse.models.discriminator import DiscriminatorOutput, TextDiscriminator
+from ganfuse.models.layers import maybe_spectral_norm
+from ganfuse.models.t2i import DownBlock, _check_request
+from ganfuse.text.prompts import TextSpec, TokenConditioner
+
+TOKEN_DIM = 128  # the small encoder's token features: a 64-d bidirectional GRU
+MASK_PEAK = 3.0  # a present slot's mask logit at its centre, against the background's 0
+MASK_RESHAPE = 4.0  # the mask MLP changes a layer's logit by at most this much
+POSITION_NOISE = 1.5  # how far (in logits of the centre) a slot's own noise moves it
+
+
+def masked_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                     mask: torch.Tensor | None = None, heads: int = 4) -> torch.Tensor:
+    """Multi-head scaled dot-product attention ``(B, Q, D), (B, T, D), (B, T, Dv) -> (B, Q, Dv)``.
+
+    ``mask (B, T)`` bool, True at keys that take part (padding tokens are False and get no
+    weight); every row must keep at least one key. ``D`` and ``Dv`` must divide by ``heads``.
+    """
+    b, q, d = queries.shape
+    t, dv = keys.shape[1], values.shape[2]
+
+    def split(x: torch.Tensor, n: int, width: int) -> torch.Tensor:
+        return x.reshape(b, n, heads, width // heads).transpose(1, 2)
+
+    attn_mask = None if mask is None else mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(split(queries, q, d), split(keys, t, d), split(values, t, dv),
+                                         attn_mask=attn_mask)
+    return out.transpose(1, 2).reshape(b, q, dv)
+
+
+class AttentionLayer(nn.Module):
+    """Pre-norm residual attention ``x (B, Q, D) += W_o attn(LN(x), context)`` where ``context``
+    ``(B, T, Dc)`` is ``x`` itself (self-attention) or other features (cross-attention)."""
+
+    def __init__(self, dim: int, context_dim: int | None = None, heads: int = 4):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(context_dim or dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm(x)
+        k, v = self.kv(h if context is None else context).chunk(2, dim=-1)
+        return x + self.out(masked_attention(self.q(h), k, v, mask, self.heads))
+
+
+class FeedForward(nn.Module):
+    """Pre-norm residual MLP ``x (B, Q, D) += MLP(LN(x))``."""
+
+    def __init__(self, dim: int, hidden: int | None = None):
+        super().__init__()
+        hidden = hidden or 2 * dim
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+def grid_coordinates(size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Cell centres of a ``size x size`` grid in [0, 1]: ``(size * size, 2)`` as (x, y), row-major."""
+    axis = (torch.arange(size, device=device, dtype=dtype) + 0.5) / size
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    return torch.stack([x.flatten(), y.flatten()], dim=1)
+
+
+class SlotGenerator(nn.Module):
+    """``z (B, z_dim), ids (B, T) int64 -> images (B, 3, S, S)``: object slots read the caption's
+    words, take places from the noise, and are composited as layers over a background (see the
+    module docstring). In eval mode the output is clamped to [-1, 1]; in train mode it is the
+    unbounded linear output D judges.
+
+    ``layout(z, ids)`` returns the slots' centres ``(B, K, 2)`` in [0, 1], scales ``(B, K)`` and
+    gates ``(B, K)`` in (0, 1), for inspection and tests.
+    """
+
+    def __init__(self, spec: TextSpec, z_dim: int = 64, image_size: int = 64, width: int = 64,
+                 cond_dim: int = 128, slots: int = 4, channels: int = 3, mask_hidden: int = 32):
+        super().__init__()
+        if spec.kind != "tokens":
+            raise ConfigError("model.arch=t2i-words reads words: set text.encoder=small")
+        if image_size < 16 or image_size & (image_size - 1):
+            raise ConfigError(f"t2i-words needs a power-of-two image size >= 16, got {image_size}")
+        if z_dim < 2 * slots:
+            raise ConfigError(f"t2i-words needs model.z_dim >= 2 x text.slots ({2 * slots}): each slot "
+                              f"takes two noise numbers for its place; got {z_dim}")
+        self.z_dim, self.image_size, self.slots = z_dim, image_size, slots
+        dim = cond_dim
+        self.text = TokenConditioner(spec, cond_dim)
+        self.token_proj = nn.Linear(TOKEN_DIM, dim)
+        self.queries = nn.Parameter(torch.randn(slots, dim) * 0.5)
+        self.read = nn.ModuleList()
+        for _ in range(2):
+            self.read.extend([AttentionLayer(dim, dim), AttentionLayer(dim), FeedForward(dim)])
+        self.slot_noise = nn.Linear(z_dim, slots * dim)
+        self.arrange = nn.ModuleList([AttentionLayer(dim), FeedForward(dim), AttentionLayer(dim), FeedForward(dim)])
+        self.place = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4))  # x, y, log-scale, gate logit
+        # each layer's mask: an MLP of a pixel's offset from the slot's centre, biased by the slot's
+        # shape code; its last layer starts at zero, so every layer starts as a round blob
+        self.shape_code = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, mask_hidden))
+        self.mask_offset = nn.Linear(3, mask_hidden)  # (dx, dy, dx^2 + dy^2) -> hidden
+        self.mask_out = nn.Linear(mask_hidden, 1)
+        nn.init.zeros_(self.mask_out.weight)
+        nn.init.zeros_(self.mask_out.bias)
+        self.colour = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, channels))
+        # the background: a smooth field from the noise, a 4x4 colour map (from an MLP of z)
+        # up-sampled bilinearly. Convolutional up-sampling painted fine textures that no real
+        # background has, which D spotted at once (it told every fake apart by step 200 and the
+        # objects faded out)
+        self.background_map = nn.Sequential(nn.Linear(z_dim, width), nn.LeakyReLU(0.2),
+                                            nn.Linear(width, channels * 16))
+        # offsets are in units of ``radius`` times the slot's scale; a new slot's blob then ends
+        # about 7 pixels from its centre at 64x64, between the two object sizes
+        self.radius = 7.0 / 64 / math.sqrt(2 * MASK_PEAK)
+
+    def slot_states(self, z: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """The slots after reading the words and arranging with the noise: ``(B, K, D)``."""
+        words = self.text.features(ids)
+        tokens = self.token_proj(words.tokens)
+        s = self.queries.expand(z.shape[0], -1, -1)
+        for cross, self_attn, mlp in zip(self.read[0::3], self.read[1::3], self.read[2::3], strict=True):
+            s = mlp(self_attn(cross(s, tokens, words.mask)))
+        s = s + self.slot_noise(z).view(z.shape[0], self.slots, -1)
+        for layer in self.arrange:
+            s = layer(s)
+        return s
+
+    def layout(self, z: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._layout(self.slot_states(z, ids), z)[:3]
+
+    def _layout(self, s: torch.Tensor, z: torch.Tensor | None = None):
+        p = self.place(s)
+        xy = p[..., :2]
+        if z is not None:
+            # each slot's own two noise numbers move it directly, so where the caption leaves a
+            # place open the noise decides it (the slots see the same noise through their states and
+            # learn to correct it where a relation fixes the order)
+            xy = xy + POSITION_NOISE * z[:, : 2 * self.slots].view(z.shape[0], self.slots, 2)
+        centres = torch.sigmoid(xy)
+        scales = torch.exp(0.5 * torch.tanh(p[..., 2]))
+        gates = torch.sigmoid(p[..., 3])
+        return centres, scales, gates, s
+
+    def background(self, z: torch.Tensor) -> torch.Tensor:
+        """The background ``(B, 3, S, S)`` from the noise alone."""
+        h = self.background_map(z).view(z.shape[0], -1, 4, 4)
+        return F.interpolate(h, size=self.image_size, mode="bilinear", align_corners=False)
+
+    def masks(self, centres: torch.Tensor, scales: torch.Tensor, gates: torch.Tensor,
+              s: torch.Tensor) -> torch.Tensor:
+        """Each pixel's shares ``(B, K + 1, S * S)`` of the K layers and the background (last).
+
+        The mask logits are computed on a grid of half the image's side and up-sampled
+        bilinearly before the softmax: logits are smooth, so the edges stay as sharp as their
+        slope makes them, for a quarter of the work (the per-pixel MLP dominated G's step)."""
+        b, n, m = s.shape[0], self.image_size, self.image_size // 2
+        pixels = grid_coordinates(m, s.device, centres.dtype)  # (M*M, 2)
+        offsets = (pixels[None, None] - centres[:, :, None]) / (self.radius * scales[..., None, None])
+        distance2 = offsets.square().sum(-1, keepdim=True)  # (B, K, S*S, 1)
+        local = torch.cat([offsets.clamp(-6, 6), distance2.clamp(max=36)], dim=-1)
+        hidden = F.leaky_relu(self.mask_offset(local) + self.shape_code(s)[:, :, None], 0.2)
+        # bounded logits: far from its centre a layer sits at a fixed low logit, so the softmax
+        # never saturates into regions with no gradient
+        # the MLP reshapes the blob within bounds: a layer cannot grow into a second background
+        reshape = MASK_RESHAPE * torch.tanh(self.mask_out(hidden).squeeze(-1) / MASK_RESHAPE)
+        logits = (MASK_PEAK - 0.5 * distance2.squeeze(-1).clamp(max=32) + reshape
+                  + torch.logit(gates, eps=1e-4)[..., None])
+        logits = F.interpolate(logits.view(b, -1, m, m), size=n, mode="bilinear", align_corners=False)
+        return torch.softmax(torch.cat([logits.flatten(2), logits.new_zeros(b, 1, n * n)], dim=1), dim=1)
+
+    def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        if cond is None:
+            raise ValueError("a text-to-image generator needs a condition (text) for every image")
+        b, n = z.shape[0], self.image_size
+        centres, scales, gates, s = self._layout(self.slot_states(z, cond), z)
+        shares = self.masks(centres, scales, gates, s)
+        colours = torch.cat([self.colour(s), s.new_zeros(b, 1, self.colour[1].out_features)], dim=1)
+        layers = torch.einsum("bkp,bkc->bcp", shares, colours).view(b, -1, n, n)
+        out = layers + shares[:, -1].view(b, 1, n, n) * self.background(z)
+        return out if self.training else out.clamp(-1.0, 1.0)
+
+
+class WordDiscriminator(TextDiscriminator):
+    """Images ``(B, 3, S, S)`` and word ids ``(B, T)`` -> :class:`DiscriminatorOutput` (logits
+    ``(B,)``: "a real image that its caption describes"); ``mismatch=`` scores the same images
+    with other captions from the same trunk pass, ``features=`` returns the blocks' maps. It has no
+    contrastive embedding heads (``embed``/``negatives`` are refused)."""
+
+    has_embedding = False
+
+    def __init__(self, spec: TextSpec, image_size: int = 64, width: int = 32, cond_dim: int = 128,
+                 channels: int = 3, sn: bool = False, regions: int = 8):
+        super().__init__()
+        if spec.kind != "tokens":
+            raise ConfigError("model.arch=t2i-words reads words: set text.encoder=small")
+        down = int(math.log2(image_size // regions))
+        if image_size < 2 * regions or image_size & (image_size - 1):
+            raise ConfigError(f"t2i-words needs a power-of-two image size >= {2 * regions}, got {image_size}")
+        self.text = TokenConditioner(spec, cond_dim)
+        # the first layer halves the resolution at once: at 64x64 a full-resolution 3x3 layer cost
+        # more than the rest of D together, and a 4x4 stride-2 convolution still sees every pixel
+        widths = [width * 2**i for i in range(down)]
+        self.from_rgb = maybe_spectral_norm(nn.Conv2d(channels, widths[0], 4, stride=2, padding=1), sn)
+        self.blocks = nn.Sequential(*(DownBlock(a, b, sn) for a, b in zip(widths[:-1], widths[1:], strict=True)))
+        c = widths[-1]
+        self.final = DownBlock(c, c, sn)  # regions -> regions / 2
+        flat = c * (regions // 2) ** 2
+        self.linear = maybe_spectral_norm(nn.Linear(flat, 1), sn)
+        self.project = maybe_spectral_norm(nn.Linear(cond_dim, flat, bias=False), sn)
+        dim = cond_dim
+        self.region_pos = nn.Parameter(torch.randn(regions * regions, c) * 0.1)
+        self.region_proj = nn.Linear(c, dim)
+        self.token_proj = nn.Linear(TOKEN_DIM, dim)
+        self.find = AttentionLayer(dim, dim)
+        self.combine = nn.ModuleList([AttentionLayer(dim), FeedForward(dim)])
+        self.word_score = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 1))
+
+    def _score(self, h: torch.Tensor, regions: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        words = self.text.features(ids)
+        c = words.pooled
+        flat = h.flatten(1)
+        logits = self.linear(flat).squeeze(1) + (self.project(c) * flat).sum(1)
+        w = self.find(self.token_proj(words.tokens), regions)
+        w = self.combine[1](self.combine[0](w, mask=words.mask))
+        mask = words.mask.to(w.dtype)
+        word_logit = (self.word_score(w).squeeze(-1) * mask).sum(1) / mask.sum(1)
+        return logits + word_logit, c
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, *, mismatch: torch.Tensor | None = None,
+                embed: bool = False, features: bool = False,
+                negatives: torch.Tensor | None = None) -> DiscriminatorOutput:
+        _check_request(self, cond, embed or negatives is not None)
+        h, maps = F.leaky_relu(self.from_rgb(x), 0.2), []
+        for block in self.blocks:
+            h = block(h)
+            maps.append(h)
+        region_map = F.leaky_relu(h, 0.2)
+        regions = self.region_proj(region_map.flatten(2).transpose(1, 2) + self.region_pos)
+        top = F.leaky_relu(self.final(region_map), 0.2)
+        maps.append(top)
+        logits, c = self._score(top, regions, cond)
+        wrong = self._score(top, regions, mismatch)[0] if mismatch is not None else None
+        return DiscriminatorOutput(logits, wrong, None, None, c, maps if features else None)
