@@ -22,11 +22,10 @@ from ganfuse.multimodal.scene_zeroshot import (
     contrastive_batch,
     evaluate_scenes_split,
     recall_relevant,
-    scenes_caption_vocabulary,
 )
 from ganfuse.multimodal.splits import scenes_split
 from ganfuse.multimodal.zeroshot import binding_loss, info_nce
-from ganfuse.text.encoders import split_words
+from ganfuse.text.encoders import scenes_vocabulary, split_words
 
 from .conftest import TINY
 
@@ -104,7 +103,7 @@ def test_graphs_of_different_sizes_are_refused():
 
 
 def test_vocabulary_is_every_caption_word():
-    vocab = set(scenes_caption_vocabulary())
+    vocab = set(scenes_vocabulary())
     _, _, captions = generate_scenes(1500, 0, "all", 32)
     words = {w for texts in captions for c in texts for w in split_words(c)}
     assert words == vocab  # nothing missing, nothing no caption uses
@@ -197,7 +196,7 @@ def test_binding_wins_count_a_tie_as_one_half():
 
 def test_scores_of_an_oracle_a_contrarian_and_a_bag_of_words():
     data = scenes_split("test", 30, 0, 32)
-    n, vocab = len(data), scenes_caption_vocabulary()
+    n, vocab = len(data), scenes_vocabulary()
 
     def one_hot_images(dim):
         def embed(images):
@@ -248,7 +247,7 @@ def test_a_scenes_run_saves_loads_and_evaluates_to_the_same_numbers(scenes_run):
         metrics
     )
     loaded = load_dual_encoder(scenes_run.run_dir)
-    assert loaded.text_encoder.tokenizer.words() == scenes_caption_vocabulary()
+    assert loaded.text_encoder.tokenizer.words() == scenes_vocabulary()
     texts = ["a red circle to the left of a blue star", "three shapes"]
     torch.testing.assert_close(
         loaded.encode_text(texts), scenes_run.model.eval().encode_text(texts)

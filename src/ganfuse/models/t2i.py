@@ -229,7 +229,7 @@ class MatchingDiscriminator(TextDiscriminator):
     def forward(self, x: torch.Tensor, cond: torch.Tensor, *, mismatch: torch.Tensor | None = None,
                 embed: bool = False, features: bool = False,
                 negatives: torch.Tensor | None = None) -> DiscriminatorOutput:
-        _check_request(self, cond, embed or negatives is not None)
+        check_text_request(self, cond, embed or negatives is not None)
         maps = self.trunk(x)
         h = maps[-1]
         c = self.text(cond)
@@ -246,7 +246,7 @@ class MatchingDiscriminator(TextDiscriminator):
         return DiscriminatorOutput(logits, wrong, img, txt, c, maps if features else None, neg)
 
 
-def _check_request(d: TextDiscriminator, cond: torch.Tensor | None, embed: bool) -> None:
+def check_text_request(d: TextDiscriminator, cond: torch.Tensor | None, embed: bool) -> None:
     if cond is None:
         raise ValueError("a text-to-image discriminator needs a condition for every image")
     if embed and not d.has_embedding:
@@ -302,7 +302,7 @@ class ConcatDiscriminator(TextDiscriminator):
     def forward(self, x: torch.Tensor, cond: torch.Tensor, *, mismatch: torch.Tensor | None = None,
                 embed: bool = False, features: bool = False,
                 negatives: torch.Tensor | None = None) -> DiscriminatorOutput:
-        _check_request(self, cond, embed or negatives is not None)
+        check_text_request(self, cond, embed or negatives is not None)
         h, maps = x, []
         for layer in self.trunk:
             h = layer(h)

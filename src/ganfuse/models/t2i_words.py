@@ -40,7 +40,7 @@ from torch import nn
 from ganfuse.errors import ConfigError
 from ganfuse.models.discriminator import DiscriminatorOutput, TextDiscriminator
 from ganfuse.models.layers import maybe_spectral_norm
-from ganfuse.models.t2i import DownBlock, _check_request
+from ganfuse.models.t2i import DownBlock, check_text_request
 from ganfuse.text.prompts import TextSpec, TokenConditioner
 
 TOKEN_DIM = 128  # the small encoder's token features: a 64-d bidirectional GRU
@@ -271,7 +271,7 @@ class WordDiscriminator(TextDiscriminator):
     def forward(self, x: torch.Tensor, cond: torch.Tensor, *, mismatch: torch.Tensor | None = None,
                 embed: bool = False, features: bool = False,
                 negatives: torch.Tensor | None = None) -> DiscriminatorOutput:
-        _check_request(self, cond, embed or negatives is not None)
+        check_text_request(self, cond, embed or negatives is not None)
         h, maps = F.leaky_relu(self.from_rgb(x), 0.2), []
         for block in self.blocks:
             h = block(h)

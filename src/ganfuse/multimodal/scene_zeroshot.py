@@ -45,7 +45,6 @@ from ganfuse.data.scenes import (
 from ganfuse.errors import UserError
 from ganfuse.metrics.scene_negatives import binding_negatives, build_binding_pairs
 from ganfuse.metrics.scenes import scoring_margin
-from ganfuse.text.encoders import scenes_vocabulary
 
 # make_captions reads fewer than 40 uniforms for the largest scene; the dataset passes 64 too.
 CAPTION_UNIFORMS = 64
@@ -56,12 +55,6 @@ RETRIEVAL_KS: tuple[int, ...] = (1, 5)
 _COLOR_INDEX = {c: i for i, c in enumerate(COLORS)}
 _SHAPE_INDEX = {s: i for i, s in enumerate(SHAPES)}
 _SIZE_INDEX = {s: i for i, s in enumerate(SIZES)}
-
-
-def scenes_caption_vocabulary() -> list[str]:
-    """Every word a ``scenes`` caption can use, sorted: the small text encoder's vocabulary
-    (:func:`ganfuse.text.encoders.scenes_vocabulary`)."""
-    return scenes_vocabulary()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -76,11 +76,10 @@ from ganfuse.multimodal.scene_zeroshot import (
     caption_truth,
     contrastive_batch,
     evaluate_scenes_split,
-    scenes_caption_vocabulary,
 )
 from ganfuse.multimodal.splits import config_split
 from ganfuse.text import SentenceEncoder, TextEncoder
-from ganfuse.text.encoders import shapes_vocabulary
+from ganfuse.text.encoders import scenes_vocabulary, shapes_vocabulary
 
 MAX_LOGIT_SCALE = math.log(100.0)  # temperature no lower than 0.01, as in CLIP
 
@@ -327,7 +326,7 @@ def modality_probe(model: DualEncoder, data: ShapesDataset | ScenesDataset) -> f
 def build_dual_encoder(config: FuseConfig, text_encoder: TextEncoder | None = None) -> DualEncoder:
     """The dual encoder of ``config``; the small text encoder's words are every caption word of
     the config's world."""
-    vocab = scenes_caption_vocabulary() if config.world == "scenes" else shapes_vocabulary()
+    vocab = scenes_vocabulary() if config.world == "scenes" else shapes_vocabulary()
     text = text_encoder if text_encoder is not None else build_text(config, vocab)
     return DualEncoder(build_image_encoder(config), text, config.embed_dim, config.init_temperature)
 
