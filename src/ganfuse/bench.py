@@ -185,6 +185,7 @@ def _bench(
         "device": str(trainer.device),
         "precision": trainer.precision.name,
         "precision_reason": trainer.precision_reason,
+        **auto_measurement(trainer),
         "channels_last": config.train.channels_last,
         "compile": config.train.compile,
         "threads": torch.get_num_threads(),
@@ -207,6 +208,20 @@ def _bench(
             }
         )
     return result
+
+
+def auto_measurement(trainer: Trainer) -> dict:
+    """What ``precision=auto`` timed on the trainer's own step, if it did (a CPU with native bf16):
+    ``auto_fp32_img_per_s`` and ``auto_bf16_img_per_s`` (each precision's fastest step) and
+    ``auto_probe_seconds`` (what measuring cost when it was measured; a cached verdict costs 0)."""
+    probe = trainer.precision_probe
+    if probe is None:
+        return {}
+    return {
+        "auto_fp32_img_per_s": round(probe.images_per_second(False), 1),
+        "auto_bf16_img_per_s": round(probe.images_per_second(True), 1),
+        "auto_probe_seconds": round(probe.seconds, 2),
+    }
 
 
 def format_result(result: dict) -> list[str]:

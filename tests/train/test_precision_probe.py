@@ -1,4 +1,5 @@
-"""``precision=auto`` on a CPU with bf16 instructions: decided by a measured probe, cached per CPU.
+"""``precision=auto`` on a CPU with bf16 instructions, where no GAN step can be timed (multimodal
+runs, DP runs): decided by a measured proxy block, cached per CPU.
 
 The decision and the cache are tested on injected timings (``measure_bf16_probe`` replaced), so the
 tests hold on any CPU and never depend on how fast this one is; the real probe is run once, tiny,
@@ -12,11 +13,10 @@ import json
 import pytest
 import torch
 
-from ganfuse.config import load_config
+from ganfuse.multimodal.config import FuseConfig
+from ganfuse.multimodal.loop import run_precision
 from ganfuse.train import precision
-from ganfuse.train.loop import train
 from ganfuse.train.precision import Bf16Probe, choose_cpu_precision, resolve_precision
-from tests.conftest import TINY
 
 CPU = torch.device("cpu")
 
@@ -111,7 +111,10 @@ def test_the_verdict_is_cached_per_cpu_torch_and_threads(monkeypatch, bf16_cpu):
     model, flags = precision.cpu_info()
     assert key.startswith(model) and torch.__version__ in key and f"{threads} threads" in key
     assert all(flag in key for flag in flags)
-    assert entries == {key: {"fp32_seconds": 1.0, "bf16_seconds": 0.5, "threads": threads}}
+    assert entries == {
+        key: {"fp32_seconds": 1.0, "bf16_seconds": 0.5, "threads": threads, "images": 0,
+              "seconds": 0.0}
+    }
 
     monkeypatch.setattr(precision, "_PROBES", {})  # a new process: reads the file
     assert precision.cached_bf16_probe() == first and len(calls) == 1
@@ -165,9 +168,12 @@ def test_the_real_probe_times_both_precisions_and_leaves_the_random_stream_alone
     assert probe.threads == torch.get_num_threads()
 
 
-def test_a_run_logs_the_measured_verdict(monkeypatch, bf16_cpu, tmp_path, caplog):
-    measuring(monkeypatch, 1.0, 2.0)
-    config = load_config("digits", [*TINY, "train.precision=auto", "train.steps=1"])
-    with caplog.at_level("INFO", logger="ganfuse"):
-        train(config, out=tmp_path / "run", progress=False)
-    assert "precision=fp32 (auto: bf16 autocast measured 0.50x of fp32 at " in caplog.text
+def test_a_multimodal_run_takes_the_proxy_verdict(monkeypatch, bf16_cpu):
+    """Fusion, zero-shot and captioning runs have no GAN step to time: they keep the proxy block
+    (GAN runs time their own step: ``test_precision_own_step.py``)."""
+    calls = measuring(monkeypatch, 1.0, 2.0)
+    config = FuseConfig(precision="auto")
+    assert run_precision(config).name == "fp32" and len(calls) == 1
+    assert precision.precision_reason("auto", "fp32", CPU).startswith(
+        "auto: bf16 autocast measured 0.50x of fp32 at "
+    )

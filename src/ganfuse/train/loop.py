@@ -54,11 +54,15 @@ from ganfuse.train.finetune import freeze_lower_blocks, init_from_source
 from ganfuse.train.guard import NaNGuard
 from ganfuse.train.objectives import Batch, Nets, Phase, make_objective
 from ganfuse.train.precision import (
+    OwnStep,
     Precision,
+    cached_bf16_probe,
+    measures_own_step,
     precision_reason,
     resolve_device,
     resolve_precision,
     resume_precision,
+    step_signature,
 )
 from ganfuse.train.privacy import check_dp_config, setup_private_discriminator
 from ganfuse.train.stats import StatsReporter
@@ -123,11 +127,13 @@ class Trainer:
         self.saved = latest_good_checkpoint(self.run_dir) if resume else None
         recorded = self.saved[1].get("config", {}).get("train", {}).get("precision") if resume else None
         asked = t.precision
+        # auto on a CPU with native bf16 times this run's own step, once it is built (fp32 until then)
+        own_step = not recorded and measures_own_step(asked, self.device)
         t.precision = resume_precision(t.precision, recorded, self.device) if recorded \
-            else resolve_precision(t.precision, self.device)
+            else "fp32" if own_step else resolve_precision(t.precision, self.device)
         self.precision = Precision(t.precision, self.device)
         self.precision_reason = f"resumed: the run recorded {recorded}" if recorded \
-            else precision_reason(asked, t.precision, self.device)
+            else "auto: to be measured" if own_step else precision_reason(asked, t.precision, self.device)
 
         self.objective = make_objective(self.config, self.device, progress=self.progress)
         self.dataset = self.objective.dataset
@@ -190,6 +196,9 @@ class Trainer:
                          self.stats.report)
         self.guard = NaNGuard(self._memory_state, self._load_memory_state, [self.opt_g, self.opt_d]) if t.guard else None
         self.callbacks: list = []  # fn(trainer) -> dict, called on rank 0 at each log step
+        self.precision_probe = None  # what auto measured on the run's own step, if it did
+        if own_step:
+            self._resolve_auto_on_own_step()
 
         if self.dist.is_main:
             check_free_space(self.run_dir, estimate_checkpoint_bytes(self.weights(calibrated=False)),
@@ -202,6 +211,41 @@ class Trainer:
             save_config(self.config, self.run_dir / "config.yaml")
         self.fixed_z = fixed_latents(m.z_dim, 64, t.seed, self.device)
         self.fixed_y = self.objective.sample_conditions(64)
+
+    def _resolve_auto_on_own_step(self) -> None:
+        """``precision=auto`` on a CPU with native bf16: time this run's training steps in fp32 and
+        bf16 (:func:`~ganfuse.train.precision.measure_own_step`, or a cached verdict), then put
+        back every bit of state the steps moved (weights, optimisers, data order, random streams,
+        augmentation, statistics), so the run trains exactly as if it had not measured.
+        Differentially private runs time the proxy block instead: their step spends privacy."""
+        t = self.config.train
+        if self.private_d is not None:
+            t.precision = self.precision.name = resolve_precision("auto", self.device)
+            self.precision_reason = precision_reason("auto", t.precision, self.device)
+            return
+        signature = step_signature(self.config.to_dict(), repr(self.G), repr(self.D),
+                                   f"batch {self.local_batch_size}", str(self.memory_format),
+                                   f"world {self.dist.world_size}")
+        snapshot, data_seconds, moved = self._memory_state(), self.data_seconds, []
+        weights, state = snapshot["weights"], copy.deepcopy(snapshot["state"])
+
+        def run(bf16: bool) -> None:
+            moved.append(bf16)
+            self.precision.name = "bf16" if bf16 else "fp32"
+            self.train_step()
+
+        try:
+            chosen = resolve_precision("auto", self.device, OwnStep(
+                run, self.local_batch_size * t.n_critic * self.dist.world_size, signature))
+        finally:
+            self.precision.name = "fp32"
+            if moved:
+                self.load_training_state(weights, state)
+                self.stats.load_state_dict(state["stats"])
+                self.data_seconds, self._stream = data_seconds, None  # a stream starts from its head
+        t.precision = self.precision.name = chosen
+        self.precision_probe = cached_bf16_probe(signature=signature)
+        self.precision_reason = precision_reason("auto", chosen, self.device, signature)
 
     def _optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         """Adam for G and D. A lazy regularisation phase of interval k makes D take k + 1 steps per
