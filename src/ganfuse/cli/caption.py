@@ -67,7 +67,8 @@ def _caption(args: argparse.Namespace) -> int:
         if args.kind is not None:
             raise UserError("--kind applies to --image, not to --cycle")
         return _cycle(args, record)
-    images = torch.cat([load_image(path, record.config.image_size) for path in args.image])
+    cfg = record.config
+    images = torch.cat([load_image(path, cfg.image_size, cfg.background, cfg.fit) for path in args.image])
     captioner = load_captioner(record.path)
     if args.kind is not None and not captioner.kinds:
         raise UserError(f"{args.run} writes one kind of caption (a shapes run); leave out --kind")

@@ -41,7 +41,8 @@ def register(subparsers) -> None:
                     "shards.json index, for training with --set data.name=shards --set data.path=DIR.",
                     "ganfuse data pack shapes --out shards/shapes --shard-size 1000")
     k.add_argument("source", help=f"an embedded dataset ({', '.join(EXPORTABLE)}) or an image folder (class = "
-                   "sub-folder; captions.jsonl or captions.csv optional); write ./NAME for a folder named like a dataset")
+                   "sub-folder or metadata label column; captions from Hugging Face metadata.jsonl/metadata.csv "
+                   "or captions.jsonl/captions.csv, optional); write ./NAME for a folder named like a dataset")
     k.add_argument("--out", required=True, help="empty folder for the shards")
     k.add_argument("--shard-size", type=int, default=1000, help=f"samples per shard, 1 to {MAX_EXPORT_IMAGES}")
     k.add_argument("--image-size", type=int,
@@ -50,6 +51,10 @@ def register(subparsers) -> None:
     k.add_argument("--num", type=int, help=f"embedded datasets: number of samples, 1 to {MAX_EXPORT_IMAGES}; "
                    "unset: all 1797 digits, 10000 shapes")
     k.add_argument("--seed", type=int, default=0, help="seed of the sample order (and of the shapes generated)")
+    k.add_argument("--caption-column", default="text",
+                   help="folders with metadata.jsonl/.csv: the caption column (default text)")
+    k.add_argument("--label-column", default="",
+                   help="folders with metadata.jsonl/.csv: the label column (default: label, if there is one)")
     k.set_defaults(func=pack)
     _register_check(sub)
     _register_preview(sub)
@@ -107,6 +112,8 @@ def pack(args: argparse.Namespace) -> int:
     seed = check_seed(args.seed)
     if args.source not in EXPORTABLE and args.num is not None:
         raise UserError("--num applies to embedded datasets only; a folder is packed whole")
+    if args.source in EXPORTABLE and (args.caption_column != "text" or args.label_column):
+        raise UserError("--caption-column and --label-column apply to image folders only")
     num = None if args.num is None else check_count("--num", args.num, MAX_EXPORT_IMAGES)
     out = check_output_dir(args.out)
 
@@ -116,7 +123,8 @@ def pack(args: argparse.Namespace) -> int:
         packer = packing.pack_digits if args.source == "digits" else packing.pack_shapes
         summary = packer(out, shard_size, image_size or 32, num, seed)
     else:
-        summary = packing.pack_folder(args.source, out, shard_size, image_size, seed)
+        summary = packing.pack_folder(args.source, out, shard_size, image_size, seed,
+                                      caption_column=args.caption_column, label_column=args.label_column)
     print(f"wrote {summary.samples} samples in {summary.shards} shard(s) to {summary.out}"
           + (f" (skipped {summary.skipped})" if summary.skipped else ""))
     return 0

@@ -1,4 +1,5 @@
-"""``ganfuse fuse``: train, evaluate, query and benchmark multimodal fusion models on ``shapes``."""
+"""``ganfuse fuse``: train, evaluate, query and benchmark multimodal models on ``shapes``,
+``scenes``, the shipped ``emoji`` and the user's own captioned folder (``world=folder``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from ganfuse.errors import ConfigError
 TASK_HELP = (
     "matching, vqa, multitask, color, shape, size, position, zeroshot or caption (on shapes); "
     "scenes-vqa or scenes-matching (on scenes); zeroshot and caption on scenes with "
-    "--set world=scenes"
+    "--set world=scenes, on the shipped emoji with --set world=emoji, and on your own captioned "
+    "folder (Hugging Face imagefolder metadata.jsonl/.csv) with --set world=folder --set data=DIR"
 )
 FUSION_HELP = (
     "early, late-mean, late-weighted, late-stacking, cross-attention, gated, film or low-rank"

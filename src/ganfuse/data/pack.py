@@ -3,7 +3,9 @@
 Samples are written in a seeded random order, so that a reader's shuffle buffer (which only mixes
 nearby samples) never sees long runs of one class, as a folder sorted by class sub-folder would
 give. Each sample's key is its position in the source (``00000042``) and its ``.json`` says
-where it came from (``file``, ``class``, ``shapes`` attributes). The format is described in
+where it came from (``file``, ``class``, ``shapes`` attributes). A folder keeps its captions
+(Hugging Face ``imagefolder`` metadata or ``captions.jsonl``/``.csv``) as ``.txt`` and its labels
+as ``.cls``, so packed shards train with captions as the folder does. The format is described in
 :mod:`ganfuse.data.shards`.
 """
 
@@ -18,7 +20,13 @@ from pathlib import Path
 from PIL import Image
 
 from ganfuse.data.base import to_uint8
-from ganfuse.data.captions import CAPTION_FILES, read_csv_captions, read_jsonl_captions
+from ganfuse.data.captions import (
+    CAPTION_FILES,
+    find_metadata,
+    read_csv_captions,
+    read_jsonl_captions,
+    scan_folder,
+)
 from ganfuse.data.digits import load_digits_tensors
 from ganfuse.data.images import UnreadableImage, list_images, read_image
 from ganfuse.data.shapes import (
@@ -105,20 +113,26 @@ def _square_size(path: Path) -> int:
         raise UnreadableImage(str(exc) or exc.__class__.__name__) from None
 
 
-def pack_folder(
-    root: str | Path, out: str | Path, shard_size: int, image_size: int | None = None, seed: int = 0
-) -> PackSummary:
-    """Shards of an image folder, read one image at a time (the folder may exceed memory).
+def _folder_items(
+    root: Path, caption_column: str, label_column: str, skipped: Counter[str]
+) -> tuple[list[tuple[str, str | None, object]], dict[str, str], list[str]]:
+    """What a folder packs: ``(file, caption or None, shapes attributes or None)`` items, each
+    file's class name, and the class names in label order.
 
-    The class of an image is its first-level sub-folder when every image lies in one (as for
-    ``data.name=folder``). With a ``captions.jsonl``/``captions.csv`` each ``(image, caption)``
-    pair becomes a sample and uncaptioned images are left out. Images are stored as RGB PNGs,
-    centre-cropped to a square and resized to ``image_size`` (kept at their own side when None).
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"image folder not found: {root}")
-    skipped: Counter[str] = Counter()
+    Hugging Face ``imagefolder`` metadata (``metadata.jsonl``/``metadata.csv``) comes first, read
+    as training reads it (:func:`~ganfuse.data.captions.scan_folder`): each ``(image, caption)``
+    pair of ``caption_column`` is a sample, labels from ``label_column`` (or a ``label`` column,
+    or the sub-folders), rows it leaves out counted in ``skipped``; metadata without the caption
+    column packs every image with its label. Else ``captions.jsonl``/``captions.csv``, else every
+    image; classes are then the first-level sub-folders when every image lies in one."""
+    if find_metadata(root):
+        contents = scan_folder(root, caption_column, label_column)
+        skipped.update(contents.problems.counts)
+        if caption_column in contents.columns:
+            items = [(f, text, None) for f, texts in contents.captions.items() for text in texts]
+        else:
+            items = [(file, None, None) for file in contents.images]
+        return items, contents.labels, contents.class_names
     caption_files = [root / name for name in CAPTION_FILES if (root / name).is_file()]
     if caption_files:
         items = []
@@ -127,11 +141,39 @@ def pack_folder(
             items += [(r.file, r.caption, r.attributes) for r in reader(path, skipped)]
     else:
         items = [(p.relative_to(root).as_posix(), None, None) for p in list_images(root)]
+    parts = {file: Path(file).parts for file, _, _ in items}
+    if not all(len(p) > 1 for p in parts.values()):
+        return items, {}, []
+    labels = {file: p[0] for file, p in parts.items()}
+    return items, labels, sorted(set(labels.values()))
+
+
+def pack_folder(
+    root: str | Path,
+    out: str | Path,
+    shard_size: int,
+    image_size: int | None = None,
+    seed: int = 0,
+    caption_column: str = "text",
+    label_column: str = "",
+) -> PackSummary:
+    """Shards of an image folder, read one image at a time (the folder may exceed memory).
+
+    Captions and labels are read as training reads the folder (:func:`_folder_items`): with
+    Hugging Face ``imagefolder`` metadata or a ``captions.jsonl``/``captions.csv`` each
+    ``(image, caption)`` pair becomes a sample (its ``.txt``) and uncaptioned images are left out;
+    the class (its ``.cls``, and ``class`` in its ``.json``) is the metadata's label column or the
+    first-level sub-folder when every image lies in one (as for ``data.name=folder``). Images are
+    stored as RGB PNGs, centre-cropped to a square and resized to ``image_size`` (kept at their
+    own side when None).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"image folder not found: {root}")
+    skipped: Counter[str] = Counter()
+    items, label_of, class_names = _folder_items(root, caption_column, label_column, skipped)
     if not items:
         raise DataError(f"no images (png/jpg/webp/bmp) or caption records found under {root}")
-    parts = [Path(file).parts for file, _, _ in items]
-    in_classes = all(len(p) > 1 for p in parts)
-    class_names = sorted({p[0] for p in parts}) if in_classes else []
     class_index = {name: i for i, name in enumerate(class_names)}
 
     writer = ShardWriter(out, shard_size)
@@ -149,9 +191,9 @@ def pack_folder(
             continue
         meta: dict = {"file": file}
         label = -1
-        if class_names:
-            label = class_index[parts[i][0]]
-            meta["class"] = class_names[label]
+        if file in label_of:
+            label = class_index[label_of[file]]
+            meta["class"] = label_of[file]
         if attributes is not None:
             meta["attributes"] = attributes.as_dict()
         writer.write(f"{i:08d}", pixels, label, caption, meta)

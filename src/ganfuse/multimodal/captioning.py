@@ -11,6 +11,12 @@ and are scored on ``test`` and ``heldout`` by the exact scene judge: see
   to exactly the image's four attributes (unparseable counts as wrong), plus each attribute's
   own accuracy.
 
+On ``folder`` (the user's pairs) and ``emoji`` the vocabulary is the training captions' tokens
+and the scores (:func:`pair_caption_scores`) are BLEU against every caption of the image and
+the share of captions that repeat one of them exactly, on up to ``eval_size`` training images
+(``train_``) and on the held-out ones (``heldout_``); a saved run also holds a few held-out
+images with their generated captions (``RUN/caption_examples/``).
+
 :func:`cycle_accuracy` closes the loop with a text-to-image generator: caption(generate(prompt))
 should state the prompt's attributes.
 """
@@ -25,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ganfuse.data.base import uint8_to_float
+from ganfuse.data.images import write_image_records
 from ganfuse.data.scenes import ScenesDataset
 from ganfuse.data.shapes import (
     ShapeAttributes,
@@ -42,7 +49,8 @@ from ganfuse.multimodal.checkpoint import (
     read_run,
     save_run,
 )
-from ganfuse.multimodal.config import FuseConfig
+from ganfuse.multimodal.config import PAIR_WORLDS, FuseConfig
+from ganfuse.multimodal.folder_world import PairsData, train_eval_rows, training_texts
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import build_image_encoder
 from ganfuse.multimodal.negatives import ATTRIBUTE_FIELDS
@@ -145,8 +153,70 @@ def evaluate_scene_captioner(model: Captioner, config: FuseConfig) -> dict[str, 
     )
 
 
+def _normalised(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def pair_caption_scores(
+    captions: Sequence[str], data: PairsData, prefix: str
+) -> dict[str, float]:
+    """``{prefix}_bleu`` (corpus BLEU, sacrebleu's default tokenisation, every caption of an
+    image a reference), ``{prefix}_exact_match`` (share of generated captions equal to one of the
+    image's, ignoring case and spacing) and ``{prefix}_distinct`` (share of distinct generated
+    captions: 1/N when the decoder says the same thing of every image)."""
+    import sacrebleu
+
+    most = max(len(texts) for texts in data.captions)
+    references = [
+        [texts[r] if r < len(texts) else None for texts in data.captions] for r in range(most)
+    ]
+    exact = [
+        _normalised(c) in {_normalised(t) for t in texts}
+        for c, texts in zip(captions, data.captions, strict=True)
+    ]
+    return {
+        f"{prefix}_bleu": float(sacrebleu.corpus_bleu(list(captions), references).score),
+        f"{prefix}_exact_match": sum(exact) / max(1, len(exact)),
+        f"{prefix}_distinct": len(set(captions)) / max(1, len(captions)),
+    }
+
+
+def pair_splits(config: FuseConfig) -> dict[str, PairsData]:
+    """The scored splits of ``folder``/``emoji``: up to ``eval_size`` training images and the
+    held-out ones."""
+    train = config_split(config, "train")
+    rows = train_eval_rows(len(train), config.eval_size, config.data_seed)
+    return {"train": train.subset(rows), "heldout": config_split(config, "heldout")}
+
+
+def evaluate_pair_captioner(model: Captioner, config: FuseConfig) -> dict[str, float]:
+    """:func:`pair_caption_scores` on the training and the held-out images."""
+    metrics: dict[str, float] = {}
+    for name, data in pair_splits(config).items():
+        captions = caption_images(model, data.float_images())
+        metrics.update(pair_caption_scores(captions, data, name))
+    return metrics
+
+
+def write_caption_examples(model: Captioner, config: FuseConfig, out: Path, num: int = 8) -> int:
+    """The first ``num`` held-out images as PNGs in ``out`` with ``examples.jsonl`` (each image's
+    name, generated caption and reference captions); returns how many."""
+    data = config_split(config, "heldout")
+    data = data.subset(range(min(num, len(data))))
+    captions = caption_images(model, data.float_images())
+    records = [
+        {"name": name, "generated": caption, "references": texts}
+        for name, caption, texts in zip(data.names, captions, data.captions, strict=True)
+    ]
+    return write_image_records(
+        out, "examples.jsonl", data.images.permute(0, 2, 3, 1).numpy(), records
+    )
+
+
 def evaluate_caption_run(model: Captioner, config: FuseConfig) -> dict[str, float]:
-    """The test scores of a captioner of either world (what training reports)."""
+    """The test scores of a captioner of any world (what training reports)."""
+    if config.world in PAIR_WORLDS:
+        return evaluate_pair_captioner(model, config)
     if config.world == "scenes":
         return evaluate_scene_captioner(model, config)
     return evaluate_captioner(model, config_split(config, "test"))
@@ -160,6 +230,7 @@ def caption_attention(config: FuseConfig) -> bool:
 
 
 SCENES_MAX_LENGTH = 48  # tokens; a full four-object list caption has about 26
+PAIRS_MAX_LENGTH = 48  # tokens of a generated caption on folder/emoji (user captions vary)
 
 
 def build_captioner(config: FuseConfig, vocab: CaptionVocab) -> Captioner:
@@ -169,8 +240,15 @@ def build_captioner(config: FuseConfig, vocab: CaptionVocab) -> Captioner:
         config.decoder_embed,
         config.decoder_hidden,
         attention=caption_attention(config),
-        max_length=SCENES_MAX_LENGTH if config.world == "scenes" else 32,
+        max_length=caption_max_length(config),
     )
+
+
+def caption_max_length(config: FuseConfig) -> int:
+    """The longest caption the decoder writes, in tokens, per world."""
+    if config.world == "scenes":
+        return SCENES_MAX_LENGTH
+    return PAIRS_MAX_LENGTH if config.world in PAIR_WORLDS else 32
 
 
 class _ShapesTargets:
@@ -182,6 +260,21 @@ class _ShapesTargets:
 
     def encode(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.vocab.encode([make_caption(self.train.attributes[i], self.rng) for i in index])
+
+
+class _PairsTargets:
+    """One caption of each ``folder``/``emoji`` training image, drawn among its captions; the
+    vocabulary is every token of the training captions."""
+
+    def __init__(self, train: PairsData, rng: np.random.Generator):
+        self.train, self.rng = train, rng
+        self.vocab = CaptionVocab.from_texts(training_texts(train))
+
+    def encode(self, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        captions = self.train.captions
+        return self.vocab.encode(
+            [captions[i][int(self.rng.integers(len(captions[i])))] for i in index]
+        )
 
 
 class _ScenesTargets:
@@ -217,11 +310,12 @@ def train_captioner(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     train = config_split(config, "train")
-    source = (
-        _ScenesTargets(train, rng, config)
-        if config.world == "scenes"
-        else _ShapesTargets(train, rng)
-    )
+    if config.world in PAIR_WORLDS:
+        source = _PairsTargets(train, rng)
+    elif config.world == "scenes":
+        source = _ScenesTargets(train, rng, config)
+    else:
+        source = _ShapesTargets(train, rng)
     vocab = source.vocab
     model = build_captioner(config, vocab)
     if config.image_encoder_init:
@@ -255,6 +349,8 @@ def train_captioner(
         result.run_dir = save_run(
             Path(out), "caption", model, config, {"vocab": vocab.tokens}, record, step=stats.steps
         )
+        if config.world in PAIR_WORLDS:
+            write_caption_examples(model, config, Path(out) / "caption_examples")
     return result
 
 

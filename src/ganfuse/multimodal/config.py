@@ -20,6 +20,7 @@ from typing import Any
 from ganfuse.config import PRECISIONS as SHARED_PRECISIONS
 from ganfuse.config import coerce_value
 from ganfuse.config import parse_override as config_parse_override
+from ganfuse.data.images import parse_colour
 from ganfuse.data.scenes import CAPTION_KINDS
 from ganfuse.errors import ConfigError
 from ganfuse.fileio import atomic_write_text
@@ -39,7 +40,11 @@ FUSION_TASKS: tuple[str, ...] = (
 # Tasks on the ``scenes`` world (several objects: relational questions, binding-aware matching);
 # every other task is on ``shapes``.
 SCENE_TASKS: tuple[str, ...] = ("scenes-vqa", "scenes-matching")
-WORLDS: tuple[str, ...] = ("shapes", "scenes")
+WORLDS: tuple[str, ...] = ("shapes", "scenes", "folder", "emoji")
+# Worlds of real image-caption pairs (multimodal.folder_world): the user's folder (``data=PATH``)
+# and the shipped emoji. No generator and no judge, so only the tasks that learn from pairs alone.
+PAIR_WORLDS: tuple[str, ...] = ("folder", "emoji")
+PAIR_WORLD_TASKS: tuple[str, ...] = ("zeroshot", "caption")
 # The splits a fusion run may train on, each with the split it is tested on (and validated on:
 # ``None`` where there is none). ``cogent-a`` is CLEVR-CoGenT's condition A (``scenes`` only); its
 # transfer test, condition B, is ``ganfuse fuse evaluate RUN --split cogent-b``.
@@ -132,6 +137,15 @@ class FuseConfig:
     freeze_image_encoder: bool = False
     # data
     world: str = "shapes"  # one of WORLDS; the scenes tasks set it to scenes
+    # world=folder: the captioned folder (Hugging Face imagefolder metadata.jsonl/.csv, or
+    # captions.jsonl/.csv; ``data=PATH`` sets it) and how it is read, as data.* of a GAN run
+    data_path: str = ""
+    caption_column: str = "text"
+    label_column: str = ""
+    background: str = "white"
+    fit: str = "crop"
+    # world=folder: share of images held out (by a hash of the file name) for scoring
+    holdout_fraction: float = 0.1
     data_seed: int = 0  # the splits' seed (``seed`` drives the model and the batches)
     train_split: str = "train"  # a key of TEST_SPLITS; "cogent-a" for the scenes tasks only
     image_size: int = 32
@@ -192,9 +206,15 @@ FUSION_DEFAULTS: dict[tuple[str, str], dict[str, int]] = {
 }
 
 
+# Short names a user may write: ``data=PATH`` is ``data_path`` (a checkpoint's manifest keeps
+# ``data`` for the GAN runs' section of that name).
+KEY_ALIASES: dict[str, str] = {"data": "data_path"}
+
+
 def set_value(config: FuseConfig, key: str, value: Any) -> None:
     """Set ``key`` (a field name, or ``fusion_options.NAME``) to ``value``, type-checked by the
     coercer every config shares."""
+    key = KEY_ALIASES.get(key, key)
     if key.startswith("fusion_options."):
         config.fusion_options[key.split(".", 1)[1]] = coerce_value(key, value, int)
         return
@@ -231,6 +251,31 @@ def validate(config: FuseConfig) -> FuseConfig:
 
     check(config.task in TASKS, "task", f"must be one of {', '.join(TASKS)}")
     check(config.world in WORLDS, "world", f"must be one of {', '.join(WORLDS)}")
+    if config.world in PAIR_WORLDS:
+        check(
+            config.task in PAIR_WORLD_TASKS,
+            "task",
+            f"does not run on world={config.world}; on image-caption pairs use task "
+            f"{' or '.join(PAIR_WORLD_TASKS)}",
+        )
+        for key in ("adversarial_weight", "cycle_weight", "pseudo_weight"):
+            check(getattr(config, key) == 0, key, f"must be 0 on world={config.world}")
+        check(
+            config.paired_fraction == 1.0,
+            "paired_fraction",
+            f"must be 1 on world={config.world} (every image keeps its captions)",
+        )
+    check(
+        bool(config.data_path.strip()) == (config.world == "folder"),
+        "data_path",
+        "must name the captioned folder with world=folder (data=PATH), and only then",
+    )
+    check(config.fit in ("crop", "pad"), "fit", "must be crop or pad")
+    try:
+        parse_colour(config.background)
+    except ValueError:
+        check(False, "background", "must be a colour name, 'rgb(r,g,b)' or '#rrggbb'")
+    check(0.0 < config.holdout_fraction < 1.0, "holdout_fraction", "must be in (0, 1)")
     if config.task not in WORLD_TASKS:
         world = "scenes" if config.task in SCENE_TASKS else "shapes"
         check(config.world == world, "world", f"must be {world} for task {config.task}")
@@ -352,6 +397,9 @@ def make_config(
     for name, value in FUSION_DEFAULTS.get((config.world, config.fusion), {}).items():
         if name not in config.fusion_options:
             config.fusion_options[name] = value
+    if config.data_path.strip():
+        # absolute, so that evaluating the saved run from another folder still finds the pairs
+        config.data_path = str(Path(config.data_path).expanduser().resolve())
     return validate(config)
 
 

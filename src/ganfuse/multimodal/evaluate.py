@@ -22,7 +22,7 @@ from ganfuse.multimodal.config import TEST_SPLITS, FuseConfig
 from ganfuse.multimodal.splits import config_split
 from ganfuse.multimodal.tasks import eval_batches
 from ganfuse.multimodal.train import TEST_SEED, fusion_task, load_fusion_run, score_task
-from ganfuse.multimodal.zeroshot import evaluate_zeroshot, load_dual_encoder
+from ganfuse.multimodal.zeroshot import evaluate_config, load_dual_encoder
 
 WORLD_SPLITS: dict[str, tuple[str, ...]] = {"shapes": SHAPES_SPLITS, "scenes": SCENES_SPLITS}
 
@@ -56,7 +56,8 @@ def evaluate_run(
     """Test metrics of a fusion, zeroshot or caption run, recomputed from its weights.
 
     ``splits`` None: ``{metric: value}`` on the run's own test split (plus ``heldout`` for
-    zeroshot), the same numbers its training reported (same splits, same evaluation seeds).
+    zeroshot), the same numbers its training reported (same splits, same evaluation seeds); a
+    ``world=folder`` run reads its folder (``data``) again.
     ``splits`` given (fusion runs only): ``{split: {metric: value}}`` for each, in order;
     an unknown split name is a :class:`ConfigError`, raised before the model is loaded.
     """
@@ -74,8 +75,5 @@ def evaluate_run(
             return score_fusion_split(model, config, TEST_SPLITS[config.train_split])
         return {split: score_fusion_split(model, config, split) for split in splits}
     if record.kind == "zeroshot":
-        model = load_dual_encoder(record.path)
-        return evaluate_zeroshot(
-            model, config_split(config, "test"), config_split(config, "heldout")
-        )
+        return evaluate_config(load_dual_encoder(record.path), config)
     return evaluate_caption_run(load_captioner(record.path), config)

@@ -4,7 +4,7 @@ and ``ganfuse caption`` print.
 - a fusion run answers its task: ``match`` yes/no for matching, the answer word for VQA, the
   attribute value for an attribute head, each with its softmax probability;
 - a ``zeroshot`` run gives the image-text cosine similarity and, on ``shapes``, the best
-  colour-shape class;
+  colour-shape class (``shapes`` only);
 - a ``caption`` run writes a caption.
 """
 
@@ -28,16 +28,19 @@ from ganfuse.multimodal.zeroshot import class_embeddings, load_dual_encoder, pro
 LABELS: dict[str, tuple[str, ...]] = {"match": ("no", "yes"), "answer": ANSWERS, **ATTRIBUTE_VALUES}
 
 
-def load_image(path: Path | str, image_size: int) -> torch.Tensor:
-    """One image file as ``(1, 3, S, S)`` float in [-1, 1] (centre crop, resize); a missing or
-    unreadable file is a :class:`DataError`."""
+def load_image(
+    path: Path | str, image_size: int, background: str = "white", fit: str = "crop"
+) -> torch.Tensor:
+    """One image file as ``(1, 3, S, S)`` float in [-1, 1] (centre crop or pad with
+    ``background``, resize), read as the run's images were; a missing or unreadable file is a
+    :class:`DataError`."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"image file {path} does not exist")
     if not path.is_file():
         raise DataError(f"{path} is not a file; give the path of one image")
     try:
-        array = read_image(path, image_size, 3)
+        array = read_image(path, image_size, 3, background=background, fit=fit)
     except UnreadableImage as exc:
         raise DataError(
             f"{path} is not a readable image ({exc}); give a PNG, JPEG, WebP or BMP file"
@@ -58,7 +61,8 @@ def predict(run_dir: Path | str, image_path: Path | str, text: str | None = None
     """The run's answer for one image and text, as a JSON-ready dict with ``kind`` and ``lines``
     (human-readable, one per answer)."""
     record = read_run(Path(run_dir))
-    image = load_image(image_path, record.config.image_size)
+    config = record.config
+    image = load_image(image_path, config.image_size, config.background, config.fit)
     if record.kind == "caption":
         caption = load_captioner(record.path).caption(image)[0]
         return {"kind": "caption", "caption": caption, "lines": [caption]}
@@ -67,7 +71,8 @@ def predict(run_dir: Path | str, image_path: Path | str, text: str | None = None
         model = load_dual_encoder(record.path)
         image_emb = model.encode_image(image)
         similarity = float(image_emb[0] @ model.encode_text([text])[0])
-        if record.config.world == "scenes":  # no classes: a scene holds several objects
+        if record.config.world != "shapes":  # no classes: a scene holds several objects,
+            # and the user's pairs and the emoji have no colour-shape classes
             lines = [f"similarity: {similarity:.3f}"]
             return {"kind": "zeroshot", "similarity": similarity, "lines": lines}
         classes = class_embeddings(model.encode_text, COLOR_SHAPE_CLASSES, prompt_templates())

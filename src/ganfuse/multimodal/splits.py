@@ -1,5 +1,6 @@
 """The ``shapes`` or ``scenes`` splits a multimodal run uses, built once per process and shared
-between runs."""
+between runs (and, through :mod:`ganfuse.multimodal.folder_world`, those of ``folder`` and
+``emoji``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import torch
 
 from ganfuse.data.scenes import ScenesDataset
 from ganfuse.data.shapes import ShapesDataset
-from ganfuse.multimodal.config import FuseConfig
+from ganfuse.multimodal.config import PAIR_WORLDS, FuseConfig
+from ganfuse.multimodal.folder_world import PairsData, pairs_split
 
 
 @lru_cache(maxsize=16)
@@ -25,9 +27,12 @@ def scenes_split(split: str, num: int, seed: int = 0, image_size: int = 32) -> S
     return ScenesDataset(split=split, num=num, seed=seed, image_size=image_size)
 
 
-def config_split(config: FuseConfig, split: str) -> ShapesDataset | ScenesDataset:
+def config_split(config: FuseConfig, split: str) -> ShapesDataset | ScenesDataset | PairsData:
     """The config's ``split`` of its world: ``train_size`` images for its training split
-    (``config.train_split``), ``eval_size`` for any other."""
+    (``config.train_split``), ``eval_size`` for any other; on ``folder`` and ``emoji`` every
+    image of the split (:func:`~ganfuse.multimodal.folder_world.pairs_split`)."""
+    if config.world in PAIR_WORLDS:
+        return pairs_split(config, split)
     num = config.train_size if split == config.train_split else config.eval_size
     make = scenes_split if config.world == "scenes" else shapes_split
     return make(split, num, config.data_seed, config.image_size)

@@ -29,7 +29,13 @@ from ganfuse.multimodal.checkpoint import (
     save_run,
     saved_text_encoder,
 )
-from ganfuse.multimodal.config import FUSION_TASKS, TEST_SPLITS, VAL_SPLITS, FuseConfig
+from ganfuse.multimodal.config import (
+    FUSION_TASKS,
+    PAIR_WORLDS,
+    TEST_SPLITS,
+    VAL_SPLITS,
+    FuseConfig,
+)
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import FusionModel, build_fusion_model
 from ganfuse.multimodal.scene_tasks import (
@@ -160,7 +166,7 @@ def frozen_image_features(
     """Features of a split under the frozen ``encoder`` (from ``config.image_encoder_init``, whose
     features are cached across runs, or as built)."""
     data = config_split(config, split)
-    if config.image_encoder_init:
+    if config.image_encoder_init and config.world not in PAIR_WORLDS:
         return _pretrained_features(
             str(Path(config.image_encoder_init).resolve()),
             config.world,

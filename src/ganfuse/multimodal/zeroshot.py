@@ -19,6 +19,11 @@ With ``world=scenes`` the same dual encoder learns ``scenes`` image-caption pair
 every (caption, image) pair of the batch the exact judge calls true, ``hard_negatives`` adds the
 binding negatives of the batch's captions to the image-to-text denominator, and the scores are
 retrieval recall and binding-swap matching (:mod:`ganfuse.multimodal.scene_zeroshot`).
+
+With ``world=folder`` (the user's pairs) or ``world=emoji`` it learns real pairs: positives are
+captions of the same text, and the scores are retrieval recall on the training images and on the
+held-out ones (:mod:`ganfuse.multimodal.folder_world`), whose captions a frozen pretrained text
+encoder (``text_encoder=minilm``) has never seen paired: zero-shot retrieval.
 """
 
 from __future__ import annotations
@@ -68,7 +73,14 @@ from ganfuse.multimodal.checkpoint import (
     save_run,
     saved_text_encoder,
 )
-from ganfuse.multimodal.config import FuseConfig
+from ganfuse.multimodal.config import PAIR_WORLDS, FuseConfig
+from ganfuse.multimodal.folder_world import (
+    PairsData,
+    evaluate_pairs,
+    pairs_draw,
+    train_eval_rows,
+    training_texts,
+)
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import build_image_encoder, build_text
 from ganfuse.multimodal.scene_zeroshot import (
@@ -79,7 +91,7 @@ from ganfuse.multimodal.scene_zeroshot import (
 )
 from ganfuse.multimodal.splits import config_split
 from ganfuse.text import SentenceEncoder, TextEncoder
-from ganfuse.text.encoders import scenes_vocabulary, shapes_vocabulary
+from ganfuse.text.encoders import WordTokenizer, scenes_vocabulary, shapes_vocabulary
 
 MAX_LOGIT_SCALE = math.log(100.0)  # temperature no lower than 0.01, as in CLIP
 
@@ -302,7 +314,7 @@ def split_embeddings(
     (one per ``shapes`` image, every caption of a ``scenes`` image) and each caption's image row
     ``(C,)`` int64."""
     image_emb = embed_images(model, uint8_to_float(data.images))
-    if isinstance(data, ScenesDataset):
+    if isinstance(data, ScenesDataset | PairsData):
         owners = [i for i, texts in enumerate(data.captions) for _ in texts]
         captions = [c for texts in data.captions for c in texts]
     else:
@@ -323,11 +335,21 @@ def modality_probe(model: DualEncoder, data: ShapesDataset | ScenesDataset) -> f
     return modality_probe_accuracy(fit_images, fit_texts, test_images, test_texts)
 
 
+def world_vocabulary(config: FuseConfig) -> list[str]:
+    """The small text encoder's words: every caption word of ``shapes`` or ``scenes``; on
+    ``folder`` and ``emoji`` the words of the training captions (others are unknown)."""
+    if config.world in PAIR_WORLDS:
+        return WordTokenizer.from_texts(training_texts(config_split(config, "train"))).words()
+    return scenes_vocabulary() if config.world == "scenes" else shapes_vocabulary()
+
+
 def build_dual_encoder(config: FuseConfig, text_encoder: TextEncoder | None = None) -> DualEncoder:
-    """The dual encoder of ``config``; the small text encoder's words are every caption word of
-    the config's world."""
-    vocab = scenes_vocabulary() if config.world == "scenes" else shapes_vocabulary()
-    text = text_encoder if text_encoder is not None else build_text(config, vocab)
+    """The dual encoder of ``config``; a new small text encoder gets
+    :func:`world_vocabulary` (a saved one, ``text_encoder``, keeps its own)."""
+    if text_encoder is None:
+        vocab = world_vocabulary(config) if config.text_encoder == "small" else None
+        text_encoder = build_text(config, vocab)
+    text = text_encoder
     return DualEncoder(build_image_encoder(config), text, config.embed_dim, config.init_temperature)
 
 
@@ -577,6 +599,10 @@ def train_zeroshot(
     split = paired_split(len(train), config.paired_fraction, config.data_seed)
     if scenes:
         draw = _scenes_draw(config, split.paired)
+    elif config.world in PAIR_WORLDS:
+        if frozen_text:  # each caption is encoded once, up front
+            model.text_encoder.encode_cached(training_texts(train))
+        draw = pairs_draw(config, train, split.paired)
     else:
         draw = _shapes_draw(config, model, frozen_text, split.paired)
     unpaired = UnpairedLearning(config, train, split)
@@ -600,11 +626,12 @@ def train_zeroshot(
         return loss
 
     model.train()
-    desc = f"zeroshot/{'scenes/' if scenes else ''}{config.text_encoder}"
+    world = "" if config.world == "shapes" else f"{config.world}/"
+    desc = f"zeroshot/{world}{config.text_encoder}"
     parameters = [*model.parameters(), *unpaired.parameters()]
     stats = optimise(parameters, compute_loss, config, desc, progress, out)
     test = config_split(config, "test")
-    metrics = evaluate_zeroshot(model, test, config_split(config, "heldout"))
+    metrics = evaluate_config(model, config)
     result = RunResult(model, metrics, stats.seconds, stats.steps, count_parameters(model), None)
     if out is not None:
         record = stats.record(result.params, test=metrics, alignment=unpaired.summary(model, test))
@@ -613,6 +640,34 @@ def train_zeroshot(
             Path(out), "zeroshot", model, config, meta, record, step=stats.steps
         )
     return result
+
+
+@torch.no_grad()
+def evaluate_pair_world(model: DualEncoder, config: FuseConfig) -> dict[str, float]:
+    """Retrieval recall both ways on ``folder``/``emoji``: on up to ``eval_size`` training images
+    (``train_``) and on the held-out ones (``heldout_``), plus the modality probe on those."""
+    was_training = model.training
+    model.eval()
+    train, heldout = config_split(config, "train"), config_split(config, "heldout")
+    seen = train.subset(train_eval_rows(len(train), config.eval_size, config.data_seed))
+    metrics = {"temperature": model.temperature}
+    for name, data in (("train", seen), ("heldout", heldout)):
+        metrics.update(
+            evaluate_pairs(
+                lambda x: embed_images(model, x), lambda t: embed_texts(model, t), data, name
+            )
+        )
+    if len(heldout) >= 4:  # the probe fits on the even images, scores the odd
+        metrics["modality_probe_accuracy"] = modality_probe(model, heldout)
+    model.train(was_training)
+    return metrics
+
+
+def evaluate_config(model: DualEncoder, config: FuseConfig) -> dict[str, float]:
+    """The scores a zero-shot run of ``config`` reports (training and ``fuse evaluate`` alike)."""
+    if config.world in PAIR_WORLDS:
+        return evaluate_pair_world(model, config)
+    return evaluate_zeroshot(model, config_split(config, "test"), config_split(config, "heldout"))
 
 
 def load_dual_encoder(run_dir: Path | str) -> DualEncoder:

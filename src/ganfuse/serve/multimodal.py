@@ -68,6 +68,8 @@ def _load(name: str, path: Path) -> _Loaded:
         return _Loaded(name, "caption", size, load_captioner(path).eval())
     if record.kind == "zeroshot":
         model = load_dual_encoder(path).eval()
+        if record.config.world != "shapes":  # the colour-shape labels describe shapes images only
+            return _Loaded(name, "zeroshot", size, model)
         with torch.no_grad():
             classes = class_embeddings(model.encode_text, COLOR_SHAPE_CLASSES, prompt_templates())
         return _Loaded(name, "zeroshot", size, model, class_embeddings=classes)
@@ -125,7 +127,7 @@ class MultimodalService:
             image = images[run.image_size]
             if run.kind == "caption":
                 out.caption = run.model.caption(image)[0]
-            elif run.kind == "zeroshot":
+            elif run.kind == "zeroshot" and run.class_embeddings is not None:
                 emb = run.model.encode_image(image)
                 probs = (run.model.scale() * emb @ run.class_embeddings.t()).softmax(-1)[0]
                 top = probs.topk(min(TOP_LABELS, len(probs)))
