@@ -11,6 +11,11 @@ with a grid of real (top) vs projected (bottom) images.
 
     OMP_NUM_THREADS=1 python benchmarks/projection.py --minutes 3 --num 50 --out bench_out/projection
     OMP_NUM_THREADS=1 python benchmarks/projection.py --run runs/x --num 50 --out ...   # an existing run
+
+``--data emoji --run RUN``: RUN is an emoji run trained with ``data.holdout=[Flags]`` (as
+``benchmarks/fewshot_emoji.py``'s source), and the targets are the first ``--num`` Flags emoji
+by a hash of their name: real emoji of a group the generator never saw, scored in the ``emoji``
+extractor's features.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch
 from PIL import Image
 
 from ganfuse.config import load_config
-from ganfuse.data.base import to_uint8
+from ganfuse.data.base import to_uint8, uint8_to_float
 from ganfuse.data.digits import DigitsDataset
 from ganfuse.project import feature_loss_for, project
 from ganfuse.run import load_run
@@ -33,6 +38,15 @@ from ganfuse.run_images import grid_image
 from ganfuse.train.loop import train
 
 TRAIN = 1497  # the first TRAIN digits are the training set, the rest held out
+
+
+def flag_targets() -> torch.Tensor:
+    """The Flags emoji uint8 ``(N, 3, 64, 64)``, ordered by a hash of their name (as
+    ``fewshot_emoji.target_split`` orders them)."""
+    from fewshot_emoji import target_split
+
+    target, others, _ = target_split()
+    return torch.cat([target, others])
 
 
 def main() -> None:
@@ -48,7 +62,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--restarts", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--data", choices=("digits", "emoji"), default="digits")
     args = ap.parse_args()
+    if args.data == "emoji" and not args.run:
+        ap.error("--data emoji needs --run: an emoji run trained with data.holdout=[Flags]")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -65,9 +82,14 @@ def main() -> None:
         )
         train(config, run_dir, progress=False, max_minutes=args.minutes)
     run = load_run(run_dir)
-    floss = feature_loss_for(run, "digits")
+    floss = feature_loss_for(run, args.data)
     channels = int(run.manifest["channels"])
-    held = digits[TRAIN:][: args.num]
+    if args.data == "emoji":
+        if "Flags" not in (run.config.data.holdout or []):
+            raise SystemExit(f"{run_dir} trained on the Flags emoji; train one with data.holdout=[Flags]")
+        held = uint8_to_float(flag_targets()[: args.num])
+    else:
+        held = digits[TRAIN:][: args.num]
     ratios, reals, fakes = [], [], []
     start = time.time()
     for i, image in enumerate(held):
@@ -100,7 +122,7 @@ def main() -> None:
     }
     (out / "result.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(
-        f"median feature-error ratio (projected / random) over {len(ratios)} held-out digits: "
+        f"median feature-error ratio (projected / random) over {len(ratios)} held-out {args.data}: "
         f"{summary['median_ratio']:.3f} (target <= 0.333)"
     )
 

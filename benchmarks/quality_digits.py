@@ -39,13 +39,18 @@ def measure(run_dir: Path, num: int = 1000) -> dict:
               "min_class_share": round(float(share.min()), 4),
               "class_shares": [round(float(s), 3) for s in share]}
     if run.num_classes:
-        correct = []
-        for k in range(run.num_classes):
-            p = net.probs(to_uint8(run.sample(100, seed=k, class_label=k)))
-            correct.append(float((p.argmax(1) == k).float().mean()))
-        result["class_accuracy"] = round(sum(correct) / len(correct), 4)
-        result["class_accuracy_min"] = round(min(correct), 4)
+        result["class_accuracy"], result["class_accuracy_min"] = class_accuracy(run, net, 100)
     return result
+
+
+def class_accuracy(run, net, per_class: int) -> tuple[float, float]:
+    """Mean and minimum over the classes of the share of ``per_class`` samples asked for class k
+    (seed k) that the extractor ``net`` classifies as k."""
+    correct = []
+    for k in range(run.num_classes):
+        p = net.probs(to_uint8(run.sample(per_class, seed=k, class_label=k)))
+        correct.append(float((p.argmax(1) == k).float().mean()))
+    return round(sum(correct) / len(correct), 4), round(min(correct), 4)
 
 
 def main() -> None:

@@ -17,8 +17,9 @@ import torch
 import ganfuse
 from ganfuse.cli import main
 from ganfuse.config import load_config, preset_names
-from ganfuse.data import scenes, shapes
+from ganfuse.data import emoji, scenes, shapes
 from ganfuse.multimodal.config import TASKS
+from ganfuse.train import objectives
 from ganfuse.train.checkpoint import checkpoint_dirs
 
 STEPS = 2
@@ -35,8 +36,17 @@ TINY_GAN = [
     "train.monitor_every=0",
 ]
 TINY_TEXT = ["model.z_dim=8", "text.cond_dim=16"]  # text-to-image presets (``model.arch: t2i-*``)
-CHANNELS = {"digits": 1, "shapes": 3, "scenes": 3}
-PROMPTS = {"shapes": "a large red circle in the center", "scenes": "a red circle to the left of a blue star"}
+CHANNELS = {"digits": 1, "shapes": 3, "scenes": 3, "emoji": 3}
+PROMPTS = {"shapes": "a large red circle in the center", "scenes": "a red circle to the left of a blue star",
+           "emoji": "red apple"}
+
+
+class FewEmoji(emoji.EmojiDataset):
+    """The first 96 emoji of a split: MiniLM encodes each training caption once."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.images, self.captions = self.images[:96], self.captions[:96]
 
 
 def tiny_preset(name: str):
@@ -55,6 +65,7 @@ def test_every_preset_trains_a_few_steps_into_a_run_that_samples(name, tmp_path,
     # a 96-image shapes training split: MiniLM encodes each training caption once
     monkeypatch.setitem(shapes.DEFAULT_SPLIT_SIZES, "train", 96)
     monkeypatch.setitem(scenes.DEFAULT_SPLIT_SIZES, "train", 96)
+    monkeypatch.setattr(objectives, "EmojiDataset", FewEmoji)
     # a cache of this test's own: other tests store stand-in encoders' embeddings under "minilm"
     monkeypatch.setenv("GANFUSE_CACHE", str(tmp_path / "cache"))
     config = tiny_preset(name)

@@ -42,7 +42,9 @@ class DataConfig:
     image_size: int = 32
     use_labels: bool = True  # ``folder``: class = sub-folder name
     num_workers: int = 0  # DataLoader workers for datasets read from disk
-    holdout: list[str] | None = None  # shapes, t2i: "colour shape" pairs never trained on; None = the dataset's default
+    # shapes, t2i: "colour shape" pairs never trained on (None = the dataset's default);
+    # emoji GAN runs: Unicode groups never trained on (e.g. [Flags], the source of a few-shot transfer)
+    holdout: list[str] | None = None
     # ``folder`` (the user's images; captions and labels from a Hugging Face ``imagefolder``
     # ``metadata.jsonl``/``metadata.csv`` beside them, see ganfuse/data/captions.py):
     caption_column: str = "text"  # metadata column holding each image's caption
@@ -105,6 +107,11 @@ class TrainConfig:
     # at step 0, and D's lowest ``freeze_d`` blocks keep their weights (FreezeD, Mo et al. 2020)
     init_from: str | None = None
     freeze_d: int = 0
+    # prior preservation of a text-to-image fine-tune (DreamBooth, Ruiz et al. 2023): this share
+    # of the training pairs (in expectation, per batch) are images the frozen source EMA G made for
+    # ``prior_images`` of the source's own training prompts; 0 = off (ganfuse/train/prior.py)
+    prior_fraction: float = 0.0
+    prior_images: int = 200
     # differentially private discriminator (ganfuse/train/privacy.py): per-example clipping of
     # the real images' gradients and Gaussian noise (DP-SGD through Opacus), Poisson sampling of
     # the real batches, epsilon from the RDP accountant
@@ -346,11 +353,16 @@ def validate(config: Config) -> Config:
     _check(size >= 8 and size & (size - 1) == 0, "data.image_size", f"must be a power of two >= 8, got {size}")
     _check(d.num_workers >= 0, "data.num_workers", "must be >= 0")
     _check(d.fit in ("crop", "pad"), "data.fit", f"must be crop or pad, got {d.fit!r}")
+    t2i = m.arch in ARCHS and ARCHS[m.arch] == "t2i"
+    _check(d.holdout is None or (d.name in ("shapes", "scenes") and t2i) or (d.name == "emoji" and not t2i),
+           "data.holdout", "applies to shapes and scenes text-to-image runs (colour-shape pairs) and to emoji "
+           "GAN runs (Unicode groups); emoji text-to-image runs hold out the dataset's held-out emoji")
     _check(bool(d.caption_column.strip()), "data.caption_column", "must name a metadata column (default text)")
     _check(_is_colour(d.background), "data.background",
            f"must be a colour name (white, black, grey, ...), 'rgb(r,g,b)' or '#rrggbb', got {d.background!r}")
     _check(m.arch in ARCHS, "model.arch", f"must be one of {', '.join(ARCHS)}, got {m.arch!r}")
-    _check(m.arch != "dcgan" or size == 32, "data.image_size", "must be 32 for model.arch=dcgan (the founding document's network is 32x32)")
+    _check(m.arch != "dcgan" or size in (32, 64), "data.image_size",
+           "must be 32 or 64 for model.arch=dcgan (the founding document's 32x32 network, or it with one more layer)")
     _check(m.arch != "resnet" or size in (32, 64), "data.image_size", "must be 32 or 64 for model.arch=resnet")
     _check(m.z_dim >= 1, "model.z_dim", "must be >= 1")
     _check(m.g_width >= 8, "model.g_width", "must be >= 8")
@@ -380,6 +392,10 @@ def validate(config: Config) -> Config:
            f"must be > 0, got {t.dp_target_epsilon}")
     _check(t.dp_seed is None or 0 <= t.dp_seed < 2**63, "train.dp_seed", f"must be in [0, 2**63), got {t.dp_seed}")
     _check(t.init_from is None or bool(t.init_from.strip()), "train.init_from", "must name a run folder")
+    _check(0 <= t.prior_fraction < 1, "train.prior_fraction", f"must be in [0, 1), got {t.prior_fraction}")
+    _check(t.prior_fraction == 0 or (t.init_from is not None and arch_family(m.arch) == "t2i"), "train.prior_fraction",
+           "needs a text-to-image fine-tune (train.init_from and a t2i arch); set it to 0")
+    _check(t.prior_images >= 1, "train.prior_images", f"must be >= 1, got {t.prior_images}")
     for op in t.augment:
         _check(op in AUGMENTS, "train.augment", f"entries must be among {', '.join(AUGMENTS)}, got {op!r}")
     _check(0 <= t.augment_p <= 1, "train.augment_p", "must be in [0, 1]")

@@ -233,3 +233,21 @@ def test_the_shipped_extractor_classifies_real_emoji_at_its_reported_accuracy():
     accuracy = float((probs.argmax(1) == data.labels["group"][rows]).float().mean())
     assert accuracy >= info["accuracy_clean"]["group"] - 0.03
     assert info["accuracy_clean"]["group"] >= 0.90
+
+
+def test_an_emoji_gan_run_can_leave_whole_groups_out():
+    from ganfuse.config import load_config
+    from ganfuse.data import build_dataset
+    from ganfuse.errors import ConfigError
+
+    every = build_dataset(load_config("emoji", []).data)
+    without = build_dataset(load_config("emoji", ["data.holdout=[Flags]"]).data)
+    flags = every.class_names.index("Flags")
+    n_flags = int((every.labels == flags).sum())
+    assert n_flags > 200  # the few-shot target group has enough emoji to hold out 100
+    assert len(without) == len(every) - n_flags and not (without.labels == flags).any()
+    assert without.class_names == every.class_names  # labels keep their meaning
+    with pytest.raises(ConfigError, match="unknown emoji groups"):
+        build_dataset(load_config("emoji", ["data.holdout=[Flag]"]).data)
+    with pytest.raises(ConfigError, match="data.holdout"):
+        load_config("digits", ["data.holdout=[Flags]"])

@@ -70,3 +70,35 @@ def test_minibatch_stddev_sees_collapse():
     # by hand for the first group (samples 0, 2, 4, 6 with group 4 and batch 8)
     expected = varied[0::2].var(dim=0, unbiased=False).add(1e-8).sqrt().mean()
     assert torch.allclose(out[0, 0, 0, 0], expected, atol=1e-6)
+
+
+def test_the_32px_networks_keep_their_parameter_names():
+    # checkpoints and exports of 32-px runs name these tensors; the 64-px option must not rename them
+    g = DCGANGenerator(z_dim=100, channels=1, num_classes=10)
+    assert [k for k in g.state_dict() if k.endswith("weight")] == [
+        "fc.weight", "up1.weight", "norm1.norm.scale.weight", "norm1.norm.shift.weight", "up2.weight",
+        "norm2.norm.scale.weight", "norm2.norm.shift.weight", "up3.weight"]
+    d = DCGANDiscriminator(channels=1)
+    assert [k for k in d.state_dict() if k.endswith("weight")] == [
+        "conv1.weight", "conv2.weight", "norm2.weight", "conv3.weight", "norm3.weight", "head.linear.weight"]
+
+
+def test_64px_networks_add_one_layer_each():
+    torch.manual_seed(0)
+    g = DCGANGenerator(z_dim=100, channels=3, width=256, image_size=64)
+    # 4 -> 8 -> 16 -> 32 -> 64: widths 256 -> 128 -> 64 -> 32 -> 3
+    assert [tuple(getattr(g, f"up{i}").weight.shape[:2]) for i in range(1, 5)] == [(256, 128), (128, 64), (64, 32), (32, 3)]
+    assert not hasattr(g, "up5")
+    images = g(torch.randn(3, 100))
+    assert images.shape == (3, 3, 64, 64) and images.abs().max() <= 1
+    d = DCGANDiscriminator(channels=3, width=32, image_size=64)
+    assert [tuple(getattr(d, f"conv{i}").weight.shape[:2]) for i in range(1, 5)] == [(32, 3), (64, 32), (128, 64), (256, 128)]
+    assert d.features(images).shape == (3, 256 * 4 * 4)  # back to a 4x4 map, 8W channels
+    assert d(images).logits.shape == (3,)
+
+
+def test_other_image_sizes_are_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="32 or 64 px"):
+        DCGANGenerator(image_size=128)

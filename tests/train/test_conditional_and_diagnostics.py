@@ -55,3 +55,17 @@ def test_mean_pairwise_distance_by_hand():
     # pairs: 5, 4, 3 -> mean 4
     assert mean_pairwise_distance(x) == pytest.approx(4.0)
     assert mean_pairwise_distance(torch.ones(5, 3)) == pytest.approx(0.0)
+
+
+def test_class_conditional_fakes_take_the_real_batch_labels():
+    # fakes follow the data's class shares (emoji groups hold 9 to 2,148 images): uniform labels
+    # would give fakes another label marginal than reals
+    from ganfuse.train.objectives import make_objective
+
+    objective = make_objective(load_config("digits-cond", ["train.precision=fp32"]), torch.device("cpu"), False)
+    gen = torch.Generator().manual_seed(0)
+    real = torch.tensor([0, 0, 3, 9])
+    assert torch.equal(objective.fake_conditions(4, real, 1, gen), real)
+    assert torch.equal(objective.fake_conditions(8, real, 2, gen), real.repeat(2))  # each rank its own
+    drawn = objective.fake_conditions(500, None, 1, gen)  # no real batch (sampling, DP): uniform
+    assert drawn.shape == (500,) and set(drawn.tolist()) == set(range(10))

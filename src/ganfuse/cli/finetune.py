@@ -15,7 +15,9 @@ def register(subparsers) -> None:
         subparsers,
         "finetune",
         "Fine-tune a trained GAN run on a new, small dataset (10-100 images): FreezeD, ADA, "
-        "a lower learning rate and an EMA warm-up; the result is an ordinary run.",
+        "a lower learning rate and an EMA warm-up; the result is an ordinary run. A "
+        "text-to-image run learns the folder's captions (metadata.jsonl), e.g. 'my logo', "
+        "and keeps its old prompts by prior preservation.",
         "ganfuse finetune runs/emoji --data my_images/ --out runs/mine --max-minutes 5",
     )
     p.add_argument("source", metavar="SOURCE_RUN", help="the trained run to start from")
@@ -38,6 +40,13 @@ def register(subparsers) -> None:
         type=float,
         default=0.5,
         help="learning rates = the source's times this, in (0, 1]",
+    )
+    p.add_argument(
+        "--prior-fraction",
+        type=float,
+        help="text-to-image sources: share of the training pairs that are the source's own "
+        "images of its own prompts, so the new captions are learnt without forgetting the old "
+        "ones (prior preservation; default 0.5, 0 = off)",
     )
     p.add_argument("--steps", type=int, help="total generator steps (default 1000)")
     p.add_argument(
@@ -85,9 +94,10 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     if args.resume:
-        if args.data or args.freeze_d is not None:
+        if args.data or args.freeze_d is not None or args.prior_fraction is not None:
             raise UserError(
-                "--resume continues with the run's own config.yaml: leave out --data and --freeze-d"
+                "--resume continues with the run's own config.yaml: leave out --data, --freeze-d "
+                "and --prior-fraction"
             )
         if not (out / "config.yaml").is_file():
             raise UserError(f"--resume: no fine-tune to continue in {out} (no config.yaml)")
@@ -95,14 +105,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.data:
             raise UserError("--data is required: a dataset name or an image folder")
-        config = finetune_config(args.source, args.data, args.freeze_d, args.lr_scale)
+        config = finetune_config(
+            args.source, args.data, args.freeze_d, args.lr_scale, args.prior_fraction
+        )
         config.train.steps = DEFAULT_STEPS
         for item in overrides:
             set_value(config, *parse_override(item))
         validate(config)
     train(config, out, resume=args.resume, progress=not args.no_progress)
+    prior = config.train.prior_fraction
     print(
         f"fine-tuned run saved in {out} (from {config.train.init_from}, D blocks frozen: "
-        f"{config.train.freeze_d})"
+        f"{config.train.freeze_d}{f', prior preservation {prior:g}' if prior else ''})"
     )
     return 0

@@ -23,11 +23,11 @@ def build_gan(config: Config, channels: int, num_classes: int) -> tuple[nn.Modul
     """Return ``(G, D)``; ``num_classes`` is used only when ``model.conditional`` is set."""
     m = config.model
     classes = num_classes if m.conditional else 0
+    size = config.data.image_size
     if m.arch == "dcgan":
-        g = DCGANGenerator(m.z_dim, channels, m.g_width, classes, m.spectral_norm_g)
-        d = DCGANDiscriminator(channels, m.d_width, classes, m.spectral_norm_d, m.minibatch_std, m.d_norm)
+        g = DCGANGenerator(m.z_dim, channels, m.g_width, classes, m.spectral_norm_g, size)
+        d = DCGANDiscriminator(channels, m.d_width, classes, m.spectral_norm_d, m.minibatch_std, m.d_norm, size)
     else:
-        size = config.data.image_size
         g = ResNetGenerator(m.z_dim, channels, size, m.g_width, classes, m.spectral_norm_g)
         d = ResNetDiscriminator(channels, size, m.d_width, classes, m.spectral_norm_d)
     return g, d

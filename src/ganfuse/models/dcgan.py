@@ -46,33 +46,49 @@ def dcgan_init_(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+DCGAN_SIZES = (32, 64)  # the image sizes the DCGAN networks produce and read
+
+
+def upsampling_layers(image_size: int) -> int:
+    """The number of stride-2 layers from 4x4 to ``image_size`` (3 at 32 px, 4 at 64 px)."""
+    if image_size not in DCGAN_SIZES:
+        raise ValueError(f"the DCGAN networks are {' or '.join(map(str, DCGAN_SIZES))} px, not {image_size}")
+    return DCGAN_SIZES.index(image_size) + 3
+
+
 class DCGANGenerator(nn.Module):
-    """``z (B, z_dim)`` [, ``y (B,)``] -> images ``(B, channels, 32, 32)`` in [-1, 1].
+    """``z (B, z_dim)`` [, ``y (B,)``] -> images ``(B, channels, S, S)`` in [-1, 1], S in {32, 64}.
 
     Dense 4*4*W + ReLU -> reshape -> ConvT 5x5/2 to W/2 (BN, LeakyReLU) -> W/4 (BN, LeakyReLU)
-    -> ``channels``, tanh. The document uses ``W = 256``.
+    -> ``channels``, tanh. The document uses ``W = 256`` at 32 px. At 64 px one more ConvT layer
+    (to W/8, BN, LeakyReLU) comes before the last, as Radford et al.'s 64x64 network has one more
+    layer than their 32x32 one; the 32-px layer names (``up1``..``up3``) are unchanged.
     """
 
     def __init__(self, z_dim: int = 100, channels: int = 1, width: int = 256, num_classes: int = 0,
-                 use_spectral_norm: bool = False):
+                 use_spectral_norm: bool = False, image_size: int = 32):
         super().__init__()
         self.z_dim, self.channels, self.width, self.num_classes = z_dim, channels, width, num_classes
-        self.image_size = 32
+        self.image_size = image_size
+        self.layers = upsampling_layers(image_size)
         sn = use_spectral_norm
         self.fc = maybe_spectral_norm(nn.Linear(z_dim, 4 * 4 * width), sn)
-        self.up1 = maybe_spectral_norm(nn.ConvTranspose2d(width, width // 2, 5, 2, padding=2, output_padding=1), sn)
-        self.norm1 = Norm2d(width // 2, num_classes)
-        self.up2 = maybe_spectral_norm(nn.ConvTranspose2d(width // 2, width // 4, 5, 2, padding=2, output_padding=1), sn)
-        self.norm2 = Norm2d(width // 4, num_classes)
-        self.up3 = maybe_spectral_norm(nn.ConvTranspose2d(width // 4, channels, 5, 2, padding=2, output_padding=1), sn)
+        cin = width
+        for i in range(1, self.layers):  # up1, norm1, up2, norm2 [, up3, norm3]
+            setattr(self, f"up{i}", maybe_spectral_norm(
+                nn.ConvTranspose2d(cin, cin // 2, 5, 2, padding=2, output_padding=1), sn))
+            setattr(self, f"norm{i}", Norm2d(cin // 2, num_classes))
+            cin //= 2
+        setattr(self, f"up{self.layers}", maybe_spectral_norm(
+            nn.ConvTranspose2d(cin, channels, 5, 2, padding=2, output_padding=1), sn))
         self.act = nn.LeakyReLU(0.2)  # Keras' LeakyReLU default slope is 0.3; DCGAN's paper uses 0.2
         dcgan_init_(self)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = torch.relu(self.fc(z)).view(-1, self.width, 4, 4)
-        h = self.act(self.norm1(self.up1(h), y))
-        h = self.act(self.norm2(self.up2(h), y))
-        return torch.tanh(self.up3(h))
+        for i in range(1, self.layers):
+            h = self.act(getattr(self, f"norm{i}")(getattr(self, f"up{i}")(h), y))
+        return torch.tanh(getattr(self, f"up{self.layers}")(h))
 
 
 D_NORMS = ("batch", "group")  # the normalisations of the DCGAN discriminator (``model.d_norm``)
@@ -96,33 +112,37 @@ def discriminator_norm(kind: str, channels: int) -> nn.Module:
 
 
 class DCGANDiscriminator(nn.Module):
-    """images ``(B, channels, 32, 32)`` [, ``y (B,)``] -> logits ``(B,)``.
+    """images ``(B, channels, S, S)`` [, ``y (B,)``] -> logits ``(B,)``, S in {32, 64}.
 
     Conv 5x5/2 W (LeakyReLU) -> 2W (norm, LeakyReLU) -> 4W (norm, LeakyReLU) -> flatten -> 1 logit.
-    The document uses ``W = 64`` and BatchNorm; ``norm="group"`` puts GroupNorm in its place. With
-    spectral norm, the normalisation is dropped (SN replaces it as D's Lipschitz control, as in
-    Miyato et al. 2018).
+    The document uses ``W = 64`` and BatchNorm at 32 px; at 64 px one more layer (8W, norm,
+    LeakyReLU) brings the map to 4x4 again. ``norm="group"`` puts GroupNorm in BatchNorm's place.
+    With spectral norm, the normalisation is dropped (SN replaces it as D's Lipschitz control, as
+    in Miyato et al. 2018).
     """
 
     def __init__(self, channels: int = 1, width: int = 64, num_classes: int = 0,
-                 use_spectral_norm: bool = False, minibatch_std: bool = False, norm: str = "batch"):
+                 use_spectral_norm: bool = False, minibatch_std: bool = False, norm: str = "batch",
+                 image_size: int = 32):
         super().__init__()
         sn = use_spectral_norm
         self.minibatch_std = minibatch_std
+        self.layers = upsampling_layers(image_size)
         self.conv1 = maybe_spectral_norm(nn.Conv2d(channels, width, 5, 2, padding=2), sn)
-        self.conv2 = maybe_spectral_norm(nn.Conv2d(width, width * 2, 5, 2, padding=2), sn)
-        self.norm2 = nn.Identity() if sn else discriminator_norm(norm, width * 2)
-        self.conv3 = maybe_spectral_norm(nn.Conv2d(width * 2, width * 4, 5, 2, padding=2), sn)
-        self.norm3 = nn.Identity() if sn else discriminator_norm(norm, width * 4)
+        cout = width
+        for i in range(2, self.layers + 1):  # conv2, norm2, conv3, norm3 [, conv4, norm4]
+            setattr(self, f"conv{i}", maybe_spectral_norm(nn.Conv2d(cout, cout * 2, 5, 2, padding=2), sn))
+            setattr(self, f"norm{i}", nn.Identity() if sn else discriminator_norm(norm, cout * 2))
+            cout *= 2
         self.act = nn.LeakyReLU(0.2)
-        self.head = ProjectionHead(width * 4 * 4 * 4 + (16 if minibatch_std else 0), num_classes, sn)
+        self.head = ProjectionHead(cout * 4 * 4 + (16 if minibatch_std else 0), num_classes, sn)
         dcgan_init_(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Flattened last feature map ``(B, 4W * 4 * 4)``."""
+        """Flattened last feature map ``(B, C * 4 * 4)``, C = 4W at 32 px, 8W at 64 px."""
         h = self.act(self.conv1(x))
-        h = self.act(self.norm2(self.conv2(h)))
-        h = self.act(self.norm3(self.conv3(h)))
+        for i in range(2, self.layers + 1):
+            h = self.act(getattr(self, f"norm{i}")(getattr(self, f"conv{i}")(h)))
         if self.minibatch_std:
             h = torch.cat([h, minibatch_stddev(h)], dim=1)
         return h.flatten(1)

@@ -38,6 +38,7 @@ _NOT_BLOCKS = ("head", "text", "image_embed", "text_embed")
 _BLOCK_CONTAINERS = ("blocks", "trunk")
 
 LR_SCALE = 0.5  # fine-tuning learning rate = the source's times this
+PRIOR_FRACTION = 0.5  # text-to-image fine-tunes: share of prior-preservation pairs (train/prior.py)
 EMA_WARMUP_STEPS = 100  # the EMA forgets the first fine-tuning steps quickly (ramp from 0)
 ADA_TARGET = 0.6  # ADA's r_t target (Karras et al. 2020)
 ADA_KIMG = 2.0  # p moves by 1 over 2000 images: on 10-100 images D overfits within tens of steps
@@ -94,7 +95,8 @@ def freeze_lower_blocks(d: nn.Module, n: int) -> list[nn.Parameter]:
     return frozen
 
 
-def _source_checkpoint(source: str | Path) -> tuple[Path, dict, dict[str, torch.Tensor]]:
+def source_checkpoint(source: str | Path) -> tuple[Path, dict, dict[str, torch.Tensor]]:
+    """The newest intact checkpoint of the run folder ``source``: ``(path, manifest, weights)``."""
     source = Path(source)
     if not source.is_dir():
         raise UserError(f"source run not found: {source}")
@@ -102,7 +104,8 @@ def _source_checkpoint(source: str | Path) -> tuple[Path, dict, dict[str, torch.
     return ckpt, manifest, weights
 
 
-def _source_config(ckpt: Path, manifest: dict) -> Config:
+def source_config(ckpt: Path, manifest: dict) -> Config:
+    """The validated config a checkpoint's manifest records (and its channels and classes as ints)."""
     try:
         config = validate(from_dict(manifest["config"]))
         manifest["channels"], manifest["num_classes"] = (
@@ -119,8 +122,8 @@ def init_from_source(trainer) -> None:
     ``trainer.config.train.init_from``; a source whose networks differ from the trainer's (image
     size, channels, classes, architecture) is a one-line :class:`UserError`."""
     source = trainer.config.train.init_from
-    ckpt, manifest, weights = _source_checkpoint(source)
-    saved = _source_config(ckpt, manifest)
+    ckpt, manifest, weights = source_checkpoint(source)
+    saved = source_config(ckpt, manifest)
     cfg = trainer.config
     if saved.data.image_size != cfg.data.image_size:
         raise UserError(
@@ -181,7 +184,11 @@ def _data_section(data: str, image_size: int) -> DataConfig:
 
 
 def finetune_config(
-    source: str | Path, data: str, freeze_d: int | None = None, lr_scale: float = LR_SCALE
+    source: str | Path,
+    data: str,
+    freeze_d: int | None = None,
+    lr_scale: float = LR_SCALE,
+    prior_fraction: float | None = None,
 ) -> Config:
     """The config of a fine-tune of ``source`` on ``data`` (a dataset name or an image folder).
 
@@ -189,12 +196,15 @@ def finetune_config(
     train starts from the source's (loss, optimiser betas, batch size, precision, ...) with:
     ``init_from`` = the source, ``freeze_d`` (default :func:`default_freeze_d`), the learning rates
     times ``lr_scale``, an EMA (the source's decay, or 0.99) warmed up over
-    :data:`EMA_WARMUP_STEPS` steps, and ADA on translation, cutout and colour with target
-    :data:`ADA_TARGET`. ``--set`` overrides apply on top (``ganfuse finetune``)."""
+    :data:`EMA_WARMUP_STEPS` steps, ADA on translation, cutout and colour with target
+    :data:`ADA_TARGET`, no wall-clock budget (the source's ``max_minutes`` was for the source) and,
+    for a text-to-image source, prior preservation with ``prior_fraction`` (default
+    :data:`PRIOR_FRACTION`; :mod:`ganfuse.train.prior`). ``--set`` overrides apply on top
+    (``ganfuse finetune``)."""
     if not 0 < lr_scale <= 1:
         raise UserError(f"--lr-scale must be in (0, 1], got {lr_scale:g}")
-    ckpt, manifest, _ = _source_checkpoint(source)
-    config = _source_config(ckpt, manifest)
+    ckpt, manifest, _ = source_checkpoint(source)
+    config = source_config(ckpt, manifest)
     config.preset = f"finetune:{Path(source).name}"
     config.data = _data_section(data, config.data.image_size)
     t = config.train
@@ -204,8 +214,16 @@ def finetune_config(
     t.ema_warmup_steps = EMA_WARMUP_STEPS
     t.augment, t.ada_target, t.ada_kimg = ["translation", "cutout", "color"], ADA_TARGET, ADA_KIMG
     t.eval_every = 0  # the source's FD reference is for its own data
+    t.max_minutes = None
+    t2i = arch_family(config.model.arch) == "t2i"
+    if prior_fraction is not None and not t2i:
+        raise UserError("--prior-fraction is for text-to-image sources; this one is a "
+                        f"{config.model.arch} run")
+    t.prior_fraction = (PRIOR_FRACTION if prior_fraction is None else prior_fraction) if t2i else 0.0
+    if not 0 <= t.prior_fraction < 1:
+        raise UserError(f"--prior-fraction must be in [0, 1), got {t.prior_fraction:g}")
     if freeze_d is None:
-        if arch_family(config.model.arch) == "gan":
+        if not t2i:
             _, d = build_gan(config, manifest["channels"], manifest["num_classes"])
         else:
             _, d = build_t2i(config, text_spec_from_config(config), manifest["channels"])

@@ -23,6 +23,7 @@ Families, keyed by the family name that :data:`ganfuse.config.ARCHS` gives each 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -56,6 +57,7 @@ from ganfuse.train.losses import (
     paired_feature_matching,
     r1_penalty,
 )
+from ganfuse.train.prior import check_caption_words, mix_with_prior, source_prior
 
 log = logging.getLogger("ganfuse")
 
@@ -74,6 +76,30 @@ GRID_PROMPTS: tuple[str, ...] = (
     "a large blue square in the top center",
     "a small white triangle in the middle right",
 )
+# Rows of the text-to-image sample grids on emoji: well-known names across the Unicode groups
+# (all in the training split; held-out emoji are never shown as if they were trained on).
+EMOJI_GRID_PROMPTS: tuple[str, ...] = (
+    "grinning face",
+    "red heart",
+    "dog face",
+    "sunflower",
+    "red apple",
+    "rocket",
+    "soccer ball",
+    "flag: Japan",
+)
+GRID_ROWS = 8  # prompts a grid shows
+
+
+def grid_prompts(name: str, captions: list[str]) -> tuple[str, ...]:
+    """The prompts of a text-to-image run's sample grids: fixed rows on the built-in worlds; on a
+    user's folder, up to :data:`GRID_ROWS` of its distinct training captions, chosen by a hash of
+    the caption (so the rows do not depend on file order and stay the same on resume)."""
+    fixed = {"shapes": GRID_PROMPTS, "scenes": SCENES_GRID_PROMPTS, "emoji": EMOJI_GRID_PROMPTS}
+    if name in fixed:
+        return fixed[name]
+    distinct = sorted(set(captions), key=lambda t: hashlib.sha256(t.encode()).hexdigest())
+    return tuple(distinct[:GRID_ROWS])
 
 
 @dataclass(frozen=True)
@@ -195,6 +221,11 @@ class GANObjective(Objective):
     def fake_conditions(self, n, real_cond, world_size, gen):
         if not self.num_classes:
             return None
+        if real_cond is not None and n == real_cond.shape[0] * world_size:
+            # The real batch's labels (each rank's slice its own), so fakes follow the data's class
+            # shares. Uniform labels on unbalanced data (emoji groups hold 9 to 2,148 images) give
+            # fakes another label marginal than reals, which D can learn instead of the images.
+            return real_cond.repeat(world_size)
         return torch.randint(0, self.num_classes, (n,), device=self.device, generator=gen)
 
     def sample_conditions(self, n: int, gen: torch.Generator | None = None) -> torch.Tensor | None:
@@ -380,6 +411,17 @@ class TextToImageObjective(Objective):
         if c.text.encoder == "small" and not c.text.vocab:
             world = {"shapes": shapes_vocabulary, "scenes": scenes_vocabulary}.get(name, list)
             c.text.vocab = sorted(set(WordTokenizer.from_texts(self.captions).words()) | set(world()))
+        new_captions = list(dict.fromkeys(self.captions))
+        if c.train.init_from and c.text.encoder == "small":  # a fine-tune reads with the source's words
+            check_caption_words(new_captions, c.text.vocab, c.train.init_from)
+        prior_captions: list[str] = []
+        if c.train.prior_fraction > 0:  # prior preservation: the frozen source G's images of its prompts
+            prior_images, prior_captions = source_prior(
+                c.train.init_from, lambda source: load_captioned_data(source).captions, c.train.prior_images,
+                c.train.seed, device, c.data.image_size)
+            images, self.captions = mix_with_prior(images, self.captions, prior_images, prior_captions,
+                                                   c.train.prior_fraction)
+            graphs = None  # binding swaps are looked up from a scenes dataset's own graphs
         self.prompt_encoder = PromptEncoder(TextSpec(c.text.encoder, 0, list(c.text.vocab), c.text.max_words))
         self.conditions = self.prompt_encoder.encode_many(self.captions).to(device)
         if self.prompt_encoder.spec.kind == "embedding":
@@ -387,7 +429,9 @@ class TextToImageObjective(Objective):
         self.text_spec: TextSpec = text_spec_from_config(c)
         self.prompt_encoder.spec = self.text_spec
         self.dataset = InMemoryImageDataset(images, torch.arange(images.shape[0]), None, name)
-        self.grid_prompts = SCENES_GRID_PROMPTS if name == "scenes" else GRID_PROMPTS
+        self.grid_prompts = grid_prompts(name, new_captions)
+        if prior_captions:  # a personalisation's grids: its new captions, then the source's prompts
+            self.grid_prompts = tuple(dict.fromkeys([*self.grid_prompts[:4], *prior_captions]))[:GRID_ROWS]
         self.grid_table = self.prompt_encoder.encode_many(list(self.grid_prompts)).to(device)
         self.swaps = self._swap_table(graphs, c) if graphs is not None and c.text.swap_fraction > 0 else None
         log.info("text-to-image data: %d captioned images from %s, text encoder %s", len(self.captions),
@@ -463,15 +507,21 @@ class TextToImageObjective(Objective):
                 fake_logits = nets.D_train(fake_in, batch.fake_cond).logits.float()
             real_logits = out.logits.float()
             mismatch = out.mismatch.float() if out.mismatch is not None else None
+            if mismatch is not None:
+                # a "wrong" caption that is the image's own (captions repeat, as a personalisation's
+                # "my logo" does) is no mismatch: its term is zeroed, relu(1 + m) = 0 at m = -1
+                differs = (wrong != batch.cond).flatten(1).any(1).float()
+                mismatch = torch.where(differs > 0, mismatch, torch.full_like(mismatch, -1.0))
             loss = matching_aware_hinge_d_loss(real_logits, fake_logits, mismatch, x.mismatch_weight)
             if contrastive:
                 con = info_nce(out.image_embedding.float(), out.text_embedding.float(),
                                negatives=out.negative_embedding.float())
                 loss = loss + x.contrastive_weight * con
                 nets.report("con_d", con)
-            if mismatch is not None:
-                nets.report("d_mismatch", mismatch.mean())
-                nets.report("acc_mismatch", (mismatch < 0).float().mean())
+            if mismatch is not None:  # over the true mismatches
+                n = differs.sum().clamp(min=1)
+                nets.report("d_mismatch", (mismatch * differs).sum() / n)
+                nets.report("acc_mismatch", ((mismatch < 0).float() * differs).sum() / n)
             nets.augment.accumulate(real_logits)
             report_d_verdicts(nets, loss, real_logits, fake_logits)
             return loss
