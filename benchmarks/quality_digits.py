@@ -61,15 +61,19 @@ def main() -> None:
     args = parser.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="ganfuse-quality-"))
     for i, spec in enumerate(args.runs):
-        preset, _, extra = spec.partition(":")
-        overrides = [x for x in extra.split(",") if x] + ["train.steps=1000000"]
-        config = load_config(preset, overrides)
-        out = root / f"{i}-{preset}"
-        start = time.perf_counter()
-        train(config, out, progress=False, max_minutes=args.minutes)
-        seconds = time.perf_counter() - start
-        print(json.dumps({"run": spec, "train_seconds": round(seconds, 1), **measure(out), "dir": str(out)}),
-              flush=True)
+        out, seconds = train_spec(spec, root / str(i), args.minutes)
+        print(json.dumps({"run": spec, "train_seconds": seconds, **measure(out), "dir": str(out)}), flush=True)
+
+
+def train_spec(spec: str, prefix: Path, minutes: float) -> tuple[Path, float]:
+    """Train ``PRESET[:key=value,...]`` for ``minutes`` of wall clock into ``PREFIX-PRESET``;
+    returns the run folder and the seconds it took."""
+    preset, _, extra = spec.partition(":")
+    config = load_config(preset, [x for x in extra.split(",") if x] + ["train.steps=1000000"])
+    out = prefix.parent / f"{prefix.name}-{preset}"
+    start = time.perf_counter()
+    train(config, out, progress=False, max_minutes=minutes)
+    return out, round(time.perf_counter() - start, 1)
 
 
 if __name__ == "__main__":

@@ -31,21 +31,18 @@ import argparse
 import hashlib
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from quality_digits import class_accuracy
+from quality_digits import class_accuracy, train_spec
 
-from ganfuse.config import load_config
 from ganfuse.data.base import uint8_to_float
 from ganfuse.data.emoji import EmojiDataset
 from ganfuse.metrics import fid_from_features, get_extractor, to_uint8
 from ganfuse.metrics.prdc import density_coverage_from_features, precision_recall_from_features
 from ganfuse.metrics.rprec import r_precision
 from ganfuse.run import TextToImageRun, load_run
-from ganfuse.train.loop import train
 
 SAMPLES = 2000
 PER_GROUP = 200
@@ -135,14 +132,8 @@ def main() -> None:
         print(json.dumps({"dir": run_dir, **measure(Path(run_dir), args.rprec_model)}), flush=True)
     root = Path(args.keep or tempfile.mkdtemp(prefix="ganfuse-quality-emoji-"))
     for i, spec in enumerate(args.runs):
-        preset, _, extra = spec.partition(":")
-        overrides = [x for x in extra.split(",") if x] + ["train.steps=1000000"]
-        config = load_config(preset, overrides)
-        out = root / f"{i}-{preset}"
-        start = time.perf_counter()
-        train(config, out, progress=False, max_minutes=args.minutes)
-        seconds = time.perf_counter() - start
-        print(json.dumps({"run": spec, "threads": args.threads, "train_seconds": round(seconds, 1),
+        out, seconds = train_spec(spec, root / str(i), args.minutes)
+        print(json.dumps({"run": spec, "threads": args.threads, "train_seconds": seconds,
                           **measure(out, args.rprec_model), "dir": str(out)}), flush=True)
 
 
