@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from quality_digits import class_accuracy, train_spec
 
 from ganfuse.data.base import uint8_to_float
-from ganfuse.data.emoji import EmojiDataset
+from ganfuse.data.emoji import EmojiDataset, heldout_names
 from ganfuse.metrics import fid_from_features, get_extractor, to_uint8
 from ganfuse.metrics.prdc import density_coverage_from_features, precision_recall_from_features
 from ganfuse.metrics.rprec import r_precision
@@ -69,12 +69,11 @@ def _by_hash(names: list[str]) -> list[str]:
     return sorted(dict.fromkeys(names), key=lambda t: hashlib.sha256(t.encode()).hexdigest())
 
 
-def measure_t2i(run: TextToImageRun, real_feats: torch.Tensor, rprec_model: str | None) -> dict:
-    seen_data, held_data = EmojiDataset("train", image_size=64), EmojiDataset("heldout", image_size=64)
-    every = EmojiDataset("all", image_size=64)
+def measure_t2i(run: TextToImageRun, every: EmojiDataset, real_feats: torch.Tensor, rprec_model: str | None) -> dict:
     judge = ExemplarJudge(list(every.names), every.images)
-    seen = _by_hash(list(seen_data.names))[:SEEN_NAMES]
-    held = _by_hash(list(held_data.names))
+    held_out = set(heldout_names())
+    seen = _by_hash([n for n in every.names if n not in held_out])[:SEEN_NAMES]
+    held = _by_hash([n for n in every.names if n in held_out])
     result: dict = {}
     dual = None
     if rprec_model:
@@ -96,14 +95,14 @@ def measure_t2i(run: TextToImageRun, real_feats: torch.Tensor, rprec_model: str 
 
 def measure(run_dir: Path, rprec_model: str | None = None) -> dict:
     net = get_extractor("emoji")
-    real = EmojiDataset("all", image_size=64).images
-    real_feats = net.features(real)
+    every = EmojiDataset("all", image_size=64)
+    real_feats = net.features(every.images)
     run = load_run(run_dir)
     result: dict = {"step": run.step}
     if isinstance(run, TextToImageRun):
-        return {**result, **measure_t2i(run, real_feats, rprec_model)}
+        return {**result, **measure_t2i(run, every, real_feats, rprec_model)}
     if run.num_classes:  # samples in the data's group shares (uniform labels would not be the data)
-        counts = torch.bincount(EmojiDataset("all", image_size=64).labels["group"], minlength=run.num_classes)
+        counts = torch.bincount(every.labels["group"], minlength=run.num_classes)
         shares = (counts.double() / counts.sum() * SAMPLES).round().long().tolist()
         fake = torch.cat([run.sample(n, seed=1000 + k, class_label=k) for k, n in enumerate(shares) if n])
     else:
