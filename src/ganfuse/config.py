@@ -51,6 +51,9 @@ class DataConfig:
     label_column: str = ""  # metadata column holding the class; "" = ``label`` if present, else the sub-folder
     background: str = "white"  # under transparent pixels and around ``fit: pad``: a colour name, 'rgb(r,g,b)', '#rrggbb'
     fit: str = "crop"  # non-square images: centre ``crop`` or ``pad`` to a square with the background
+    # labelled GAN runs: item i is drawn with probability ~ n_class(i) ** -class_balance (0 = each
+    # image once per epoch, the data's class shares; 1 = every class equally often)
+    class_balance: float = 0.0
 
 
 @dataclass
@@ -80,6 +83,9 @@ class TrainConfig:
     r1_gamma: float = 0.0  # R1 weight on real data; 0 disables
     r1_every: int = 16  # lazy regularisation interval (R1 is scaled by it)
     gp_weight: float = 10.0  # WGAN-GP weight, used with loss=wgan-gp
+    # class-conditional runs: weight of AC-GAN's auxiliary classification loss (a class head on D
+    # trained on real labels; G asked to make fakes it classifies as their label); 0 = no head
+    aux_class_weight: float = 0.0
     ema_decay: float = 0.0  # generator EMA decay; 0 disables
     ema_warmup_steps: int = 0  # decay ramps from 0 to ema_decay over these steps
     augment: list[str] = field(default_factory=list)  # DiffAugment ops, subset of AUGMENTS
@@ -382,6 +388,15 @@ def validate(config: Config) -> Config:
     _check(t.r1_gamma >= 0, "train.r1_gamma", "must be >= 0")
     _check(t.r1_every >= 1, "train.r1_every", "must be >= 1")
     _check(t.gp_weight >= 0, "train.gp_weight", "must be >= 0")
+    _check(t.aux_class_weight >= 0, "train.aux_class_weight", f"must be >= 0, got {t.aux_class_weight}")
+    _check(t.aux_class_weight == 0 or (m.conditional and not t2i), "train.aux_class_weight",
+           "needs a class-conditional GAN (model.conditional: true); set it to 0")
+    _check(t.aux_class_weight == 0 or not t.dp, "train.aux_class_weight",
+           "cannot be combined with train.dp (the classifier's loss on real images would not be privatised)")
+    _check(0 <= d.class_balance <= 1, "data.class_balance", f"must be in [0, 1], got {d.class_balance}")
+    _check(d.class_balance == 0 or not t2i, "data.class_balance", "applies to labelled GAN runs, not text-to-image")
+    _check(d.class_balance == 0 or not t.dp, "data.class_balance",
+           "cannot be combined with train.dp (the privacy accounting assumes uniform Poisson sampling)")
     _check(0 <= t.ema_decay < 1, "train.ema_decay", "must be in [0, 1)")
     _check(t.ema_warmup_steps >= 0, "train.ema_warmup_steps", "must be >= 0")
     _check(t.freeze_d >= 0, "train.freeze_d", f"must be >= 0, got {t.freeze_d}")

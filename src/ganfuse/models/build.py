@@ -24,12 +24,14 @@ def build_gan(config: Config, channels: int, num_classes: int) -> tuple[nn.Modul
     m = config.model
     classes = num_classes if m.conditional else 0
     size = config.data.image_size
+    aux = classes > 0 and config.train.aux_class_weight > 0  # AC-GAN's classifier on D's features
     if m.arch == "dcgan":
         g = DCGANGenerator(m.z_dim, channels, m.g_width, classes, m.spectral_norm_g, size)
-        d = DCGANDiscriminator(channels, m.d_width, classes, m.spectral_norm_d, m.minibatch_std, m.d_norm, size)
+        d = DCGANDiscriminator(channels, m.d_width, classes, m.spectral_norm_d, m.minibatch_std, m.d_norm, size,
+                               aux_classifier=aux)
     else:
         g = ResNetGenerator(m.z_dim, channels, size, m.g_width, classes, m.spectral_norm_g)
-        d = ResNetDiscriminator(channels, size, m.d_width, classes, m.spectral_norm_d)
+        d = ResNetDiscriminator(channels, size, m.d_width, classes, m.spectral_norm_d, aux_classifier=aux)
     return g, d
 
 

@@ -42,13 +42,22 @@ class Norm2d(nn.Module):
 
 
 class ProjectionHead(nn.Module):
-    """Final logit of a discriminator: ``linear(h) + <embed(y), h>``; ``(B, F), (B,) -> (B,)``."""
+    """Final logit of a discriminator: ``linear(h) + <embed(y), h>``; ``(B, F), (B,) -> (B,)``.
 
-    def __init__(self, features: int, num_classes: int = 0, use_spectral_norm: bool = False):
+    With ``aux_classifier`` it also holds a linear classifier of the same features,
+    ``classify(h) (B, F) -> (B, num_classes)``: the auxiliary classifier of AC-GAN (Odena et al.
+    2017), trained on real images' labels, whose verdict on fakes the generator is asked to match.
+    """
+
+    def __init__(self, features: int, num_classes: int = 0, use_spectral_norm: bool = False,
+                 aux_classifier: bool = False):
         super().__init__()
         sn = use_spectral_norm
         self.linear = maybe_spectral_norm(nn.Linear(features, 1), sn)
         self.embed = maybe_spectral_norm(nn.Embedding(num_classes, features), sn) if num_classes > 0 else None
+        if aux_classifier and num_classes < 2:
+            raise ValueError("an auxiliary classifier needs at least two classes")
+        self.classifier = maybe_spectral_norm(nn.Linear(features, num_classes), sn) if aux_classifier else None
 
     def forward(self, h: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
         out = self.linear(h).squeeze(1)
@@ -57,3 +66,7 @@ class ProjectionHead(nn.Module):
                 raise ValueError("a class-conditional discriminator needs labels")
             out = out + (self.embed(y) * h).sum(dim=1)
         return out
+
+    def classify(self, h: torch.Tensor) -> torch.Tensor | None:
+        """Class logits ``(B, num_classes)`` of the auxiliary classifier, None without one."""
+        return None if self.classifier is None else self.classifier(h)

@@ -123,7 +123,7 @@ class DCGANDiscriminator(nn.Module):
 
     def __init__(self, channels: int = 1, width: int = 64, num_classes: int = 0,
                  use_spectral_norm: bool = False, minibatch_std: bool = False, norm: str = "batch",
-                 image_size: int = 32):
+                 image_size: int = 32, aux_classifier: bool = False):
         super().__init__()
         sn = use_spectral_norm
         self.minibatch_std = minibatch_std
@@ -135,7 +135,7 @@ class DCGANDiscriminator(nn.Module):
             setattr(self, f"norm{i}", nn.Identity() if sn else discriminator_norm(norm, cout * 2))
             cout *= 2
         self.act = nn.LeakyReLU(0.2)
-        self.head = ProjectionHead(cout * 4 * 4 + (16 if minibatch_std else 0), num_classes, sn)
+        self.head = ProjectionHead(cout * 4 * 4 + (16 if minibatch_std else 0), num_classes, sn, aux_classifier)
         dcgan_init_(self)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,4 +148,5 @@ class DCGANDiscriminator(nn.Module):
         return h.flatten(1)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiscriminatorOutput:
-        return DiscriminatorOutput(self.head(self.features(x), y))
+        h = self.features(x)
+        return DiscriminatorOutput(self.head(h, y), class_logits=self.head.classify(h))

@@ -23,7 +23,8 @@ class DiscriminatorOutput(NamedTuple):
     with other texts; ``image_embedding``/``text_embedding (B, K)`` unit vectors of a joint space;
     ``text (B, cond_dim)`` the learned text vectors (part of the graph, for MA-GP); ``features``
     the trunk's block outputs, finest first; ``negative_embedding (N, K)`` unit vectors of extra
-    texts.
+    texts. ``class_logits (B, K)``: the auxiliary classifier's verdict on the class of each image
+    (class-conditional discriminators built with one, AC-GAN style).
     """
 
     logits: torch.Tensor
@@ -33,6 +34,7 @@ class DiscriminatorOutput(NamedTuple):
     text: torch.Tensor | None = None
     features: list[torch.Tensor] | None = None
     negative_embedding: torch.Tensor | None = None
+    class_logits: torch.Tensor | None = None
 
 
 class TextDiscriminator(nn.Module):

@@ -86,7 +86,7 @@ class ResNetDiscriminator(nn.Module):
     """``(B, channels, S, S)`` [, ``y (B,)``] -> logits ``(B,)``; spectral norm on every layer by default."""
 
     def __init__(self, channels: int = 3, image_size: int = 32, width: int = 128, num_classes: int = 0,
-                 use_spectral_norm: bool = True):
+                 use_spectral_norm: bool = True, aux_classifier: bool = False):
         super().__init__()
         sn = use_spectral_norm
         downs = int(math.log2(image_size // 8))  # down to 8x8, then two blocks at 8x8
@@ -94,7 +94,7 @@ class ResNetDiscriminator(nn.Module):
         layers += [DiscriminatorBlock(width, width, down=True, sn=sn) for _ in range(downs - 1)]
         layers += [DiscriminatorBlock(width, width, down=False, sn=sn) for _ in range(2)]
         self.blocks = nn.Sequential(*layers)
-        self.head = ProjectionHead(width, num_classes, sn)
+        self.head = ProjectionHead(width, num_classes, sn, aux_classifier)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.xavier_uniform_(getattr(m, "weight_orig", m.weight))
@@ -103,4 +103,5 @@ class ResNetDiscriminator(nn.Module):
         return F.relu(self.blocks(x)).sum(dim=(2, 3))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiscriminatorOutput:
-        return DiscriminatorOutput(self.head(self.features(x), y))
+        h = self.features(x)
+        return DiscriminatorOutput(self.head(h, y), class_logits=self.head.classify(h))

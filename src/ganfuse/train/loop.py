@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from ganfuse.config import Config, arch_family, load_config, save_config, validate
 from ganfuse.data import InMemoryImageDataset
-from ganfuse.data.sampler import EpochBatchSampler
+from ganfuse.data.sampler import ClassBalancedBatchSampler, EpochBatchSampler, class_balance_weights
 from ganfuse.errors import CheckpointError, ConfigError, UserError
 from ganfuse.logging_backends import make_loggers
 from ganfuse.train import distributed
@@ -83,6 +83,20 @@ def grad_norm(params: list[nn.Parameter]) -> torch.Tensor:
 def fixed_latents(z_dim: int, num: int, seed: int, device: torch.device) -> torch.Tensor:
     """The same latent vectors for every sample grid of a run, so grids show progress, not noise."""
     return torch.randn(num, z_dim, generator=torch.Generator().manual_seed(seed + 7919)).to(device)
+
+
+def batch_sampler(dataset, batch_size: int, seed: int, class_balance: float) -> EpochBatchSampler | None:
+    """The batch order of a dataset held in memory (None for a streaming one): each image once per
+    epoch, or with ``data.class_balance`` > 0 weighted by its class's size."""
+    if not hasattr(dataset, "__len__"):
+        if class_balance > 0:
+            raise ConfigError("data.class_balance needs a dataset held in memory (this one streams); set it to 0")
+        return None
+    if class_balance == 0:
+        return EpochBatchSampler(len(dataset), batch_size, seed)
+    if getattr(dataset, "num_classes", 0) < 2 or not isinstance(dataset, InMemoryImageDataset):
+        raise ConfigError("data.class_balance needs a labelled dataset with at least two classes; set it to 0")
+    return ClassBalancedBatchSampler(class_balance_weights(dataset.labels, class_balance), batch_size, seed)
 
 
 def prepare_run_dir(run_dir: Path, resume: bool) -> None:
@@ -141,8 +155,7 @@ class Trainer:
         self.channels = self.dataset.channels
         self.batch_size = min(t.batch_size, len(self.dataset)) if hasattr(self.dataset, "__len__") else t.batch_size
         self.local_batch_size = self.dist.local_batch(self.batch_size)
-        self.sampler = EpochBatchSampler(len(self.dataset), self.batch_size, t.seed) \
-            if hasattr(self.dataset, "__len__") else None
+        self.sampler = batch_sampler(self.dataset, self.batch_size, t.seed, self.config.data.class_balance)
         self._stream = None  # iterator over a streaming (iterable) dataset
 
         self.G, self.D = self.objective.build_models(self.channels)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ganfuse.config import Config, arch_family
@@ -240,9 +241,15 @@ class GANObjective(Objective):
         if phase == "Dmain":
             real_in, fake_in = nets.aug(batch.real).detach(), nets.aug(batch.fake.detach())
             with nets.autocast():
-                real_logits = nets.D_train(real_in, batch.cond).logits.float()
+                real_out = nets.D_train(real_in, batch.cond)
                 fake_logits = nets.D_train(fake_in, batch.fake_cond).logits.float()
+            real_logits = real_out.logits.float()
             loss = self.d_loss_fn(real_logits, fake_logits)
+            if real_out.class_logits is not None:  # AC-GAN's classifier learns the real labels only
+                aux = F.cross_entropy(real_out.class_logits.float(), batch.cond)
+                nets.report("aux_d", aux)
+                nets.report("aux_acc_real", (real_out.class_logits.argmax(1) == batch.cond).float().mean())
+                loss = loss + t.aux_class_weight * aux
             if t.loss == "wgan-gp":  # interpolates take the real image's label
                 gp = gradient_penalty(lambda x: nets.D_train(x, batch.cond).logits, real_in, fake_in,
                                       nets.aug_gen)
@@ -261,9 +268,14 @@ class GANObjective(Objective):
             return (t.r1_gamma / 2) * r1 * t.r1_every + 0.0 * logits.sum()
         if phase == "Gmain":
             with nets.autocast():
-                logits = nets.D_frozen(nets.aug(batch.fake), batch.fake_cond).logits.float()
-            loss = self.g_loss_fn(logits)
+                out = nets.D_frozen(nets.aug(batch.fake), batch.fake_cond)
+            loss = self.g_loss_fn(out.logits.float())
             nets.report("loss_g", loss)
+            if out.class_logits is not None:  # fakes should be classified as the class asked for
+                aux = F.cross_entropy(out.class_logits.float(), batch.fake_cond)
+                nets.report("aux_g", aux)
+                nets.report("aux_acc_fake", (out.class_logits.argmax(1) == batch.fake_cond).float().mean())
+                loss = loss + t.aux_class_weight * aux
             return loss
         raise ValueError(f"unknown phase {phase!r}")
 
