@@ -188,7 +188,7 @@ def test_emoji_world_holds_out_the_datasets_heldout_emoji():
     assert train.images.shape[1:] == (3, 32, 32)
 
 
-@pytest.mark.parametrize("task", ["matching", "vqa", "scenes-vqa"])
+@pytest.mark.parametrize("task", ["vqa", "multitask", "scenes-vqa"])
 def test_other_tasks_on_the_folder_world_are_refused_in_one_line(pairs_folder, task):
     with pytest.raises(ConfigError) as info:
         make_config(task, None, ["world=folder", f"data={pairs_folder}"])

@@ -168,15 +168,15 @@ def test_a_tiny_run_records_its_fraction_and_alignment_metrics(tmp_path):
     assert "heldout_i2t_r1" in record["test"]
 
 
-def test_paired_fraction_is_checked_and_zeroshot_only(capsys):
+def test_paired_fraction_is_checked_and_zeroshot_and_caption_only(capsys):
     with pytest.raises(ConfigError, match=r"paired_fraction must be in \(0, 1\]"):
         make_config("zeroshot", None, ["paired_fraction=0"])
-    with pytest.raises(ConfigError, match="zeroshot only"):
-        make_config("caption", None, ["paired_fraction=0.5"])
+    with pytest.raises(ConfigError, match="zeroshot and caption only"):
+        make_config("color", None, ["paired_fraction=0.5"])
     with pytest.raises(ConfigError, match="adversarial_mode must be one of grl, alternating"):
         make_config("zeroshot", None, ["adversarial_mode=sometimes"])
     train = ["fuse", "train", "--out", "x", "--paired-fraction"]
-    assert main([*train, "0.5", "--task", "caption"]) == 2
-    assert "--paired-fraction applies to --task zeroshot only" in capsys.readouterr().err
+    assert main([*train, "0.5", "--task", "matching"]) == 2
+    assert "--paired-fraction applies to --task zeroshot or caption only" in capsys.readouterr().err
     assert main([*train, "1.5", "--task", "zeroshot"]) == 2
     assert "paired_fraction must be in (0, 1]" in capsys.readouterr().err

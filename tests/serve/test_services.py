@@ -135,3 +135,27 @@ def test_serve_cli_rejects_bad_input_in_one_line(tmp_path, capsys):
     assert main(["serve", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip()
     assert "does not exist" in err and "\n" not in err
+
+
+def test_uploads_are_read_as_each_run_read_its_images(cap_run, tmp_path, monkeypatch):
+    """A transparent upload lies on the run's own background (a folder run may use black), and
+    the service decodes it once per way of reading, with each run's background and fit."""
+    import ganfuse.serve.multimodal as multimodal
+
+    rgba = np.zeros((32, 32, 4), dtype=np.uint8)
+    rgba[:, 16:] = (255, 0, 0, 255)  # right half opaque red, left half fully transparent
+    path = tmp_path / "logo.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    white = multimodal._decode_upload(path, 32, "white", "crop")
+    black = multimodal._decode_upload(path, 32, "black", "crop")
+    assert torch.allclose(white[0, :, :, :8], torch.ones(3, 32, 8))
+    assert torch.allclose(black[0, :, :, :8], -torch.ones(3, 32, 8))
+    assert torch.equal(white[..., 24:], black[..., 24:])  # opaque pixels do not depend on it
+
+    service = MultimodalService({"cap": cap_run}, LIMITS, upload_folder=tmp_path)
+    service.runs[0].background = "black"
+    calls = []
+    real_decode = multimodal._decode_upload
+    monkeypatch.setattr(multimodal, "_decode_upload", lambda *a: calls.append(a[1:]) or real_decode(*a))
+    service.answer(path, "")
+    assert calls == [(32, "black", "crop")]

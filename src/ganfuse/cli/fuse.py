@@ -13,8 +13,9 @@ from ganfuse.errors import ConfigError
 TASK_HELP = (
     "matching, vqa, multitask, color, shape, size, position, zeroshot or caption (on shapes); "
     "scenes-vqa or scenes-matching (on scenes); zeroshot and caption on scenes with "
-    "--set world=scenes, on the shipped emoji with --set world=emoji, and on your own captioned "
-    "folder (Hugging Face imagefolder metadata.jsonl/.csv) with --set world=folder --set data=DIR"
+    "--set world=scenes; matching (or match), zeroshot and caption on the shipped emoji with "
+    "--set world=emoji and on your own captioned folder (Hugging Face imagefolder "
+    "metadata.jsonl/.csv) with --set world=folder --set data=DIR"
 )
 FUSION_HELP = (
     "early, late-mean, late-weighted, late-stacking, cross-attention, gated, film or low-rank"
@@ -55,8 +56,8 @@ def register(subparsers) -> None:
         type=float,
         default=None,
         metavar="F",
-        help="zeroshot only: share of training images (0 < F <= 1) that keep their captions; "
-        "the rest are used unpaired (same as --set paired_fraction=F)",
+        help="zeroshot and caption only: share of training images (0 < F <= 1) that keep their "
+        "captions; the rest are used unpaired (same as --set paired_fraction=F)",
     )
     train.add_argument(
         "--set",
@@ -115,7 +116,8 @@ def register(subparsers) -> None:
     bench.add_argument(
         "--world",
         default="shapes",
-        help="shapes (default) or scenes (scenes-vqa, scenes-matching, cogent, with baselines)",
+        help="shapes (default), scenes (scenes-vqa, scenes-matching, cogent, with baselines), "
+        "emoji or folder (matching on image-caption pairs, with --set data=DIR for folder)",
     )
     bench.add_argument(
         "--tasks", default=None, help="comma-separated subset of the world's benchmark tasks"
@@ -152,9 +154,9 @@ def _train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--max-minutes must be positive, got {args.max_minutes}")
         overrides.append(f"max_minutes={args.max_minutes}")
     if args.paired_fraction is not None:
-        if args.task != "zeroshot":
+        if args.task not in ("zeroshot", "caption"):
             raise ConfigError(
-                f"--paired-fraction applies to --task zeroshot only, not to task {args.task!r}"
+                f"--paired-fraction applies to --task zeroshot or caption only, not to task {args.task!r}"
             )
         overrides.append(f"paired_fraction={args.paired_fraction}")
     config = make_config(args.task, args.fusion, overrides)

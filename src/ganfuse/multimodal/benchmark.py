@@ -24,6 +24,13 @@ run: ``scenes-vqa`` trained on ``cogent-a``, scored on ``cogent-a-test`` (condit
 backbone saw condition B's pairs). Trained end to end (``freeze_image_encoder=false``)
 the scenes plan has no dual encoder: nothing would use it.
 
+``--world emoji`` and ``--world folder`` (with ``--set data=DIR``) run matching on real
+image-caption pairs (:mod:`~ganfuse.multimodal.folder_matching`): the dual encoder trains on the
+world's training pairs, then every fusion method on ``matching``, scored on the held-out images
+against random and hard negatives, with two baselines (:mod:`~ganfuse.multimodal.pair_baselines`):
+``text-only`` (the caption alone, trained as long as each fusion) and ``dual-encoder`` (the
+shared dual encoder's cosine, thresholded on the training pairs).
+
 Writes ``results.json`` (a list of ``{task, fusion, metric, value, params, train_seconds}``),
 ``results.md`` (one table per task) and ``results.png`` (bar chart of the main metrics), the
 latter two titled by world.
@@ -41,9 +48,16 @@ from ganfuse.errors import ConfigError
 from ganfuse.models.fusion import FUSION_LEVELS
 from ganfuse.multimodal.captioning import train_captioner
 from ganfuse.multimodal.checkpoint import prepare_run_folder
-from ganfuse.multimodal.config import TEST_SPLITS, FuseConfig, make_config, parse_override
+from ganfuse.multimodal.config import (
+    PAIR_WORLDS,
+    TEST_SPLITS,
+    FuseConfig,
+    make_config,
+    parse_override,
+)
 from ganfuse.multimodal.evaluate import score_fusion_split
 from ganfuse.multimodal.label_efficiency import label_efficiency
+from ganfuse.multimodal.pair_baselines import dual_encoder_scores, train_caption_only
 from ganfuse.multimodal.scene_baselines import (
     answer_prior_scores,
     bag_of_words_scores,
@@ -63,9 +77,11 @@ BENCHMARK_TASKS: tuple[str, ...] = (
     "caption",
 )
 SCENES_BENCHMARK_TASKS: tuple[str, ...] = ("scenes-vqa", "scenes-matching", "cogent")
+PAIRS_BENCHMARK_TASKS: tuple[str, ...] = ("matching",)
 WORLD_BENCHMARK_TASKS: dict[str, tuple[str, ...]] = {
     "shapes": BENCHMARK_TASKS,
     "scenes": SCENES_BENCHMARK_TASKS,
+    **{world: PAIRS_BENCHMARK_TASKS for world in PAIR_WORLDS},
 }
 SINGLE_TASK_FUSION = "film"  # the fusion whose single-task and uncertainty-weighted runs are added
 COGENT_FUSION = "film"  # the fusion of the CoGenT run (the first fusion given when it is left out)
@@ -77,6 +93,8 @@ BASELINES: dict[str, str] = {
     "question-only": "a text classifier, no image, trained as long as each fusion",
     "answer-prior": "most frequent training answer of the question's text (else of its group)",
     "bag-of-words": "analytic: the caption's attribute words present in the image, any object",
+    "text-only": "the caption alone, no image, trained as long as each fusion",
+    "dual-encoder": "the shared dual encoder's image-caption cosine, thresholded on training pairs",
 }
 BASELINE_LEVEL = "baseline"
 MAIN_METRICS: dict[str, str] = {
@@ -106,6 +124,19 @@ TASK_NOTES: dict[str, str] = {
         "colour-shape pair unseen in training)."
     ),
 }
+# On real pairs (world folder or emoji), what the matching table's rows and columns are.
+PAIRS_TASK_NOTES: dict[str, str] = {
+    "matching": (
+        "Held-out images. match_accuracy: a caption of the image against another image's "
+        "caption (random negative); hard_match_accuracy: against another image's caption that "
+        "shares a content word (in the same emoji subgroup where there is one), on the images "
+        "that have one (hard_coverage: their share). text-only: "
+        + BASELINES["text-only"]
+        + "; dual-encoder: "
+        + BASELINES["dual-encoder"]
+        + "."
+    ),
+}
 # Column order of the VQA tables, and the titles of their columns (``scenes`` tables only).
 VQA_COLUMNS: tuple[str, ...] = ("answer_accuracy", *(f"{f}_accuracy" for f in FAMILIES))
 COLUMN_TITLES: dict[str, str] = {
@@ -120,8 +151,10 @@ SUMMARY_METRICS: dict[str, str] = {
     "label-efficiency": "mean_accuracy@1%",
     "caption": "exact_match",
 }
-# On scenes, the dual encoder's progress line shows its binding-swap matching accuracy.
+# On scenes, the dual encoder's progress line shows its binding-swap matching accuracy; on real
+# pairs its held-out caption -> image recall.
 SCENES_SUMMARY_METRICS: dict[str, str] = {**SUMMARY_METRICS, "zeroshot": "seen_binding"}
+PAIRS_SUMMARY_METRICS: dict[str, str] = {**SUMMARY_METRICS, "zeroshot": "heldout_t2i_r1"}
 PRETRAINED = "dual-encoder/small"  # the run whose image encoder the other runs share
 
 
@@ -166,6 +199,8 @@ def benchmark_plan(
         raise ConfigError(f"unknown fusion(s) {bad}; choose from {', '.join(FUSION_LEVELS)}")
     if world == "scenes":
         return _scenes_plan(tasks, fusions, pretrained)
+    if world in PAIR_WORLDS:
+        return _pairs_plan(world, fusions, pretrained)
     # Always first: the zero-shot row, and the encoders every later run starts from, so it gets
     # a large share of the budget.
     plan = [
@@ -241,6 +276,33 @@ def _scenes_plan(
         plan.append(
             PlannedRun("cogent", fusion, "scenes-vqa", [f"train_split={COGENT_TRAIN}"], 1.0, False)
         )
+    return plan
+
+
+def _pairs_plan(world: str, fusions: Sequence[str], pretrained: bool) -> list[PlannedRun]:
+    """The plan on real pairs: the dual encoder on the world's training pairs (when
+    ``pretrained``), then every fusion on matching and the text-only baseline (weight 1 each), then
+    the dual-encoder baseline (computed; only when there is a dual encoder)."""
+    if not fusions:
+        raise ConfigError("no fusion to benchmark; name at least one")
+    on_world = [f"world={world}"]
+    plan = []
+    if pretrained:
+        plan.append(
+            PlannedRun(
+                "zeroshot",
+                PRETRAINED,
+                "zeroshot",
+                ["text_encoder=small", *on_world],
+                SCENES_ENCODER_WEIGHT,
+                False,
+                15.0,
+            )
+        )
+    plan += [PlannedRun("matching", fusion, "matching", on_world) for fusion in fusions]
+    plan.append(PlannedRun("matching", "text-only", "matching", on_world))
+    if pretrained:
+        plan.append(PlannedRun("matching", "dual-encoder", "matching", on_world, 0.0))
     return plan
 
 
@@ -328,7 +390,12 @@ def _run_one(
         return _rows(run.task, run.fusion, answer_prior_scores(config), 0, 0.0), 0.0
     if run.fusion == "bag-of-words":
         return _rows(run.task, run.fusion, bag_of_words_scores(config), 0, 0.0), 0.0
-    if run.fusion == "question-only":
+    if run.fusion == "dual-encoder":
+        scores = dual_encoder_scores(config, config.image_encoder_init or "")
+        return _rows(run.task, run.fusion, scores, 0, 0.0), 0.0
+    if run.fusion == "text-only":
+        result = train_caption_only(config, progress)
+    elif run.fusion == "question-only":
         result = train_question_only(config, progress)
     else:
         result = train_fusion(config, None, progress, validate=False)
@@ -424,7 +491,8 @@ def run_benchmark(
 def _summary(run: PlannedRun, rows: Sequence[dict], world: str) -> str:
     """The main metric of a run's rows for its progress line (each row's, when a run has rows of
     several labels, as CoGenT's two conditions)."""
-    wanted = (SCENES_SUMMARY_METRICS if world == "scenes" else SUMMARY_METRICS).get(run.task)
+    table = {"scenes": SCENES_SUMMARY_METRICS, **dict.fromkeys(PAIR_WORLDS, PAIRS_SUMMARY_METRICS)}
+    wanted = table.get(world, SUMMARY_METRICS).get(run.task)
     mine = [r for r in rows if r["metric"] == (wanted or r["metric"])]
     if not mine:
         return ""
@@ -443,8 +511,9 @@ def results_markdown(results: Sequence[dict], world: str = "shapes") -> str:
         metrics = list(dict.fromkeys(r["metric"] for r in rows))
         titles = [COLUMN_TITLES.get(m, m) if world == "scenes" else m for m in metrics]
         lines += [f"## {task}", ""]
-        if task in TASK_NOTES:
-            lines += [TASK_NOTES[task], ""]
+        notes = {**TASK_NOTES, **PAIRS_TASK_NOTES} if world in PAIR_WORLDS else TASK_NOTES
+        if task in notes:
+            lines += [notes[task], ""]
         lines.append("| fusion | level | " + " | ".join(titles) + " | params | train s |")
         lines.append("|" + " --- |" * (len(metrics) + 4))
         for fusion in dict.fromkeys(r["fusion"] for r in rows):

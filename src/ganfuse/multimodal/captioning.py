@@ -60,6 +60,7 @@ from ganfuse.multimodal.scene_captioning import (
     scene_caption_vocab,
     training_caption,
 )
+from ganfuse.multimodal.semi_captioning import ImageSource, UnpairedCaptionTerms, caption_split
 from ganfuse.multimodal.splits import config_split
 from ganfuse.multimodal.train import frozen_image_features, init_image_encoder
 
@@ -297,11 +298,18 @@ class _ScenesTargets:
 
 @uses_config_threads
 def train_captioner(
-    config: FuseConfig, out: Path | str | None = None, progress: bool = True
+    config: FuseConfig,
+    out: Path | str | None = None,
+    progress: bool = True,
+    image_source: ImageSource | None = None,
 ) -> RunResult:
     """Teacher-forced training on fresh random captions of ``train`` images; scored on ``test``
     (and, on ``scenes``, ``heldout``) by :func:`evaluate_caption_run`.
 
+    With ``paired_fraction < 1`` (``shapes``) only that share of the training images is captioned
+    (:func:`~ganfuse.multimodal.semi_captioning.caption_split`); the unpaired terms of
+    :class:`~ganfuse.multimodal.semi_captioning.UnpairedCaptionTerms` learn from the rest, through
+    ``image_source`` (a text-to-image generator; default: the run ``cycle_run``) where they need one.
     ``image_encoder_init`` starts the image encoder from a ``zeroshot`` run; with
     ``freeze_image_encoder`` only the decoder trains. ``out`` is checked before any work (a run
     already there, or a read-only folder, is refused)."""
@@ -327,25 +335,38 @@ def train_captioner(
         frozen = frozen_image_features(config, "train", model.image_encoder)
     attends = model.decoder.attention is not None
     generator = torch.Generator().manual_seed(config.seed)
+    # Partly paired data (multimodal.semi_captioning): only the paired rows' captions are used.
+    split = caption_split(len(train), config.paired_fraction, config.data_seed)
+    paired = split.paired
+    unpaired = (
+        UnpairedCaptionTerms(config, train, split, model, image_source)
+        if config.paired_fraction < 1.0
+        else None
+    )
 
     def compute_loss(step: int) -> torch.Tensor:
-        index = torch.randperm(len(train), generator=generator)[: config.batch_size]
+        index = paired[torch.randperm(len(paired), generator=generator)[: config.batch_size]]
         inputs, targets = source.encode(index.tolist())
         if frozen is None:
             logits = model(uint8_to_float(train.images[index]), inputs)
         else:
             patches = frozen.tokens[index] if attends else None
             logits = model.decoder(frozen.pooled[index], inputs, patches)
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=vocab.pad)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=vocab.pad)
+        if unpaired is not None and unpaired.active:
+            loss = loss + unpaired.loss(step, model)
+        return loss
 
     model.train()
     if frozen is not None:
         model.image_encoder.eval()
-    stats = optimise(model.parameters(), compute_loss, config, "caption", progress, out)
+    parameters = [*model.parameters(), *(unpaired.parameters() if unpaired else [])]
+    stats = optimise(parameters, compute_loss, config, "caption", progress, out)
     metrics = evaluate_caption_run(model, config)
     result = RunResult(model, metrics, stats.seconds, stats.steps, count_parameters(model), None)
     if out is not None:
-        record = stats.record(result.params, test=metrics)
+        extra = {"unpaired": unpaired.summary()} if unpaired is not None else {}
+        record = stats.record(result.params, test=metrics, **extra)
         result.run_dir = save_run(
             Path(out), "caption", model, config, {"vocab": vocab.tokens}, record, step=stats.steps
         )

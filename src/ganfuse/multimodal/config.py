@@ -42,9 +42,12 @@ FUSION_TASKS: tuple[str, ...] = (
 SCENE_TASKS: tuple[str, ...] = ("scenes-vqa", "scenes-matching")
 WORLDS: tuple[str, ...] = ("shapes", "scenes", "folder", "emoji")
 # Worlds of real image-caption pairs (multimodal.folder_world): the user's folder (``data=PATH``)
-# and the shipped emoji. No generator and no judge, so only the tasks that learn from pairs alone.
+# and the shipped emoji. No generator and no judge, so only the tasks that learn from pairs alone
+# (matching with negatives from other images' captions: multimodal.folder_matching).
 PAIR_WORLDS: tuple[str, ...] = ("folder", "emoji")
-PAIR_WORLD_TASKS: tuple[str, ...] = ("zeroshot", "caption")
+PAIR_WORLD_TASKS: tuple[str, ...] = ("matching", "zeroshot", "caption")
+# Other names a user may give a task.
+TASK_ALIASES: dict[str, str] = {"match": "matching"}
 # The splits a fusion run may train on, each with the split it is tested on (and validated on:
 # ``None`` where there is none). ``cogent-a`` is CLEVR-CoGenT's condition A (``scenes`` only); its
 # transfer test, condition B, is ``ganfuse fuse evaluate RUN --split cogent-b``.
@@ -92,6 +95,12 @@ class FuseConfig:
     init_temperature: float = 0.07
     # scenes only: each caption's binding negative (same words, other binding) joins the batch
     hard_negatives: bool = True
+    # folder/emoji matching: share of training negatives that are hard (another image's caption
+    # sharing a content word with the image's own, in its emoji subgroup where there is one)
+    # where the image has one; the rest are any other image's caption. Half: random negatives
+    # alone teach little about fine differences ("red apple" / "green apple"), hard ones alone
+    # never show the easy contrast the random test asks about.
+    hard_negative_fraction: float = 0.5
     # scenes only: weight of a two-way loss, true caption against its binding negative, added to
     # InfoNCE (0: the negatives only join its denominators; 1 lifted binding-swap matching from
     # 53% to 68% in 750 steps, measured)
@@ -118,6 +127,12 @@ class FuseConfig:
     pseudo_threshold: float = 0.5
     pseudo_neighbours: int = 5
     pseudo_every: int = 50
+    # task=caption with paired_fraction < 1 (multimodal.semi_captioning): the decoder learns
+    # unpaired captions with a learned "no image" input (lm_weight); cycle_weight and
+    # pseudo_weight there are caption -> image -> caption and cycle-filtered pseudo-captions
+    # through the frozen text-to-image run cycle_run (trained on the paired share only); 0: off
+    lm_weight: float = 0.0
+    cycle_run: str = ""
     # caption decoder
     decoder_hidden: int = 256
     decoder_embed: int = 64
@@ -256,7 +271,7 @@ def validate(config: FuseConfig) -> FuseConfig:
             config.task in PAIR_WORLD_TASKS,
             "task",
             f"does not run on world={config.world}; on image-caption pairs use task "
-            f"{' or '.join(PAIR_WORLD_TASKS)}",
+            f"{', '.join(PAIR_WORLD_TASKS[:-1])} or {PAIR_WORLD_TASKS[-1]}",
         )
         for key in ("adversarial_weight", "cycle_weight", "pseudo_weight"):
             check(getattr(config, key) == 0, key, f"must be 0 on world={config.world}")
@@ -276,7 +291,7 @@ def validate(config: FuseConfig) -> FuseConfig:
     except ValueError:
         check(False, "background", "must be a colour name, 'rgb(r,g,b)' or '#rrggbb'")
     check(0.0 < config.holdout_fraction < 1.0, "holdout_fraction", "must be in (0, 1)")
-    if config.task not in WORLD_TASKS:
+    if config.task not in WORLD_TASKS and config.world not in PAIR_WORLDS:
         world = "scenes" if config.task in SCENE_TASKS else "shapes"
         check(config.world == world, "world", f"must be {world} for task {config.task}")
     kinds = config.caption_kinds
@@ -311,12 +326,33 @@ def validate(config: FuseConfig) -> FuseConfig:
     check(config.image_size in (32, 64), "image_size", "must be 32 or 64")
     check(0.0 < config.label_fraction <= 1.0, "label_fraction", "must be in (0, 1]")
     check(config.init_temperature > 0, "init_temperature", "must be positive")
+    check(
+        0.0 <= config.hard_negative_fraction <= 1.0, "hard_negative_fraction", "must be in [0, 1]"
+    )
     check(config.binding_weight >= 0, "binding_weight", "must not be negative")
     check(0.0 < config.paired_fraction <= 1.0, "paired_fraction", "must be in (0, 1]")
     check(
-        config.paired_fraction == 1.0 or config.task == "zeroshot",
+        config.paired_fraction == 1.0 or config.task in ("zeroshot", "caption"),
         "paired_fraction",
-        "applies to task zeroshot only (leave it at 1)",
+        "applies to tasks zeroshot and caption only (leave it at 1)",
+    )
+    if config.task == "caption":
+        check(
+            config.paired_fraction == 1.0 or config.world == "shapes",
+            "paired_fraction",
+            "below 1 for task caption runs on world=shapes only (leave it at 1)",
+        )
+        check(
+            bool(config.cycle_run.strip()) or not (config.cycle_weight or config.pseudo_weight),
+            "cycle_run",
+            "must name a text-to-image run (trained on the paired share) when cycle_weight or "
+            "pseudo_weight is set for task caption",
+        )
+    check(config.lm_weight >= 0, "lm_weight", "must not be negative")
+    check(
+        config.task == "caption" or not (config.lm_weight or config.cycle_run.strip()),
+        "lm_weight" if config.lm_weight else "cycle_run",
+        "applies to task caption only",
     )
     for key in ("adversarial_weight", "cycle_weight", "pseudo_weight"):
         check(getattr(config, key) >= 0, key, "must not be negative")
@@ -378,7 +414,8 @@ def make_config(
     """The config of a ``task`` run: dataclass defaults, then :data:`TASK_DEFAULTS`, ``fusion``,
     then ``overrides`` (``["steps=300", "fusion_options.rank=4"]``), then the
     :data:`WORLD_DEFAULTS` and :data:`FUSION_DEFAULTS` of the result's world and fusion for what
-    the overrides left unset; validated."""
+    the overrides left unset; validated. ``task`` may be an alias (:data:`TASK_ALIASES`)."""
+    task = TASK_ALIASES.get(task, task)
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     config = FuseConfig(task=task)
@@ -397,9 +434,10 @@ def make_config(
     for name, value in FUSION_DEFAULTS.get((config.world, config.fusion), {}).items():
         if name not in config.fusion_options:
             config.fusion_options[name] = value
-    if config.data_path.strip():
-        # absolute, so that evaluating the saved run from another folder still finds the pairs
-        config.data_path = str(Path(config.data_path).expanduser().resolve())
+    # absolute, so that evaluating or resuming the saved run from another folder still finds them
+    for key in ("data_path", "cycle_run"):
+        if getattr(config, key).strip():
+            setattr(config, key, str(Path(getattr(config, key)).expanduser().resolve()))
     return validate(config)
 
 

@@ -18,13 +18,23 @@ from ganfuse.data.shapes import SPLITS as SHAPES_SPLITS
 from ganfuse.errors import ConfigError
 from ganfuse.multimodal.captioning import evaluate_caption_run, load_captioner
 from ganfuse.multimodal.checkpoint import read_run
-from ganfuse.multimodal.config import TEST_SPLITS, FuseConfig
+from ganfuse.multimodal.config import PAIR_WORLDS, TEST_SPLITS, FuseConfig
+from ganfuse.multimodal.folder_world import PAIR_SPLITS
 from ganfuse.multimodal.splits import config_split
-from ganfuse.multimodal.tasks import eval_batches
-from ganfuse.multimodal.train import TEST_SEED, fusion_task, load_fusion_run, score_task
+from ganfuse.multimodal.train import (
+    TEST_SEED,
+    fusion_task,
+    load_fusion_run,
+    score_task,
+    task_eval_batches,
+)
 from ganfuse.multimodal.zeroshot import evaluate_config, load_dual_encoder
 
-WORLD_SPLITS: dict[str, tuple[str, ...]] = {"shapes": SHAPES_SPLITS, "scenes": SCENES_SPLITS}
+WORLD_SPLITS: dict[str, tuple[str, ...]] = {
+    "shapes": SHAPES_SPLITS,
+    "scenes": SCENES_SPLITS,
+    **{world: PAIR_SPLITS for world in PAIR_WORLDS},
+}
 
 
 def check_splits(config: FuseConfig, splits: Sequence[str]) -> None:
@@ -47,7 +57,12 @@ def score_fusion_split(model: torch.nn.Module, config: FuseConfig, split: str) -
     same ones. Per-family accuracies on ``scenes-vqa``."""
     check_splits(config, [split])
     task = fusion_task(config)
-    return score_task(model, task, eval_batches(task, config_split(config, split), TEST_SEED))
+    return score_task(model, task, task_eval_batches(task, config_split(config, split), TEST_SEED))
+
+
+def tested_split(config: FuseConfig) -> str:
+    """The split a fusion run was tested on when it trained (``heldout`` on real pairs)."""
+    return "heldout" if config.world in PAIR_WORLDS else TEST_SPLITS[config.train_split]
 
 
 def evaluate_run(
@@ -72,7 +87,7 @@ def evaluate_run(
     if record.kind == "fusion":
         model, _, _ = load_fusion_run(record.path)
         if splits is None:
-            return score_fusion_split(model, config, TEST_SPLITS[config.train_split])
+            return score_fusion_split(model, config, tested_split(config))
         return {split: score_fusion_split(model, config, split) for split in splits}
     if record.kind == "zeroshot":
         return evaluate_config(load_dual_encoder(record.path), config)

@@ -15,6 +15,9 @@ that image, so all captions of one image fall on one side of a split:
 ``train_size`` and ``eval_size`` do not cut these worlds: training uses every training image;
 ``eval_size`` caps the ``train`` images that are scored (:func:`train_eval_rows`).
 
+Matching on these worlds (negatives from other images' captions) is
+:mod:`ganfuse.multimodal.folder_matching`.
+
 Scores (:func:`retrieval_recall`): recall@k image->text and text->image, where a hit is any
 caption of the image, or any caption with the very same text (two images captioned alike are
 both right for that caption).
@@ -44,13 +47,16 @@ HOLDOUT_SALT = "ganfuse-folder-heldout-v1"
 class PairsData:
     """Images with their captions. ``images`` uint8 ``(N, 3, S, S)``, one row per image;
     ``captions`` N lists of strings (at least one each); ``names`` N strings (file name, or emoji
-    name); ``labels`` int64 ``(N,)`` indexing ``class_names`` (``-1``: none)."""
+    name); ``labels`` int64 ``(N,)`` indexing ``class_names`` (``-1``: none); ``kinds`` int64
+    ``(N,)`` or None: a finer grouping that hard negatives prefer to stay within (the emoji's
+    Unicode subgroup; a folder has none)."""
 
     images: torch.Tensor
     captions: list[list[str]]
     names: list[str]
     labels: torch.Tensor
     class_names: list[str]
+    kinds: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -72,6 +78,7 @@ class PairsData:
             [self.names[i] for i in rows],
             self.labels[torch.tensor(rows, dtype=torch.int64)],
             self.class_names,
+            None if self.kinds is None else self.kinds[torch.tensor(rows, dtype=torch.int64)],
         )
 
 
@@ -130,7 +137,7 @@ def emoji_split(split: str, image_size: int) -> PairsData:
     data = EmojiDataset(split, image_size)
     return PairsData(
         data.images, [[c] for c in data.captions], list(data.names), data.labels["group"],
-        list(data.class_names),
+        list(data.class_names), data.labels["subgroup"],
     )  # fmt: skip
 
 

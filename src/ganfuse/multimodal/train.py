@@ -36,6 +36,11 @@ from ganfuse.multimodal.config import (
     VAL_SPLITS,
     FuseConfig,
 )
+from ganfuse.multimodal.folder_matching import (
+    PairMatchingTask,
+    pairs_vocabulary,
+    score_pair_matching,
+)
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import FusionModel, build_fusion_model
 from ganfuse.multimodal.scene_tasks import (
@@ -68,7 +73,7 @@ VAL_SEED, TEST_SEED = 1001, 1002
 @dataclass
 class FusionResult:
     model: FusionModel
-    task: PairTask | VQATask
+    task: PairTask | VQATask | SceneTask | PairMatchingTask
     val_metrics: dict[str, float]
     test_metrics: dict[str, float]
     train_seconds: float
@@ -77,16 +82,30 @@ class FusionResult:
     run_dir: Path | None
 
 
-def fusion_task(config: FuseConfig) -> PairTask | VQATask | SceneTask:
+def fusion_task(config: FuseConfig) -> PairTask | VQATask | SceneTask | PairMatchingTask:
     """The task object of a fusion run's ``task`` on its world."""
+    if config.world in PAIR_WORLDS:  # matching is the one fusion task on real pairs
+        return PairMatchingTask(config.hard_negative_fraction)
     if config.world == "scenes":
         return build_scene_task(config.task, config.questions_per_image)
     return build_task(config.task, config.questions_per_image)
 
 
-def score_task(model: torch.nn.Module, task: PairTask | VQATask | SceneTask, batches: list,
-               image_features: ModalityFeatures | None = None) -> dict[str, float]:
-    """Test scores of a fusion model: head accuracies (per question family on ``scenes``)."""
+def task_eval_batches(
+    task: PairTask | VQATask | SceneTask | PairMatchingTask, data, seed: int
+) -> list:
+    """The fixed scoring batches of ``task`` on ``data`` for ``seed``."""
+    if isinstance(task, PairMatchingTask):
+        return task.eval_batches(data, seed)
+    return eval_batches(task, data, seed)
+
+
+def score_task(model: torch.nn.Module, task: PairTask | VQATask | SceneTask | PairMatchingTask,
+               batches: list, image_features: ModalityFeatures | None = None) -> dict[str, float]:
+    """Test scores of a fusion model: head accuracies (per question family on ``scenes``; random
+    and hard negatives on real pairs)."""
+    if isinstance(task, PairMatchingTask):
+        return score_pair_matching(model, batches, image_features)
     if isinstance(task, SceneVQATask | SceneMatchingTask):
         return accuracy_by_kind(model, next(iter(task.task_sizes)), batches, image_features)
     return evaluate_task(model, task, batches, image_features)
@@ -202,13 +221,19 @@ def train_fusion(
     rng = np.random.default_rng(config.seed)
     task = fusion_task(config)
     # The splits by role: ``config.train_split`` and the splits it is validated and tested on.
+    # Real pairs have no validation split: only train and held out.
     names = {
         "train": config.train_split,
-        "val": VAL_SPLITS[config.train_split] if validate else None,
+        "val": None if not validate or config.world in PAIR_WORLDS else VAL_SPLITS[config.train_split],
         "test": TEST_SPLITS[config.train_split],
     }
     train, test = config_split(config, names["train"]), config_split(config, names["test"])
-    vocab = scene_vocabulary(task, train) if config.world == "scenes" else task_vocabulary(config.task)
+    if config.world in PAIR_WORLDS:
+        vocab = pairs_vocabulary(train)
+    elif config.world == "scenes":
+        vocab = scene_vocabulary(task, train)
+    else:
+        vocab = task_vocabulary(config.task)
     model = build_fusion_model(config, task.task_sizes, vocab=vocab)
     image_encoder = model.encoders["image"]
     if config.image_encoder_init:
@@ -239,8 +264,10 @@ def train_fusion(
     val_metrics: dict[str, float] = {}
     if names["val"] is not None:
         val = config_split(config, names["val"])
-        val_metrics = score_task(model, task, eval_batches(task, val, VAL_SEED), features["val"])
-    test_metrics = score_task(model, task, eval_batches(task, test, TEST_SEED), features["test"])
+        val_batches = task_eval_batches(task, val, VAL_SEED)
+        val_metrics = score_task(model, task, val_batches, features["val"])
+    test_batches = task_eval_batches(task, test, TEST_SEED)
+    test_metrics = score_task(model, task, test_batches, features["test"])
     result = FusionResult(
         model=model,
         task=task,

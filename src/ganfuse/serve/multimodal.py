@@ -59,32 +59,39 @@ class _Loaded:
     model: torch.nn.Module
     task: str = ""
     class_embeddings: torch.Tensor | None = None
+    background: str = "white"  # how the run's own images were read: under transparency, around padding
+    fit: str = "crop"
+
+    @property
+    def reading(self) -> tuple[int, str, str]:
+        """What decoding an upload for this run depends on."""
+        return self.image_size, self.background, self.fit
 
 
 def _load(name: str, path: Path) -> _Loaded:
     record = read_run(path)
-    size = record.config.image_size
+    size, reading = record.config.image_size, {"background": record.config.background, "fit": record.config.fit}
     if record.kind == "caption":
-        return _Loaded(name, "caption", size, load_captioner(path).eval())
+        return _Loaded(name, "caption", size, load_captioner(path).eval(), **reading)
     if record.kind == "zeroshot":
         model = load_dual_encoder(path).eval()
         if record.config.world != "shapes":  # the colour-shape labels describe shapes images only
-            return _Loaded(name, "zeroshot", size, model)
+            return _Loaded(name, "zeroshot", size, model, **reading)
         with torch.no_grad():
             classes = class_embeddings(model.encode_text, COLOR_SHAPE_CLASSES, prompt_templates())
-        return _Loaded(name, "zeroshot", size, model, class_embeddings=classes)
+        return _Loaded(name, "zeroshot", size, model, class_embeddings=classes, **reading)
     model, config, _ = load_fusion_run(path)
-    return _Loaded(name, "fusion", size, model.eval(), task=config.task)
+    return _Loaded(name, "fusion", size, model.eval(), task=config.task, **reading)
 
 
-def _decode_upload(path: Path, image_size: int) -> torch.Tensor:
+def _decode_upload(path: Path, image_size: int, background: str = "white", fit: str = "crop") -> torch.Tensor:
     """The checked upload decoded, ``(1, 3, S, S)`` in [-1, 1]; a file that is gone or that only
     looked like an image (a header without its pixels, a format outside PNG/JPEG/WebP/BMP) is a
     :class:`LimitError` whose message names no server path."""
     if not path.is_file():
         raise LimitError(UPLOAD_GONE)
     try:
-        return load_image(path, image_size)
+        return load_image(path, image_size, background, fit)
     except DataError:
         raise LimitError(NOT_AN_IMAGE) from None
 
@@ -120,11 +127,11 @@ class MultimodalService:
             out.notes.append(
                 "type a caption or a question to get the match score, answer and similarity"
             )
-        images: dict[int, torch.Tensor] = {}
+        images: dict[tuple[int, str, str], torch.Tensor] = {}  # one decoding per way of reading
         for run in self.runs:
-            if run.image_size not in images:
-                images[run.image_size] = _decode_upload(path, run.image_size)
-            image = images[run.image_size]
+            if run.reading not in images:
+                images[run.reading] = _decode_upload(path, *run.reading)
+            image = images[run.reading]
             if run.kind == "caption":
                 out.caption = run.model.caption(image)[0]
             elif run.kind == "zeroshot" and run.class_embeddings is not None:
