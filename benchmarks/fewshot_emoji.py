@@ -1,19 +1,20 @@
 """Few-shot transfer on emoji: fine-tune a run that never saw a group against training from scratch.
 
-    # 1. a source run without the Flags group (any budget; the figures say which)
+    # 1. a source run without the target group (any budget; the figures say which)
     ganfuse train emoji --out runs/emoji-noflags --set data.holdout=[Flags] --max-minutes 15
     # 2. side by side, one thread each, the same wall-clock budget
     python benchmarks/fewshot_emoji.py finetune --source runs/emoji-noflags --minutes 5 --out runs/fs
     python benchmarks/fewshot_emoji.py scratch --minutes 5 --out runs/fs
+    # another group: --group "Food & Drink" (the source run must have left it out)
 
-The 100 target images are the first 100 Flags emoji by a hash of their name (written once to
-``OUT/flags100`` as 64x64 PNGs); the other Flags emoji are the held-out reference of the
-memorisation audit. ``finetune`` is ``ganfuse finetune`` with its defaults (FreezeD, ADA, the
+The 100 target images are the first 100 emoji of the group (``--group``, default Flags) by a hash
+of their name (written once to ``OUT/<group>100`` as 64x64 PNGs); the group's other emoji are the
+held-out reference of the memorisation audit. ``finetune`` is ``ganfuse finetune`` with its defaults (FreezeD, ADA, the
 learning rates halved, EMA warm-up); ``scratch`` is the ``emoji`` preset (DiffAugment colour,
 translation, cutout) on the same folder. Each run is then scored with 500 samples of its
 sampling generator in the ``emoji`` extractor's features: Frechet distance to the 100 images, and
 the memorisation audit against them (near-copies of the 100, and the share of held-out real
-flags the audit would call near-copies: what it calls acceptable). One JSON line per run.
+emoji of the group the audit would call near-copies: what it calls acceptable). One JSON line per run.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ SHOTS = 100
 SAMPLES = 500
 
 
-def target_split() -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """uint8 images of the ``SHOTS`` target flags, of the other flags, and the targets' names."""
+def target_split(group: str = GROUP) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """uint8 images of the ``SHOTS`` target emoji of ``group``, of its others, and the targets' names."""
     data = EmojiDataset("all", image_size=64)
-    rows = [i for i, g in enumerate(data.labels["group"].tolist()) if data.class_names[g] == GROUP]
+    rows = [i for i, g in enumerate(data.labels["group"].tolist()) if data.class_names[g] == group]
+    if len(rows) <= SHOTS:
+        raise SystemExit(f"group {group!r} holds {len(rows)} emoji; a target of {SHOTS} needs more")
     rows.sort(key=lambda i: hashlib.sha256(data.names[i].encode()).hexdigest())
     take, rest = rows[:SHOTS], rows[SHOTS:]
     return data.images[take], data.images[rest], [data.names[i] for i in take]
@@ -70,7 +73,8 @@ def measure(run_dir: Path, target: torch.Tensor, others: torch.Tensor) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=("finetune", "scratch", "measure"))
-    parser.add_argument("--source", help="finetune: a run trained without the Flags group")
+    parser.add_argument("--source", help="finetune: a run trained without the target group")
+    parser.add_argument("--group", default=GROUP, help="the Unicode group of the 100 targets (default Flags)")
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", required=True, help="folder for the target images and the runs")
@@ -79,9 +83,10 @@ def main() -> None:
     parser.add_argument("--name", help="the run's folder name under --out (default: the mode)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    target, others, _ = target_split()
+    target, others, _ = target_split(args.group)
     out = Path(args.out)
-    folder = out / "flags100"
+    slug = "".join(ch for ch in args.group.lower() if ch.isalnum())
+    folder = out / f"{slug}{SHOTS}"
     if not folder.is_dir():
         write_folder(target, folder)
     if args.mode == "measure":
@@ -99,7 +104,7 @@ def main() -> None:
     start = time.perf_counter()
     train(config, run_dir, progress=False, max_minutes=args.minutes)
     seconds = round(time.perf_counter() - start, 1)
-    print(json.dumps({"mode": args.mode, "source": args.source, "threads": args.threads, "train_seconds": seconds,
+    print(json.dumps({"mode": args.mode, "group": args.group, "source": args.source, "threads": args.threads, "train_seconds": seconds,
                       **measure(run_dir, target, others), "dir": str(run_dir)}), flush=True)
 
 
