@@ -239,6 +239,13 @@ def benchmark_plan(
     return plan
 
 
+def _dual_encoder_run(world: str) -> PlannedRun:
+    """The shared backbone of a ``world``'s table: the dual encoder (small text encoder) trained
+    first on its pairs, whose frozen image encoder every fusion then shares."""
+    return PlannedRun("zeroshot", PRETRAINED, "zeroshot", ["text_encoder=small", f"world={world}"],
+                      SCENES_ENCODER_WEIGHT, False, 15.0)
+
+
 def _scenes_plan(
     tasks: Sequence[str], fusions: Sequence[str], pretrained: bool
 ) -> list[PlannedRun]:
@@ -247,19 +254,7 @@ def _scenes_plan(
     weight 0), then the CoGenT run."""
     if not fusions:
         raise ConfigError("no fusion to benchmark; name at least one")
-    plan = []
-    if pretrained:
-        plan.append(
-            PlannedRun(
-                "zeroshot",
-                PRETRAINED,
-                "zeroshot",
-                ["text_encoder=small", "world=scenes"],
-                SCENES_ENCODER_WEIGHT,
-                False,
-                15.0,
-            )
-        )
+    plan = [_dual_encoder_run("scenes")] if pretrained else []
     if "scenes-vqa" in tasks:
         plan += [PlannedRun("scenes-vqa", fusion, "scenes-vqa") for fusion in fusions]
         plan.append(PlannedRun("scenes-vqa", "question-only", "scenes-vqa"))
@@ -286,19 +281,7 @@ def _pairs_plan(world: str, fusions: Sequence[str], pretrained: bool) -> list[Pl
     if not fusions:
         raise ConfigError("no fusion to benchmark; name at least one")
     on_world = [f"world={world}"]
-    plan = []
-    if pretrained:
-        plan.append(
-            PlannedRun(
-                "zeroshot",
-                PRETRAINED,
-                "zeroshot",
-                ["text_encoder=small", *on_world],
-                SCENES_ENCODER_WEIGHT,
-                False,
-                15.0,
-            )
-        )
+    plan = [_dual_encoder_run(world)] if pretrained else []
     plan += [PlannedRun("matching", fusion, "matching", on_world) for fusion in fusions]
     plan.append(PlannedRun("matching", "text-only", "matching", on_world))
     if pretrained:
