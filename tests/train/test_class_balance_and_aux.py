@@ -90,3 +90,15 @@ def test_aux_classifier_terms_are_cross_entropies_with_the_asked_labels(tmp_path
     stats = trainer.stats.flush()
     assert {"aux_d", "aux_g", "aux_acc_real", "aux_acc_fake"} <= set(stats)
 
+
+
+def test_r1_phase_keeps_the_classifier_in_the_graph(tmp_path):
+    """DDP needs every parameter in each backward: the lazy R1 phase reaches the class head too."""
+    trainer = Trainer(load_config("digits-cond", COND + ["train.aux_class_weight=1", "train.r1_gamma=1"]),
+                      tmp_path / "run", progress=False)
+    batch = _one_batch(trainer)
+    trainer.D.zero_grad(set_to_none=True)
+    trainer.objective.loss("Dreg", batch, trainer.nets).backward()
+    head = trainer.D.head.classifier
+    assert all(p.grad is not None for p in head.parameters())
+    assert all(float(p.grad.abs().sum()) == 0.0 for p in head.parameters())  # in the graph, unmoved

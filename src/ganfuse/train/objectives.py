@@ -261,11 +261,15 @@ class GANObjective(Objective):
         if phase == "Dreg":
             real_in = nets.aug(batch.real).detach().requires_grad_(True)
             with nets.autocast():
-                logits = nets.D_train(real_in, batch.cond).logits.float()
+                out = nets.D_train(real_in, batch.cond)
+            logits = out.logits.float()
             r1 = r1_penalty(logits, real_in)
             nets.report("r1", r1)
-            # ``logits * 0`` keeps every parameter in the graph, as DDP requires
-            return (t.r1_gamma / 2) * r1 * t.r1_every + 0.0 * logits.sum()
+            # ``* 0`` keeps every parameter (the auxiliary classifier's too) in the graph, as DDP requires
+            unused = 0.0 * logits.sum()
+            if out.class_logits is not None:
+                unused = unused + 0.0 * out.class_logits.float().sum()
+            return (t.r1_gamma / 2) * r1 * t.r1_every + unused
         if phase == "Gmain":
             with nets.autocast():
                 out = nets.D_frozen(nets.aug(batch.fake), batch.fake_cond)
