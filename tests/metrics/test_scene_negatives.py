@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 
+import numpy as np
 import pytest
 
 from ganfuse.data.scenes import (
@@ -29,6 +30,7 @@ from ganfuse.metrics.scene_negatives import (
     binding_negatives,
     build_binding_pairs,
     caption_words,
+    replacement_negative,
 )
 from ganfuse.metrics.scenes import score_caption
 
@@ -247,3 +249,41 @@ def test_swaps_are_the_defined_ones_and_state_what_their_text_says(scenes):
             assert (parsed.relations, parsed.counts) == (description.relations, description.counts)
             checked += 1
     assert checked > 300
+
+
+def test_a_replacement_negative_changes_one_word_of_one_phrase_and_is_false(scenes):
+    graphs, captions = scenes
+    rng = np.random.default_rng(0)
+    made = {"list": 0, "relation": 0, "single": 0}
+    for graph, texts in zip(graphs[:150], captions[:150], strict=True):
+        for text in texts:
+            kind = parse_caption(text).kind
+            negative = replacement_negative(text, graph, rng, DEFAULT_HOLDOUT)
+            if kind == "count":
+                assert negative is None  # a count caption states no bound phrase to change
+                continue
+            if negative is None:
+                continue
+            made[kind] += 1
+            before, after = normalise_caption(text).split(), negative.split()
+            changed = [(a, b) for a, b in zip(before, after, strict=True) if a != b]
+            # one attribute word, and the article where it starts with another vowel
+            assert 1 <= len(changed) <= 2 and all(a in ("a", "an") for a, _ in changed[:-1])
+            assert not score_caption(negative, graph).correct
+            assert not any(
+                (o.color, o.shape) in DEFAULT_HOLDOUT for o in parse_caption(negative).objects
+            )
+    assert min(made.values()) > 50
+
+
+def test_no_replacement_negative_when_every_replacement_is_still_true():
+    # two identical objects but for the colour: "a red circle" -> "a blue circle" is still true,
+    # and only shapes and sizes are left to change, which the tries may all miss or hit
+    graph = SceneGraph(
+        (_obj("red", "circle", "small", 12.0, 30.0), _obj("blue", "circle", "small", 44.0, 30.0)),
+        64,
+    )
+    rng = np.random.default_rng(0)
+    outs = {replacement_negative("a red circle", graph, rng) for _ in range(200)}
+    assert "a blue circle" not in outs
+    assert outs - {None}  # other replacements exist and are found

@@ -58,6 +58,53 @@ def test_matching_batches_pair_each_true_caption_with_its_binding_negative(train
         assert score_caption(positive, graph).correct and not score_caption(negative, graph).correct
 
 
+def test_matching_trains_on_replacement_negatives_but_is_scored_on_binding_swaps(train_split):
+    task = SceneMatchingTask(replacement_fraction=0.9)
+    indices = torch.arange(40)
+    scored = task.make_batch(train_split, indices, np.random.default_rng(0))
+    assert (
+        scored.texts
+        == SceneMatchingTask().make_batch(train_split, indices, np.random.default_rng(0)).texts
+    )
+    trained = task.train_batch(train_split, indices, np.random.default_rng(0))
+    assert trained.targets["match"].tolist() == [1, 0] * (len(trained.texts) // 2)
+    replaced = 0
+    for k in range(0, len(trained.texts), 2):
+        graph = train_split.graphs[int(trained.pairs[k])]
+        positive, negative = trained.texts[k], trained.texts[k + 1]
+        assert score_caption(positive, graph).correct and not score_caption(negative, graph).correct
+        replaced += caption_words(positive) != caption_words(negative)
+    assert replaced >= 30  # about 0.9 of the 40 images
+
+
+def test_loss_sampling_draws_more_questions_of_the_families_with_high_training_loss(
+    train_split,
+):
+    task = SceneVQATask(questions_per_image=1, sampling="loss")
+    indices = torch.arange(48)
+    assert task.family_weights() == pytest.approx(dict.fromkeys(FAMILIES, 0.25))
+    # a batch where compare questions cost 3 nats and the others nothing, seen many times
+    batch = task.make_batch(train_split, indices, np.random.default_rng(0))
+    per_question = torch.tensor([3.0 if k == "compare" else 0.0 for k in batch.kinds])
+    for _ in range(400):
+        task.observe(batch, {"answer": per_question})
+    weights = task.family_weights()
+    assert weights["compare"] == pytest.approx(0.125 + 0.5, abs=1e-3)
+    assert weights["exist"] == pytest.approx(0.125, abs=1e-3)
+    drawn = [
+        kind
+        for seed in range(10)
+        for kind in task.train_batch(train_split, indices, np.random.default_rng(seed)).kinds
+    ]
+    uniform = [
+        kind
+        for seed in range(10)
+        for kind in task.make_batch(train_split, indices, np.random.default_rng(seed)).kinds
+    ]
+    assert drawn.count("compare") / len(drawn) > 0.45  # 0.625 of the images that have one
+    assert uniform.count("compare") / len(uniform) < 0.3  # scored batches stay uniform
+
+
 def test_a_fusion_model_trains_a_few_steps_on_scenes_vqa_and_reports_each_family(train_split):
     torch.manual_seed(0)
     config = make_config(

@@ -136,6 +136,27 @@ def test_batch_positives_follow_the_judge_and_negatives_are_binding_swaps(hard):
         assert not {(o.color, o.shape) for o in parse_caption(negative).objects} & held
 
 
+def test_contrastive_batches_can_swap_binding_negatives_for_replacements():
+    data = scenes_split("train", 64, 0, 32)
+    arrays = SceneArrays.from_graphs(data.graphs)
+    index = torch.arange(48)
+    batch = contrastive_batch(
+        data, arrays, index, np.random.default_rng(3), True, data.holdout, replacement_fraction=0.8
+    )
+    b = len(index)
+    replaced = 0
+    for negative, row in zip(batch.texts[b:], batch.negative_of, strict=True):
+        caption, graph = batch.texts[row], data.graphs[int(index[row])]
+        assert not score_caption(negative, graph).correct
+        assert not batch.positives[row, b + batch.negative_of.index(row)]
+        replaced += caption_words(negative) != caption_words(caption)
+    # three of four caption kinds admit a replacement (counts do not): about 0.8 * 3/4 of 48
+    assert replaced >= 20
+    # single captions, which have no binding negative, now bring a negative too
+    plain = contrastive_batch(data, arrays, index, np.random.default_rng(3), True, data.holdout)
+    assert batch.hard_negatives > plain.hard_negatives
+
+
 def test_info_nce_with_hard_negatives_by_hand():
     image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     texts = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])  # row 2: a hard negative

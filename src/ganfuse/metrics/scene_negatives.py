@@ -180,6 +180,56 @@ def _negatives(
     return out
 
 
+REPLACEMENT_CAPTION_KINDS: tuple[str, ...] = ("list", "relation", "single")
+_TABLES = (SIZE_WORDS, COLOR_WORDS, SHAPE_WORDS)
+
+
+def replacement_negative(
+    caption: str,
+    graph: SceneGraph,
+    rng: np.random.Generator,
+    forbidden_pairs: Collection[tuple[str, str]] = (),
+    tries: int = 8,
+) -> str | None:
+    """``caption`` (a list, relation or single caption true of ``graph``) with one attribute word
+    of one phrase replaced by another value's word, so that it is false for ``graph`` and names no
+    pair of ``forbidden_pairs``; ``None`` when ``tries`` random replacements found none.
+
+    Unlike a binding swap, this changes the words, so a bag of words sees part of the difference
+    (a colour the image lacks); where the new value is elsewhere in the image, only the binding
+    tells. A training curriculum for binding-aware matching, not an evaluation negative."""
+    text = normalise_caption(caption)
+    description = parse_caption(text)
+    if description.kind not in REPLACEMENT_CAPTION_KINDS:
+        return None
+    matches = list(_PHRASE.finditer(text))
+    bounds = [0, *(b for m in matches for b in m.span()), len(text)]
+    pieces = [text[start:stop] for start, stop in zip(bounds[::2], bounds[1::2], strict=True)]
+    phrases: list[Phrase] = [m.groups() for m in matches]  # type: ignore[misc]
+    forbidden = frozenset(forbidden_pairs)
+    for _ in range(tries):
+        i = int(rng.integers(len(phrases)))
+        slots = [1, 2] if phrases[i][0] is None else [0, 1, 2]
+        slot = slots[int(rng.integers(len(slots)))]
+        table = _TABLES[slot]
+        current = _VALUES[slot][phrases[i][slot]]  # type: ignore[index]
+        values = [v for v in table if v != current]
+        words = table[values[int(rng.integers(len(values)))]]
+        changed = list(phrases[i])
+        changed[slot] = words[int(rng.integers(len(words)))]
+        replaced = [*phrases[:i], tuple(changed), *phrases[i + 1 :]]
+        objects = tuple(_spec(p) for p in replaced)  # type: ignore[arg-type]
+        if any((o.color, o.shape) in forbidden for o in objects):
+            continue
+        stated = SceneDescription(
+            description.kind, objects, description.relations, description.counts
+        )
+        if score_caption(stated, graph).correct:
+            continue  # another object of the image makes it true
+        return _rewrite(pieces, replaced)  # type: ignore[arg-type]
+    return None
+
+
 @dataclass
 class BindingPairs:
     """(image, true caption, binding negative) triples of a set of images, one per caption that

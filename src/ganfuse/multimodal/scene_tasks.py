@@ -19,11 +19,17 @@ import torch
 
 from ganfuse.data.base import uint8_to_float
 from ganfuse.data.scenes import ScenesDataset
-from ganfuse.metrics.scene_negatives import BindingPairs, build_binding_pairs
+from ganfuse.metrics.scene_negatives import (
+    BindingPairs,
+    build_binding_pairs,
+    replacement_negative,
+)
 from ganfuse.models.fusion import ModalityFeatures
+from ganfuse.multimodal.config import QUESTION_SAMPLINGS
 from ganfuse.multimodal.scene_questions import (
     ANSWER_INDEX,
     ANSWERS,
+    FAMILIES,
     QuestionSet,
     generate_questions,
 )
@@ -37,14 +43,48 @@ def _forbidden(data: ScenesDataset) -> tuple[tuple[str, str], ...]:
     return data.holdout if data.split == "train" else ()
 
 
-class SceneVQATask:
-    """Each image with ``questions_per_image`` of its bank's questions (all if it has fewer)."""
+LOSS_EMA = 0.98  # per-family running training loss: about the last 50 steps
+UNIFORM_SHARE = 0.5  # of the family sampling weights that stays uniform under "loss"
 
-    def __init__(self, questions_per_image: int = 2):
+
+class SceneVQATask:
+    """Each image with ``questions_per_image`` of its bank's questions (all if it has fewer).
+
+    ``sampling="loss"`` (training batches only): an image's questions are drawn with weights half
+    uniform, half in proportion to each family's running training loss (:meth:`observe`), so the
+    families the model has solved (``exist``, ``count``) give their share of the budget to those it
+    has not (``compare``); scored batches stay uniform."""
+
+    def __init__(self, questions_per_image: int = 2, sampling: str = "uniform"):
+        if sampling not in QUESTION_SAMPLINGS:
+            raise ValueError(f"sampling must be one of {', '.join(QUESTION_SAMPLINGS)}")
         self.name = "scenes-vqa"
         self.task_sizes = {"answer": len(ANSWERS)}
         self.questions_per_image = questions_per_image
+        self.sampling = sampling
+        self.family_loss = dict.fromkeys(FAMILIES, 1.0)
         self._banks: dict[int, tuple[ScenesDataset, QuestionSet]] = {}
+
+    def family_weights(self) -> dict[str, float]:
+        """The training draw's weight of each family (uniform unless ``sampling="loss"``)."""
+        if self.sampling == "uniform":
+            return dict.fromkeys(FAMILIES, 1.0)
+        total = sum(self.family_loss.values())
+        return {
+            f: UNIFORM_SHARE / len(FAMILIES) + (1 - UNIFORM_SHARE) * loss / total
+            for f, loss in self.family_loss.items()
+        }
+
+    def observe(self, batch: Batch, losses: dict[str, torch.Tensor]) -> None:
+        """Fold a training batch's per-question losses into each family's running loss."""
+        per_question = losses["answer"].detach().float()
+        for family in FAMILIES:
+            rows = [i for i, kind in enumerate(batch.kinds or ()) if kind == family]
+            if rows:
+                mean = float(per_question[rows].mean())
+                self.family_loss[family] = (
+                    LOSS_EMA * self.family_loss[family] + (1 - LOSS_EMA) * mean
+                )
 
     def bank(self, data: ScenesDataset) -> QuestionSet:
         """The split's questions, one per family per image, built once."""
@@ -56,12 +96,34 @@ class SceneVQATask:
     def make_batch(
         self, data: ScenesDataset, indices: torch.Tensor, rng: np.random.Generator
     ) -> Batch:
+        return self._batch(data, indices, rng, None)
+
+    def train_batch(
+        self, data: ScenesDataset, indices: torch.Tensor, rng: np.random.Generator
+    ) -> Batch:
+        """A training batch: questions drawn by :meth:`family_weights`."""
+        return self._batch(
+            data, indices, rng, None if self.sampling == "uniform" else self.family_weights()
+        )
+
+    def _batch(
+        self,
+        data: ScenesDataset,
+        indices: torch.Tensor,
+        rng: np.random.Generator,
+        weights: dict[str, float] | None,
+    ) -> Batch:
         bank = self.bank(data)
         texts, answers, kinds, pairs = [], [], [], []
         for row, index in enumerate(indices.tolist()):
             questions = bank.questions[index]
             take = min(self.questions_per_image, len(questions))
-            for k in rng.permutation(len(questions))[:take]:
+            if weights is None:
+                chosen = rng.permutation(len(questions))[:take]
+            else:
+                p = np.array([weights[q.family] for q in questions])
+                chosen = rng.choice(len(questions), size=take, replace=False, p=p / p.sum())
+            for k in chosen:
                 question = questions[int(k)]
                 texts.append(question.text)
                 answers.append(ANSWER_INDEX[question.answer])
@@ -76,9 +138,13 @@ class SceneMatchingTask:
     """Rows ``2i`` (a true caption) and ``2i + 1`` (its binding negative), one pair per image that
     has one, drawn by ``rng`` among the image's pairs."""
 
-    def __init__(self) -> None:
+    def __init__(self, replacement_fraction: float = 0.0) -> None:
         self.name = "scenes-matching"
         self.task_sizes = {"match": 2}
+        # training only: the share of images whose pair is one of their captions against a
+        # one-word replacement (metrics.scene_negatives.replacement_negative) instead of a
+        # binding swap; scored batches are always binding pairs
+        self.replacement_fraction = replacement_fraction
         self._banks: dict[int, tuple[ScenesDataset, BindingPairs, dict[int, list[int]]]] = {}
 
     def bank(self, data: ScenesDataset) -> tuple[BindingPairs, dict[int, list[int]]]:
@@ -94,9 +160,42 @@ class SceneMatchingTask:
     def make_batch(
         self, data: ScenesDataset, indices: torch.Tensor, rng: np.random.Generator
     ) -> Batch:
+        return self._batch(data, indices, rng, 0.0)
+
+    def train_batch(
+        self, data: ScenesDataset, indices: torch.Tensor, rng: np.random.Generator
+    ) -> Batch:
+        """A training batch: :meth:`make_batch` with ``replacement_fraction`` of the images
+        paired with a replacement negative instead (where one is found)."""
+        return self._batch(data, indices, rng, self.replacement_fraction)
+
+    @staticmethod
+    def _replacement(data: ScenesDataset, index: int, rng: np.random.Generator) -> list[str] | None:
+        """One of the image's captions (tried in random order) and a replacement negative."""
+        captions = data.captions[index]
+        for k in rng.permutation(len(captions)):
+            caption = captions[int(k)]
+            negative = replacement_negative(caption, data.graphs[index], rng, _forbidden(data))
+            if negative is not None:
+                return [caption, negative]
+        return None
+
+    def _batch(
+        self,
+        data: ScenesDataset,
+        indices: torch.Tensor,
+        rng: np.random.Generator,
+        replacement_fraction: float,
+    ) -> Batch:
         pairs, rows = self.bank(data)
         texts, owners = [], []
         for position, index in enumerate(indices.tolist()):
+            if replacement_fraction and rng.random() < replacement_fraction:
+                pair = self._replacement(data, index, rng)
+                if pair is not None:
+                    texts += pair
+                    owners += [position, position]
+                    continue
             options = rows.get(index, [])
             if options:
                 row = options[int(rng.integers(len(options)))]
@@ -135,12 +234,17 @@ def accuracy_by_kind(
 SceneTask = SceneVQATask | SceneMatchingTask
 
 
-def build_scene_task(name: str, questions_per_image: int = 2) -> SceneTask:
+def build_scene_task(
+    name: str,
+    questions_per_image: int = 2,
+    replacement_fraction: float = 0.0,
+    question_sampling: str = "uniform",
+) -> SceneTask:
     """The task object of a ``scenes`` task name (``scenes-vqa`` or ``scenes-matching``)."""
     if name == "scenes-vqa":
-        return SceneVQATask(questions_per_image)
+        return SceneVQATask(questions_per_image, question_sampling)
     if name == "scenes-matching":
-        return SceneMatchingTask()
+        return SceneMatchingTask(replacement_fraction)
     raise ValueError(f"{name!r} is not a scenes task")
 
 

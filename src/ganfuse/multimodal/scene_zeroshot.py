@@ -43,7 +43,11 @@ from ganfuse.data.scenes import (
     parse_caption,
 )
 from ganfuse.errors import UserError
-from ganfuse.metrics.scene_negatives import binding_negatives, build_binding_pairs
+from ganfuse.metrics.scene_negatives import (
+    binding_negatives,
+    build_binding_pairs,
+    replacement_negative,
+)
 from ganfuse.metrics.scenes import scoring_margin
 
 # make_captions reads fewer than 40 uniforms for the largest scene; the dataset passes 64 too.
@@ -203,18 +207,27 @@ def contrastive_batch(
     rng: np.random.Generator,
     hard_negatives: bool,
     forbidden_pairs: Collection[tuple[str, str]] = (),
+    replacement_fraction: float = 0.0,
 ) -> SceneContrastiveBatch:
     """One training batch of ``indices`` (``(B,)`` int64 rows of ``data``; ``arrays`` is
     ``SceneArrays.from_graphs(data.graphs)``). With ``hard_negatives``, every caption that has a
-    binding negative naming no pair of ``forbidden_pairs`` adds one, drawn by ``rng``."""
+    binding negative naming no pair of ``forbidden_pairs`` adds one, drawn by ``rng``; with
+    ``replacement_fraction``, that share of the captions adds a one-word replacement negative
+    (:func:`~ganfuse.metrics.scene_negatives.replacement_negative`) instead, where one is found."""
     rows = indices.tolist()
     texts = [draw_caption(data.graphs[i], rng) for i in rows]
     negative_of = []
     if hard_negatives:
         for row, (i, text) in enumerate(zip(rows, texts[: len(rows)], strict=True)):
-            options = binding_negatives(text, data.graphs[i], forbidden_pairs)
-            if options:
-                texts.append(options[int(rng.integers(len(options)))].text)
+            negative = None
+            if replacement_fraction and rng.random() < replacement_fraction:
+                negative = replacement_negative(text, data.graphs[i], rng, forbidden_pairs)
+            if negative is None:
+                options = binding_negatives(text, data.graphs[i], forbidden_pairs)
+                if options:
+                    negative = options[int(rng.integers(len(options)))].text
+            if negative is not None:
+                texts.append(negative)
                 negative_of.append(row)
     truth = caption_truth(texts, arrays.take(rows))  # (T, B)
     return SceneContrastiveBatch(indices, texts, torch.from_numpy(truth.T.copy()), negative_of)

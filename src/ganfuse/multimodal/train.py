@@ -87,7 +87,12 @@ def fusion_task(config: FuseConfig) -> PairTask | VQATask | SceneTask | PairMatc
     if config.world in PAIR_WORLDS:  # matching is the one fusion task on real pairs
         return PairMatchingTask(config.hard_negative_fraction)
     if config.world == "scenes":
-        return build_scene_task(config.task, config.questions_per_image)
+        return build_scene_task(
+            config.task,
+            config.questions_per_image,
+            config.replacement_negatives,
+            config.question_sampling,
+        )
     return build_task(config.task, config.questions_per_image)
 
 
@@ -251,10 +256,17 @@ def train_fusion(
     sampler = EpochBatchSampler(len(labelled), config.batch_size, seed=config.seed)
 
     def compute_loss(step: int) -> torch.Tensor:
-        batch = task.make_batch(train, labelled[sampler.next_indices()], rng)
+        # a task may train on batches other than those it is scored on (train_batch)
+        make_batch = getattr(task, "train_batch", task.make_batch)
+        batch = make_batch(train, labelled[sampler.next_indices()], rng)
         logits = model(batch_inputs(batch, features["train"]), pairs=batch.pairs)
-        losses = {h: F.cross_entropy(logits[h], batch.targets[h]) for h in task.task_sizes}
-        return weighting(losses)
+        losses = {
+            h: F.cross_entropy(logits[h], batch.targets[h], reduction="none")
+            for h in task.task_sizes
+        }
+        if hasattr(task, "observe"):  # a task that adapts its draws to the per-example losses
+            task.observe(batch, losses)
+        return weighting({h: loss.mean() for h, loss in losses.items()})
 
     model.train()
     if config.freeze_image_encoder:

@@ -399,7 +399,13 @@ def _scenes_draw(config: FuseConfig, paired: torch.Tensor) -> Draw:
     def draw() -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
         index = paired[torch.randperm(len(paired), generator=generator)[: config.batch_size]]
         batch = contrastive_batch(
-            train, arrays, index, rng, config.hard_negatives, forbidden_pairs=train.holdout
+            train,
+            arrays,
+            index,
+            rng,
+            config.hard_negatives,
+            forbidden_pairs=train.holdout,
+            replacement_fraction=config.replacement_negatives,
         )
         negative_of = torch.tensor(batch.negative_of, dtype=torch.int64)
         return uint8_to_float(train.images[index]), batch.texts, batch.positives, negative_of
