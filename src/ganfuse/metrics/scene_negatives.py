@@ -75,7 +75,7 @@ def _render(phrase: Phrase) -> str:
     return f"{'an' if words[0][0] in 'aeiou' else 'a'} {' '.join(words)}"
 
 
-def _rewrite(pieces: list[str], phrases: list[Phrase]) -> str:
+def _rewrite(pieces: Sequence[str], phrases: Sequence[Phrase]) -> str:
     """The text whose words around its phrases are ``pieces`` (one more than ``phrases``), with
     ``phrases`` rendered in their places."""
     out = [pieces[0]]
@@ -84,7 +84,18 @@ def _rewrite(pieces: list[str], phrases: list[Phrase]) -> str:
     return "".join(out)
 
 
-def _swapped(phrases: list[Phrase], i: int, j: int, kind: str) -> list[Phrase]:
+def _split_phrases(text: str) -> tuple[tuple[str, ...], tuple[Phrase, ...], int]:
+    """A normalised caption as the words around its object phrases (``pieces``, one more than
+    ``phrases``), the phrases themselves (so that ``_rewrite(pieces, phrases) == text`` for a
+    caption whose articles agree with its words) and how many of them are written with "an"."""
+    matches = list(_PHRASE.finditer(text))
+    bounds = [0, *(b for m in matches for b in m.span()), len(text)]
+    pieces = tuple(text[start:stop] for start, stop in zip(bounds[::2], bounds[1::2], strict=True))
+    written_an = sum(m.group(0).startswith("an ") for m in matches)
+    return pieces, tuple(m.groups() for m in matches), written_an  # type: ignore[return-value]
+
+
+def _swapped(phrases: Sequence[Phrase], i: int, j: int, kind: str) -> list[Phrase]:
     out = [list(p) for p in phrases]
     if kind == "reversal":
         out[i], out[j] = out[j], out[i]
@@ -133,11 +144,7 @@ def _swaps(text: str, kind: str) -> Iterator[tuple[str, str, tuple[ObjectSpec, .
     objects are read from the swapped phrases, not from the text: the template and every other
     word stay in place, so they are what :func:`~ganfuse.data.scenes.parse_caption` reads there
     (a test checks it)."""
-    matches = list(_PHRASE.finditer(text))
-    bounds = [0, *(b for m in matches for b in m.span()), len(text)]
-    pieces = [text[start:stop] for start, stop in zip(bounds[::2], bounds[1::2], strict=True)]
-    phrases: list[Phrase] = [m.groups() for m in matches]  # type: ignore[misc]
-    written_an = sum(m.group(0).startswith("an ") for m in matches)
+    pieces, phrases, written_an = _split_phrases(text)
     kinds = NEGATIVE_KINDS if kind == "relation" else NEGATIVE_KINDS[:3]
     seen = {text}
     for i in range(len(phrases)):
@@ -184,6 +191,13 @@ REPLACEMENT_CAPTION_KINDS: tuple[str, ...] = ("list", "relation", "single")
 _TABLES = (SIZE_WORDS, COLOR_WORDS, SHAPE_WORDS)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a training split's captions, parsed once each
+def _parsed_phrases(caption: str) -> tuple[SceneDescription, tuple[str, ...], tuple[Phrase, ...]]:
+    text = normalise_caption(caption)
+    pieces, phrases, _ = _split_phrases(text)
+    return parse_caption(text), pieces, phrases
+
+
 def replacement_negative(
     caption: str,
     graph: SceneGraph,
@@ -198,14 +212,9 @@ def replacement_negative(
     Unlike a binding swap, this changes the words, so a bag of words sees part of the difference
     (a colour the image lacks); where the new value is elsewhere in the image, only the binding
     tells. A training curriculum for binding-aware matching, not an evaluation negative."""
-    text = normalise_caption(caption)
-    description = parse_caption(text)
+    description, pieces, phrases = _parsed_phrases(caption)
     if description.kind not in REPLACEMENT_CAPTION_KINDS:
         return None
-    matches = list(_PHRASE.finditer(text))
-    bounds = [0, *(b for m in matches for b in m.span()), len(text)]
-    pieces = [text[start:stop] for start, stop in zip(bounds[::2], bounds[1::2], strict=True)]
-    phrases: list[Phrase] = [m.groups() for m in matches]  # type: ignore[misc]
     forbidden = frozenset(forbidden_pairs)
     for _ in range(tries):
         i = int(rng.integers(len(phrases)))

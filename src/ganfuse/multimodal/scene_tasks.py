@@ -77,14 +77,14 @@ class SceneVQATask:
 
     def observe(self, batch: Batch, losses: dict[str, torch.Tensor]) -> None:
         """Fold a training batch's per-question losses into each family's running loss."""
-        per_question = losses["answer"].detach().float()
-        for family in FAMILIES:
-            rows = [i for i, kind in enumerate(batch.kinds or ()) if kind == family]
-            if rows:
-                mean = float(per_question[rows].mean())
-                self.family_loss[family] = (
-                    LOSS_EMA * self.family_loss[family] + (1 - LOSS_EMA) * mean
-                )
+        sums: dict[str, list[float]] = {}
+        for kind, loss in zip(batch.kinds or (), losses["answer"].tolist(), strict=True):
+            total = sums.setdefault(kind, [0.0, 0])
+            total[0] += loss
+            total[1] += 1
+        for family, (total, count) in sums.items():
+            mean = total / count
+            self.family_loss[family] = LOSS_EMA * self.family_loss[family] + (1 - LOSS_EMA) * mean
 
     def bank(self, data: ScenesDataset) -> QuestionSet:
         """The split's questions, one per family per image, built once."""
