@@ -4,6 +4,7 @@
     python benchmarks/quality_emoji.py --minutes 30 --threads 1 --keep runs/q \
         digits-dcgan:data.name=emoji,data.image_size=64,train.precision=fp32
     python benchmarks/quality_emoji.py --measure runs/q/0-emoji      # score a run again
+    python benchmarks/quality_emoji.py --measure runs/q/0-emoji --psi 1 0.9 0.8   # truncation
 
 Each entry is ``PRESET[:key=value,...]``; each trains for ``--minutes`` of wall clock with
 ``--threads`` threads, then is scored in the features of the shipped ``emoji`` extractor against
@@ -22,7 +23,9 @@ all 3,664 real emoji at 64x64 (``--ref emoji``), the protocol of ``quality_digit
   dual encoder (``ganfuse fuse train --task zeroshot --set world=emoji``), for the samples and for
   the real emoji of the same names (the judge's own ceiling).
 
-One JSON line per run.
+``--psi`` scores unconditional and class-conditional runs again with their latents pulled
+towards the mean latent by each factor (the truncation trick: precision up, recall down,
+Kynkaenniemi et al. 2019); 1 is no truncation. One JSON line per run (and factor).
 """
 
 from __future__ import annotations
@@ -93,7 +96,7 @@ def measure_t2i(run: TextToImageRun, every: EmojiDataset, real_feats: torch.Tens
     return result
 
 
-def measure(run_dir: Path, rprec_model: str | None = None) -> dict:
+def measure(run_dir: Path, rprec_model: str | None = None, psi: float | None = None) -> dict:
     net = get_extractor("emoji")
     every = EmojiDataset("all", image_size=64)
     real_feats = net.features(every.images)
@@ -104,9 +107,11 @@ def measure(run_dir: Path, rprec_model: str | None = None) -> dict:
     if run.num_classes:  # samples in the data's group shares (uniform labels would not be the data)
         counts = torch.bincount(every.labels["group"], minlength=run.num_classes)
         shares = (counts.double() / counts.sum() * SAMPLES).round().long().tolist()
-        fake = torch.cat([run.sample(n, seed=1000 + k, class_label=k) for k, n in enumerate(shares) if n])
+        fake = torch.cat(
+            [run.sample(n, seed=1000 + k, class_label=k, psi=psi) for k, n in enumerate(shares) if n]
+        )
     else:
-        fake = run.sample(SAMPLES, seed=123)
+        fake = run.sample(SAMPLES, seed=123, psi=psi)
     feats = net.features(to_uint8(fake))
     precision, recall = precision_recall_from_features(real_feats, feats, k=3)
     density, coverage = density_coverage_from_features(real_feats, feats, k=5)
@@ -125,10 +130,15 @@ def main() -> None:
     parser.add_argument("--keep", help="folder to keep the runs in (default: a temporary folder)")
     parser.add_argument("--measure", nargs="*", default=[], help="score these run folders, train nothing")
     parser.add_argument("--rprec-model", help="a zero-shot run on world=emoji for text-to-image R-precision")
+    parser.add_argument("--psi", type=float, nargs="*", default=[None],
+                        help="truncation factors to score --measure runs at (1: none)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     for run_dir in args.measure:
-        print(json.dumps({"dir": run_dir, **measure(Path(run_dir), args.rprec_model)}), flush=True)
+        for psi in args.psi:
+            psi = None if psi == 1 else psi
+            print(json.dumps({"dir": run_dir, "psi": psi or 1.0,
+                              **measure(Path(run_dir), args.rprec_model, psi)}), flush=True)
     root = Path(args.keep or tempfile.mkdtemp(prefix="ganfuse-quality-emoji-"))
     for i, spec in enumerate(args.runs):
         out, seconds = train_spec(spec, root / str(i), args.minutes)
