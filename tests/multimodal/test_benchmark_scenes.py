@@ -10,6 +10,7 @@ import pytest
 from ganfuse.cli import main
 from ganfuse.data.scenes import COGENT_COLORS
 from ganfuse.errors import ConfigError
+from ganfuse.metrics.scene_negatives import NEGATIVE_KINDS
 from ganfuse.models.fusion import FUSION_LEVELS
 from ganfuse.multimodal import benchmark, evaluate, train
 from ganfuse.multimodal.benchmark import Budget, PlannedRun, benchmark_plan
@@ -189,11 +190,10 @@ def test_tiny_scenes_benchmark_writes_family_tables_with_baselines(tmp_path, cap
     ]
     assert all(cell for row in vqa[1:] for cell in row)  # every family scored on every row
     matching = _table(markdown, "scenes-matching")
-    assert matching[0][2] == "match_accuracy" and matching[2][:3] == [
-        "bag-of-words",
-        "baseline",
-        "0.500",
-    ]
+    assert matching[0][2:4] == ["match_accuracy", "match_pairwise"]
+    assert matching[0][4:8] == [f"{k}_pairwise" for k in NEGATIVE_KINDS]
+    assert all(matching[1][2:8])  # FiLM: each caption, each pair, every kind of negative
+    assert matching[2][:3] == ["bag-of-words", "baseline", "0.500"]
     cogent = _table(markdown, "cogent")
     assert [row[0] for row in cogent[1:]] == ["film@cogent-a-test", "film@cogent-b"]
     assert cogent[0][2:7] == FAMILY_COLUMNS

@@ -16,7 +16,7 @@ from ganfuse.multimodal.config import make_config
 from ganfuse.multimodal.model import build_fusion_model
 from ganfuse.multimodal.scene_questions import ANSWERS, FAMILIES, question_words
 from ganfuse.multimodal.scene_tasks import SceneMatchingTask, SceneVQATask, accuracy_by_kind
-from ganfuse.multimodal.tasks import batch_inputs
+from ganfuse.multimodal.tasks import Batch, batch_inputs
 from ganfuse.text.encoders import split_words
 
 
@@ -56,6 +56,45 @@ def test_matching_batches_pair_each_true_caption_with_its_binding_negative(train
         positive, negative = batch.texts[k], batch.texts[k + 1]
         assert caption_words(positive) == caption_words(negative)
         assert score_caption(positive, graph).correct and not score_caption(negative, graph).correct
+    # each pair is labelled with its negative's kind, both rows alike
+    assert batch.kinds[0::2] == batch.kinds[1::2]
+    assert set(batch.kinds) <= {"color-swap", "shape-swap", "size-swap", "reversal"}
+    assert len(set(batch.kinds)) >= 2
+
+
+class _FixedMargins(torch.nn.Module):
+    """A stand-in model whose match logits are ``[0, margin]`` for given margins, row by row."""
+
+    def __init__(self, margins: list[float]):
+        super().__init__()
+        self.margins = torch.tensor(margins)
+
+    def forward(self, inputs, pairs):
+        return {"match": torch.stack([torch.zeros_like(self.margins), self.margins], dim=1)}
+
+
+def test_matching_scores_each_text_and_each_pair_per_negative_kind():
+    """Per-text accuracy asks "is this caption true?" of each text alone; the pairwise score asks
+    which of the two is the true one (ARO's two-alternative choice); a tie counts one half."""
+    margins = [2.0, 1.0, -1.0, -3.0, 0.5, 0.5, -2.0, 1.0]  # four (true, negative) pairs
+    kinds = ["color-swap"] * 4 + ["reversal"] * 4
+    batch = Batch(
+        torch.zeros(4, 3, 8, 8),
+        torch.arange(4),
+        ["t"] * 8,
+        torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]),
+        {"match": torch.tensor([1, 0] * 4)},
+        kinds,
+    )
+    scores = accuracy_by_kind(_FixedMargins(margins), "match", [batch], pairwise=True)
+    # per text: true rows right where margin > 0 (2.0, 0.5), negatives where margin <= 0 (-3.0)
+    assert scores["color-swap_accuracy"] == pytest.approx(2 / 4)  # 2.0 yes, 1.0 no, -1 no, -3 yes
+    assert scores["reversal_accuracy"] == pytest.approx(1 / 4)  # 0.5 yes, 0.5 no, -2 no, 1 no
+    assert scores["match_accuracy"] == pytest.approx(3 / 8)
+    # pairwise: 2 > 1 and -1 > -3 win; 0.5 = 0.5 ties; -2 < 1 loses
+    assert scores["color-swap_pairwise"] == pytest.approx(1.0)
+    assert scores["reversal_pairwise"] == pytest.approx(0.25)
+    assert scores["match_pairwise"] == pytest.approx(0.625)
 
 
 def test_matching_trains_on_replacement_negatives_but_is_scored_on_binding_swaps(train_split):

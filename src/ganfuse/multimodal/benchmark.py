@@ -45,6 +45,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ganfuse.errors import ConfigError
+from ganfuse.metrics.scene_negatives import NEGATIVE_KINDS
 from ganfuse.models.fusion import FUSION_LEVELS
 from ganfuse.multimodal.captioning import train_captioner
 from ganfuse.multimodal.checkpoint import prepare_run_folder
@@ -139,6 +140,13 @@ PAIRS_TASK_NOTES: dict[str, str] = {
 }
 # Column order of the VQA tables, and the titles of their columns (``scenes`` tables only).
 VQA_COLUMNS: tuple[str, ...] = ("answer_accuracy", *(f"{f}_accuracy" for f in FAMILIES))
+# scenes-matching: each caption alone, then the pairwise choice, overall and per negative kind.
+MATCHING_COLUMNS: tuple[str, ...] = (
+    "match_accuracy",
+    "match_pairwise",
+    *(f"{k}_pairwise" for k in NEGATIVE_KINDS),
+    *(f"{k}_accuracy" for k in NEGATIVE_KINDS),
+)
 COLUMN_TITLES: dict[str, str] = {
     "answer_accuracy": "overall",
     **{f"{f}_accuracy": f for f in FAMILIES},
@@ -329,8 +337,9 @@ class Budget:
 
 
 def _rows(task: str, fusion: str, metrics: dict, params: int, seconds: float) -> list[dict]:
-    if task in ("scenes-vqa", "cogent"):  # overall, then the families in their usual order
-        order = {name: k for k, name in enumerate(VQA_COLUMNS)}
+    columns = {"scenes-vqa": VQA_COLUMNS, "cogent": VQA_COLUMNS, "scenes-matching": MATCHING_COLUMNS}
+    if task in columns:  # overall first, then the families or negative kinds in their usual order
+        order = {name: k for k, name in enumerate(columns[task])}
         metrics = dict(sorted(metrics.items(), key=lambda kv: order.get(kv[0], len(order))))
     return [
         {

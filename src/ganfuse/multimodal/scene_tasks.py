@@ -37,6 +37,7 @@ from ganfuse.multimodal.tasks import Batch, batch_inputs
 from ganfuse.text.encoders import split_words
 
 BANK_SEED = 0  # questions and negatives are a fixed property of a split, like its images
+REPLACEMENT = "replacement"  # the kind of a training-only one-word replacement pair
 
 
 def _forbidden(data: ScenesDataset) -> tuple[tuple[str, str], ...]:
@@ -136,7 +137,9 @@ class SceneVQATask:
 
 class SceneMatchingTask:
     """Rows ``2i`` (a true caption) and ``2i + 1`` (its binding negative), one pair per image that
-    has one, drawn by ``rng`` among the image's pairs."""
+    has one, drawn by ``rng`` among the image's pairs; a batch's ``kinds`` name each pair's
+    negative (``color-swap``, ``shape-swap``, ``size-swap``, ``reversal``; ``replacement`` for the
+    training-only one-word replacements), so scores come per kind, as ARO reports them."""
 
     def __init__(self, replacement_fraction: float = 0.0) -> None:
         self.name = "scenes-matching"
@@ -188,22 +191,25 @@ class SceneMatchingTask:
         replacement_fraction: float,
     ) -> Batch:
         pairs, rows = self.bank(data)
-        texts, owners = [], []
+        texts, owners, kinds = [], [], []
         for position, index in enumerate(indices.tolist()):
             if replacement_fraction and rng.random() < replacement_fraction:
                 pair = self._replacement(data, index, rng)
                 if pair is not None:
                     texts += pair
                     owners += [position, position]
+                    kinds += [REPLACEMENT, REPLACEMENT]
                     continue
             options = rows.get(index, [])
             if options:
                 row = options[int(rng.integers(len(options)))]
                 texts += [pairs.positives[row], pairs.negatives[row]]
                 owners += [position, position]
+                kinds += [pairs.negative_kinds[row]] * 2
         targets = {"match": torch.tensor([1, 0] * (len(texts) // 2), dtype=torch.int64)}
         images = uint8_to_float(data.images[indices])
-        return Batch(images, indices, texts, torch.tensor(owners, dtype=torch.int64), targets)
+        owner = torch.tensor(owners, dtype=torch.int64)
+        return Batch(images, indices, texts, owner, targets, kinds)
 
 
 @torch.no_grad()
@@ -212,23 +218,41 @@ def accuracy_by_kind(
     head: str,
     batches: list[Batch],
     image_features: ModalityFeatures | None = None,
+    pairwise: bool = False,
 ) -> dict[str, float]:
     """``{kind}_accuracy`` of ``head`` for every kind in the batches' ``kinds`` (the question
-    family for ``scenes-vqa``), and ``{head}_accuracy`` over all texts."""
+    family for ``scenes-vqa``, the negative's kind for ``scenes-matching``), and
+    ``{head}_accuracy`` over all texts.
+
+    ``pairwise`` (batches of (true, negative) row pairs, as :class:`SceneMatchingTask` makes):
+    also ``{kind}_pairwise`` and ``{head}_pairwise``, the share of pairs where the true caption
+    gets the higher match margin (logit 1 minus logit 0) than its negative, a tie counting one
+    half: the two-alternative choice of ARO (Yuksekgonul et al. 2023), where each text's own
+    accuracy asks the harder yes/no question of each caption alone."""
     was_training = model.training
     model.eval()
-    hits: dict[str, list[int]] = {}
+    hits: dict[str, list[float]] = {}
+
+    def count(key: str, hit: float) -> None:
+        counts = hits.setdefault(key, [0.0, 0])
+        counts[0] += hit
+        counts[1] += 1
+
     for batch in batches:
         logits = model(batch_inputs(batch, image_features), pairs=batch.pairs)
         correct = (logits[head].argmax(dim=-1) == batch.targets[head]).tolist()
         kinds = batch.kinds or [head] * len(correct)
         for kind, hit in zip(kinds, correct, strict=True):
             for key in {kind, head}:
-                counts = hits.setdefault(key, [0, 0])
-                counts[0] += int(hit)
-                counts[1] += 1
+                count(f"{key}_accuracy", float(hit))
+        if pairwise:
+            margin = logits[head][:, 1] - logits[head][:, 0]
+            wins = torch.sign(margin[0::2] - margin[1::2]).add(1).div(2).tolist()
+            for kind, win in zip(kinds[0::2], wins, strict=True):
+                for key in {kind, head}:
+                    count(f"{key}_pairwise", win)
     model.train(was_training)
-    return {f"{kind}_accuracy": h / n for kind, (h, n) in sorted(hits.items())}
+    return {key: h / n for key, (h, n) in sorted(hits.items())}
 
 
 SceneTask = SceneVQATask | SceneMatchingTask

@@ -112,7 +112,9 @@ def score_task(model: torch.nn.Module, task: PairTask | VQATask | SceneTask | Pa
     if isinstance(task, PairMatchingTask):
         return score_pair_matching(model, batches, image_features)
     if isinstance(task, SceneVQATask | SceneMatchingTask):
-        return accuracy_by_kind(model, next(iter(task.task_sizes)), batches, image_features)
+        head = next(iter(task.task_sizes))
+        pairwise = isinstance(task, SceneMatchingTask)
+        return accuracy_by_kind(model, head, batches, image_features, pairwise=pairwise)
     return evaluate_task(model, task, batches, image_features)
 
 
