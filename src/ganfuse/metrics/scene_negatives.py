@@ -22,7 +22,7 @@ import functools
 import re
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -117,10 +117,10 @@ def binding_negatives(
     return _negatives(text, parse_caption(text), graph, frozenset(forbidden_pairs))
 
 
-# Word as written -> the value it names, per slot of a phrase (size, colour, shape).
+# Per slot of a phrase (size, colour, shape): each value's words, and word as written -> value.
+_TABLES = (SIZE_WORDS, COLOR_WORDS, SHAPE_WORDS)
 _VALUES: tuple[dict[str, str], ...] = tuple(
-    {w: value for value, words in table.items() for w in words}
-    for table in (SIZE_WORDS, COLOR_WORDS, SHAPE_WORDS)
+    {w: value for value, words in table.items() for w in words} for table in _TABLES
 )
 
 
@@ -178,17 +178,13 @@ def _negatives(
         if any((o.color, o.shape) in forbidden for o in objects):
             continue
         if all((o.color, o.shape, o.size) in present for o in objects):
-            stated = SceneDescription(
-                description.kind, objects, description.relations, description.counts
-            )
-            if score_caption(stated, graph).correct:
+            if score_caption(replace(description, objects=objects), graph).correct:
                 continue
         out.append(BindingNegative(negative, swap))
     return out
 
 
 REPLACEMENT_CAPTION_KINDS: tuple[str, ...] = ("list", "relation", "single")
-_TABLES = (SIZE_WORDS, COLOR_WORDS, SHAPE_WORDS)
 
 
 @functools.lru_cache(maxsize=1 << 16)  # a training split's captions, parsed once each
@@ -230,10 +226,7 @@ def replacement_negative(
         objects = tuple(_spec(p) for p in replaced)  # type: ignore[arg-type]
         if any((o.color, o.shape) in forbidden for o in objects):
             continue
-        stated = SceneDescription(
-            description.kind, objects, description.relations, description.counts
-        )
-        if score_caption(stated, graph).correct:
+        if score_caption(replace(description, objects=objects), graph).correct:
             continue  # another object of the image makes it true
         return _rewrite(pieces, replaced)  # type: ignore[arg-type]
     return None
