@@ -133,7 +133,11 @@ def test_prior_pairs_are_the_frozen_source_generators_images(source, tmp_path):
     z = torch.randn(16, 8, generator=gen)
     run = load_run(src, device="cpu")
     assert [shapes.ShapesDataset("train", image_size=32).captions[i] for i in rows] == prior_prompts
-    assert torch.equal(to_uint8(run.from_latents(z, prior_prompts)), prior_images)
+    # the same pixels up to float rounding at a uint8 step: the two paths batch differently, and
+    # at one thread one value in 50,000 landed one step apart
+    again = to_uint8(run.from_latents(z, prior_prompts)).int()
+    assert (again - prior_images.int()).abs().max() <= 1
+    assert (again != prior_images.int()).float().mean() < 1e-3
     # training moves G, not the prior set: it stays the frozen source's
     trainer.fit()
     assert torch.equal(trainer.dataset.images[20:], prior_images)
