@@ -67,6 +67,10 @@ class ModelConfig:
     spectral_norm_g: bool = False
     minibatch_std: bool = False  # dcgan D: minibatch standard deviation feature against mode collapse
     d_norm: str = "batch"  # dcgan D: batch | group (GroupNorm: no mixing across a batch, as train.dp needs)
+    # t2i-words G: how a slot reshapes its round blob into its object's outline: ``mlp`` (a small
+    # MLP of each pixel's offset from the slot's centre), ``sprite`` (a grid of mask logits the
+    # slot's state decodes to, sampled at the offsets) or both summed (``mlp+sprite``)
+    slot_mask: str = "mlp"
 
 
 @dataclass
@@ -154,6 +158,10 @@ class TextConfig:
     # image's caption; binding swaps have exactly the true caption's words
     swap_fraction: float = 0.5
     slots: int = 4  # t2i-words G: object slots (the most objects one image can hold)
+    # t2i-words on scenes: an object head in D learns each real object's colour, shape and size
+    # from a window at its centre (the scene graph); G is asked that the objects its caption names
+    # read as such in the windows of its slots (matched one to one): this weight (0 disables)
+    object_weight: float = 0.0
 
 
 @dataclass
@@ -438,6 +446,11 @@ def validate(config: Config) -> Config:
         _check(m.arch != "t2i-words" or size == 64, "data.image_size", "must be 64 for model.arch=t2i-words")
         _check(0 <= x.swap_fraction <= 1, "text.swap_fraction", "must be in [0, 1]")
         _check(1 <= x.slots <= 16, "text.slots", "must be in 1..16")
+        _check(m.slot_mask in ("mlp", "sprite", "mlp+sprite"), "model.slot_mask",
+               f"must be mlp, sprite or mlp+sprite, got {m.slot_mask!r}")
+        _check(x.object_weight >= 0, "text.object_weight", "must be >= 0")
+        _check(x.object_weight == 0 or (m.arch == "t2i-words" and d.name == "scenes"), "text.object_weight",
+               "needs model.arch=t2i-words on data.name=scenes (it reads the scene graphs)")
         _check(size in (32, 64), "data.image_size", "must be 32 or 64 for a t2i arch")
         _check(bool(x.encoder.strip()), "text.encoder", "must name an encoder (minilm, small or a model)")
         _check(x.cond_dim >= 8, "text.cond_dim", "must be >= 8")

@@ -378,6 +378,7 @@ TEXT_KEYS = {
     "data.fit": "choice",
     "model.arch": "choice",
     "model.d_norm": "choice",
+    "model.slot_mask": "choice",
     "train.loss": "choice",
     "train.augment": "choices",
     "train.precision": "choice",

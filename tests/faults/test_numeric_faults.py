@@ -21,11 +21,11 @@ def _poison(trainer: Trainer, when) -> dict:
     original, count = trainer._next_batch, {"n": 0}
 
     def next_batch():
-        real, labels = original()
+        real, *rest = original()  # images, conditions, labels
         if when(trainer):
             count["n"] += 1
             real = torch.full_like(real, float("nan"))
-        return real, labels
+        return (real, *rest)
 
     trainer._next_batch = next_batch
     return count

@@ -68,6 +68,24 @@ def test_swapping_bindings_changes_the_condition_and_the_image():
         assert abs(float(d(x, a).logits - d(x, b).logits)) > 1e-5
 
 
+@pytest.mark.parametrize("mask", ["sprite", "mlp+sprite"])
+def test_a_sprite_mask_starts_as_the_same_round_blob_as_the_mlp_mask(mask):
+    mlp = tiny_generator()
+    torch.manual_seed(0)
+    sprite = SlotGenerator(SPEC, z_dim=8, image_size=64, width=32, cond_dim=32, mask=mask).eval()
+    shared = {k: v for k, v in mlp.state_dict().items() if k in sprite.state_dict()}
+    missing, _ = sprite.load_state_dict(shared, strict=False)
+    assert missing == ["sprite.0.weight", "sprite.0.bias", "sprite.1.weight", "sprite.1.bias"]
+    z, ids = torch.randn(3, 8), ids_of("a red circle and a blue star", "a green square", "a white star")
+    with torch.no_grad():
+        torch.testing.assert_close(sprite(z, ids), mlp(z, ids))
+        # a sprite cell moves the mask only near its place: lower one cell and only pixels whose
+        # offset from a slot's centre falls near that cell change
+        sprite.sprite[1].bias[12 * 24 + 6] = -10.0  # a cell near offset (-2, 0): a notch in each blob
+        changed = (sprite(z, ids) - mlp(z, ids)).abs().amax(1) > 1e-4
+    assert 0 < changed.float().mean() < 0.05
+
+
 def test_noise_moves_the_objects():
     g = tiny_generator()
     ids = ids_of("a red circle and a blue square").expand(16, -1)
@@ -159,3 +177,11 @@ def test_a_tiny_scenes_run_monitors_generates_and_evaluates_from_the_cli(tmp_pat
     result = json.loads(capsys.readouterr().out)
     assert set(result["sets"]) == {"seen", "heldout", "ladder"}
     assert all(0.0 <= row["count"] <= 1.0 for row in result["sets"].values())
+
+
+def test_config_names_an_unknown_slot_mask(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {name: scenes, image_size: 64}\nmodel: {arch: t2i-words, slot_mask: sprites}\n"
+                    "text: {encoder: small}\ntrain: {loss: hinge}\n")
+    with pytest.raises(Exception, match="model.slot_mask"):
+        load_config(str(path))

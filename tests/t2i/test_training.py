@@ -215,7 +215,7 @@ def test_pixel_term_is_the_l1_to_the_paired_real_image(tmp_path, fake_minilm):
     config = load_config("shapes-t2i", TINY_T2I + ["text.pixel_weight=2.0", "text.feature_matching_weight=0",
                                                    "text.contrastive_weight=0"])
     trainer = Trainer(config, tmp_path / "run", progress=False)
-    real, cond = trainer._next_batch()  # images and their captions' conditions
+    real, cond, _ = trainer._next_batch()  # images, their captions' conditions, dataset indices
     d_state = {k: v.clone() for k, v in trainer.D.state_dict().items()}  # spectral-norm vectors too
     fake = (real + 0.5).requires_grad_()
     trainer.stats.flush()

@@ -62,7 +62,7 @@ def test_balanced_run_trains_on_balanced_batches(tmp_path):
 
 
 def _one_batch(trainer: Trainer) -> Batch:
-    real, cond = trainer._next_batch()
+    real, cond, _ = trainer._next_batch()
     z = torch.randn(real.shape[0], trainer.config.model.z_dim, generator=torch.Generator().manual_seed(1))
     fake_cond = cond.roll(1)
     return Batch(real, cond, trainer.G(z, fake_cond), fake_cond)

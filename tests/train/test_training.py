@@ -96,12 +96,12 @@ def test_nan_guard_recovers_from_an_injected_nan(tmp_path, tiny_overrides, caplo
     original = trainer._next_batch
 
     def next_batch():
-        real, labels = original()
+        real, *rest = original()  # images, conditions, labels
         if trainer.step == 7 and not poisoned["done"]:
             poisoned["done"] = True
             real = real.clone()
             real[0, 0, 0, 0] = float("nan")
-        return real, labels
+        return (real, *rest)
 
     trainer._next_batch = next_batch
     with caplog.at_level("WARNING", logger="ganfuse"):

@@ -5,6 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 from ganfuse.config import Config
+from ganfuse.data.scenes import COLORS as SCENE_COLORS
+from ganfuse.data.scenes import SHAPES as SCENE_SHAPES
+from ganfuse.data.scenes import SIZES as SCENE_SIZES
 from ganfuse.errors import ConfigError
 from ganfuse.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganfuse.models.resnet import ResNetDiscriminator, ResNetGenerator
@@ -47,8 +50,12 @@ def build_t2i(config, spec: TextSpec, channels: int = 3) -> tuple[nn.Module, nn.
         g = ConcatGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, channels)
         d = ConcatDiscriminator(spec, size, m.d_width, t.cond_dim, channels)
     elif m.arch == "t2i-words":
-        g = SlotGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, t.slots, channels=channels)
-        d = WordDiscriminator(spec, size, m.d_width, t.cond_dim, channels, m.spectral_norm_d)
+        g = SlotGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, t.slots, channels=channels,
+                          mask=m.slot_mask)
+        # scenes with text.object_weight: an object head over colours, shapes and sizes
+        classes = (len(SCENE_COLORS), len(SCENE_SHAPES), len(SCENE_SIZES)) if t.object_weight > 0 else ()
+        d = WordDiscriminator(spec, size, m.d_width, t.cond_dim, channels, m.spectral_norm_d,
+                              object_classes=classes)
     else:
         raise ConfigError(f"model.arch {m.arch!r} is not a text-to-image architecture ({', '.join(T2I_ARCHS)})")
     return g, d

@@ -24,7 +24,9 @@ class DiscriminatorOutput(NamedTuple):
     ``text (B, cond_dim)`` the learned text vectors (part of the graph, for MA-GP); ``features``
     the trunk's block outputs, finest first; ``negative_embedding (N, K)`` unit vectors of extra
     texts. ``class_logits (B, K)``: the auxiliary classifier's verdict on the class of each image
-    (class-conditional discriminators built with one, AC-GAN style).
+    (class-conditional discriminators built with one, AC-GAN style). ``object_logits (B, K, M)``:
+    the object discriminator's verdicts on windows around given centres against object
+    descriptions (``t2i-words`` with ``text.object_weight``).
     """
 
     logits: torch.Tensor
@@ -35,6 +37,7 @@ class DiscriminatorOutput(NamedTuple):
     features: list[torch.Tensor] | None = None
     negative_embedding: torch.Tensor | None = None
     class_logits: torch.Tensor | None = None
+    object_logits: torch.Tensor | None = None
 
 
 class TextDiscriminator(nn.Module):

@@ -19,14 +19,18 @@ G, :class:`SlotGenerator` (object slots that attend to words, then a layout, the
    the image is the share-weighted sum of each slot's colour and a smooth background field from
    the noise. D's gradient reaches each object's colour, mask and place directly, so objects
    appear within the first hundreds of steps, and the masks are full resolution, so edges are
-   sharp.
+   sharp. ``model.slot_mask=sprite`` replaces the MLP by a grid of mask logits decoded from the
+   slot's state and sampled at the offset (``mlp+sprite`` sums both; benchmarks/scenes_t2i.md,
+   "Teaching shape").
 
 D, :class:`WordDiscriminator`: residual down-sampling to an 8x8 map of regions (with a learned
 position embedding) and on to 4x4. Its logit sums an unconditional term, a projection of the
 pooled caption (Miyato & Koyama 2018), and a word-region matching term: every word attends over
 the regions, a self-attention layer among the words combines what they found (a relation word
 compares the places its two objects were found at), and each word scores its evidence; the
-scores are averaged over the real (non-padding) words.
+scores are averaged over the real (non-padding) words. With ``text.object_weight`` D also holds
+an object discriminator (:class:`ObjectHead`): windows around objects judged against object
+descriptions (``ganfuse.train.objects``).
 """
 
 from __future__ import annotations
@@ -47,6 +51,13 @@ TOKEN_DIM = 128  # the small encoder's token features: a 64-d bidirectional GRU
 MASK_PEAK = 3.0  # a present slot's mask logit at its centre, against the background's 0
 MASK_RESHAPE = 4.0  # the mask MLP changes a layer's logit by at most this much
 POSITION_NOISE = 1.5  # how far (in logits of the centre) a slot's own noise moves it
+SLOT_MASKS = ("mlp", "sprite", "mlp+sprite")
+OFFSET_RANGE = 6.0  # the mask MLP reads offsets clamped to +-this many units
+SPRITE = 24  # cells per side of a sprite mask (model.slot_mask=sprite): 1 px each at 64x64, scale 1
+SPRITE_RANGE = 4.0  # a sprite spans offsets of +-this many units (the blob's edge is at 2.45)
+SPRITE_GROW = 0.0  # a sprite raises a mask logit by at most this much (it carves by up to MASK_RESHAPE)
+SPRITE_GAIN = 0.1  # the sprite decoder's output scale: its 576 outputs then learn about as fast as the MLP's one
+OBJECT_WINDOW = 24 / 64  # the object head's window: a large object (18 px at 64) with a margin
 
 
 def masked_attention(queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
@@ -117,8 +128,11 @@ class SlotGenerator(nn.Module):
     """
 
     def __init__(self, spec: TextSpec, z_dim: int = 64, image_size: int = 64, width: int = 64,
-                 cond_dim: int = 128, slots: int = 4, channels: int = 3, mask_hidden: int = 32):
+                 cond_dim: int = 128, slots: int = 4, channels: int = 3, mask_hidden: int = 32,
+                 mask: str = "mlp"):
         super().__init__()
+        if mask not in SLOT_MASKS:
+            raise ConfigError(f"model.slot_mask must be one of {', '.join(SLOT_MASKS)}, got {mask!r}")
         if spec.kind != "tokens":
             raise ConfigError("model.arch=t2i-words reads words: set text.encoder=small")
         if image_size < 16 or image_size & (image_size - 1):
@@ -137,13 +151,25 @@ class SlotGenerator(nn.Module):
         self.slot_noise = nn.Linear(z_dim, slots * dim)
         self.arrange = nn.ModuleList([AttentionLayer(dim), FeedForward(dim), AttentionLayer(dim), FeedForward(dim)])
         self.place = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4))  # x, y, log-scale, gate logit
-        # each layer's mask: an MLP of a pixel's offset from the slot's centre, biased by the slot's
-        # shape code; its last layer starts at zero, so every layer starts as a round blob
-        self.shape_code = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, mask_hidden))
-        self.mask_offset = nn.Linear(3, mask_hidden)  # (dx, dy, dx^2 + dy^2) -> hidden
-        self.mask_out = nn.Linear(mask_hidden, 1)
-        nn.init.zeros_(self.mask_out.weight)
-        nn.init.zeros_(self.mask_out.bias)
+        self.mask_kind = mask
+        if "mlp" in mask:
+            # each layer's mask: an MLP of a pixel's offset from the slot's centre, biased by the
+            # slot's shape code; its last layer starts at zero, so every layer starts as a round blob
+            self.shape_code = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, mask_hidden))
+            self.mask_offset = nn.Linear(3, mask_hidden)  # (dx, dy, dx^2 + dy^2) -> hidden
+            self.mask_out = nn.Linear(mask_hidden, 1)
+            nn.init.zeros_(self.mask_out.weight)
+            nn.init.zeros_(self.mask_out.bias)
+        if "sprite" in mask:
+            # each layer's mask: a SPRITE x SPRITE grid of logits decoded from the slot's state,
+            # spanning offsets of +-SPRITE_RANGE, sampled bilinearly at each pixel's offset; every
+            # cell is its own output, so an outline's corner or point is one local change (an MLP of
+            # the offset changes half-planes at once). Starts at zero: a round blob. It carves
+            # freely but grows little (SPRITE_GROW): with +-4 of growth anywhere in +-6 units the
+            # layers grew into large polygons that tiled the background by step 400
+            self.sprite = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, SPRITE * SPRITE))
+            nn.init.zeros_(self.sprite[1].weight)
+            nn.init.zeros_(self.sprite[1].bias)
         self.colour = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, channels))
         # the background: a smooth field from the noise, a 4x4 colour map (from an MLP of z)
         # up-sampled bilinearly. Convolutional up-sampling painted fine textures that no real
@@ -199,16 +225,33 @@ class SlotGenerator(nn.Module):
         pixels = grid_coordinates(m, s.device, centres.dtype)  # (M*M, 2)
         offsets = (pixels[None, None] - centres[:, :, None]) / (self.radius * scales[..., None, None])
         distance2 = offsets.square().sum(-1, keepdim=True)  # (B, K, S*S, 1)
-        local = torch.cat([offsets.clamp(-6, 6), distance2.clamp(max=36)], dim=-1)
-        hidden = F.leaky_relu(self.mask_offset(local) + self.shape_code(s)[:, :, None], 0.2)
         # bounded logits: far from its centre a layer sits at a fixed low logit, so the softmax
         # never saturates into regions with no gradient
-        # the MLP reshapes the blob within bounds: a layer cannot grow into a second background
-        reshape = MASK_RESHAPE * torch.tanh(self.mask_out(hidden).squeeze(-1) / MASK_RESHAPE)
+        # the MLP or sprite reshapes the blob within bounds: a layer cannot grow into a second background
+        change = self._reshape(offsets, distance2, s)
+        reshape = MASK_RESHAPE * torch.tanh(change / MASK_RESHAPE)
+        if self.mask_kind == "sprite":  # (mlp+sprite keeps the MLP's symmetric bound)
+            grow = SPRITE_GROW * torch.tanh(change / SPRITE_GROW) if SPRITE_GROW > 0 else torch.zeros_like(change)
+            reshape = torch.where(change > 0, grow, reshape)
         logits = (MASK_PEAK - 0.5 * distance2.squeeze(-1).clamp(max=32) + reshape
                   + torch.logit(gates, eps=1e-4)[..., None])
         logits = F.interpolate(logits.view(b, -1, m, m), size=n, mode="bilinear", align_corners=False)
         return torch.softmax(torch.cat([logits.flatten(2), logits.new_zeros(b, 1, n * n)], dim=1), dim=1)
+
+    def _reshape(self, offsets: torch.Tensor, distance2: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """The unbounded change of each layer's mask logit ``(B, K, P)`` at offsets ``(B, K, P, 2)``."""
+        change = 0.0
+        if "mlp" in self.mask_kind:
+            local = torch.cat([offsets.clamp(-OFFSET_RANGE, OFFSET_RANGE), distance2.clamp(max=36)], dim=-1)
+            hidden = F.leaky_relu(self.mask_offset(local) + self.shape_code(s)[:, :, None], 0.2)
+            change = self.mask_out(hidden).squeeze(-1)
+        if "sprite" in self.mask_kind:
+            b, k, p = offsets.shape[:3]
+            sprites = SPRITE_GAIN * self.sprite(s).view(b * k, 1, SPRITE, SPRITE)
+            grid = (offsets / SPRITE_RANGE).view(b * k, p, 1, 2).to(sprites.dtype)  # beyond +-1 reads 0
+            change = change + F.grid_sample(sprites, grid, mode="bilinear", padding_mode="zeros",
+                                            align_corners=False).view(b, k, p)
+        return change
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         if cond is None:
@@ -219,7 +262,57 @@ class SlotGenerator(nn.Module):
         colours = torch.cat([self.colour(s), s.new_zeros(b, 1, self.colour[1].out_features)], dim=1)
         layers = torch.einsum("bkp,bkc->bcp", shares, colours).view(b, -1, n, n)
         out = layers + shares[:, -1].view(b, 1, n, n) * self.background(z)
+        # the slots' centres of the latest batch, for an objective that judges each object where G
+        # put it (text.object_weight); not part of the graph
+        self.last_centres = centres.detach()
         return out if self.training else out.clamp(-1.0, 1.0)
+
+
+def crop_windows(images: torch.Tensor, centres: torch.Tensor, window: float, size: int) -> torch.Tensor:
+    """Square windows of side ``window`` (a share of the canvas) around ``centres (B, K, 2)``
+    ((x, y) in [0, 1]), resampled bilinearly to ``size x size``: ``(B, K, C, size, size)``.
+    Outside the canvas reads zeros. Differentiable in the pixels (the centres are taken as given)."""
+    b, k = centres.shape[:2]
+    theta = centres.new_zeros(b * k, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = window
+    theta[:, :, 2] = 2 * centres.reshape(b * k, 2) - 1
+    grid = F.affine_grid(theta, [b * k, images.shape[1], size, size], align_corners=False)
+    source = images.repeat_interleave(k, dim=0)
+    crops = F.grid_sample(source, grid.to(images.dtype), mode="bilinear", padding_mode="zeros",
+                          align_corners=False)
+    return crops.view(b, k, images.shape[1], size, size)
+
+
+class ObjectHead(nn.Module):
+    """Object discriminator, in the manner of layout-to-image GANs (Layout2Im, LostGAN, OP-GAN):
+    ``images (B, C, S, S), centres (B, K, 2), labels (B, M, A) -> logits (B, K, M)``: for every
+    window (``OBJECT_WINDOW`` of the canvas around a centre, at native resolution) and every
+    object description (one class index per attribute, negative where the attribute is left open),
+    "a real object that this description fits". A projection discriminator (Miyato & Koyama 2018):
+    ``psi(h) + <sum of the stated attributes' embeddings, h>`` over the window's features ``h``;
+    ``classes`` gives each attribute's number of values (colours, shapes, sizes)."""
+
+    def __init__(self, classes: tuple[int, ...], channels: int = 3, width: int = 32, image_size: int = 64,
+                 sn: bool = False, dim: int = 128):
+        super().__init__()
+        self.classes = classes
+        self.crop = max(8, round(OBJECT_WINDOW * image_size))  # native resolution: no shape detail lost
+        flat = 2 * width * (self.crop // 4) ** 2
+        self.net = nn.Sequential(
+            maybe_spectral_norm(nn.Conv2d(channels, width, 3, padding=1), sn), nn.LeakyReLU(0.2),
+            maybe_spectral_norm(nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), sn), nn.LeakyReLU(0.2),
+            maybe_spectral_norm(nn.Conv2d(2 * width, 2 * width, 4, stride=2, padding=1), sn), nn.LeakyReLU(0.2),
+            nn.Flatten(), maybe_spectral_norm(nn.Linear(flat, dim), sn), nn.LeakyReLU(0.2))
+        self.unconditional = maybe_spectral_norm(nn.Linear(dim, 1), sn)
+        self.embed = nn.ModuleList(maybe_spectral_norm(nn.Embedding(n, dim), sn) for n in classes)
+
+    def forward(self, images: torch.Tensor, centres: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        b, k = centres.shape[:2]
+        crops = crop_windows(images, centres, OBJECT_WINDOW, self.crop)
+        h = self.net(crops.flatten(0, 1)).view(b, k, -1)
+        e = sum(table(labels[..., a].clamp(min=0)) * (labels[..., a:a + 1] >= 0)
+                for a, table in enumerate(self.embed))  # (B, M, dim)
+        return self.unconditional(h) + torch.einsum("bkd,bmd->bkm", h, e)
 
 
 class WordDiscriminator(TextDiscriminator):
@@ -231,10 +324,13 @@ class WordDiscriminator(TextDiscriminator):
     has_embedding = False
 
     def __init__(self, spec: TextSpec, image_size: int = 64, width: int = 32, cond_dim: int = 128,
-                 channels: int = 3, sn: bool = False, regions: int = 8):
+                 channels: int = 3, sn: bool = False, regions: int = 8,
+                 object_classes: tuple[int, ...] = ()):
         super().__init__()
         if spec.kind != "tokens":
             raise ConfigError("model.arch=t2i-words reads words: set text.encoder=small")
+        # the object head (text.object_weight > 0): a separate small classifier of object windows
+        self.objects = ObjectHead(object_classes, channels, width, image_size, sn) if object_classes else None
         down = int(math.log2(image_size // regions))
         if image_size < 2 * regions or image_size & (image_size - 1):
             raise ConfigError(f"t2i-words needs a power-of-two image size >= {2 * regions}, got {image_size}")
@@ -270,8 +366,18 @@ class WordDiscriminator(TextDiscriminator):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, *, mismatch: torch.Tensor | None = None,
                 embed: bool = False, features: bool = False,
-                negatives: torch.Tensor | None = None) -> DiscriminatorOutput:
+                negatives: torch.Tensor | None = None,
+                objects: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> DiscriminatorOutput:
+        """``objects=(images, centres (B, K, 2), labels (B, M, A))`` also scores every window of
+        those images at those centres against every object description with the object head
+        (``object_logits (B, K, M)``); ``images`` may differ from ``x`` (D's input may be augmented,
+        the object head reads objects where they are)."""
         check_text_request(self, cond, embed or negatives is not None)
+        object_logits = None
+        if objects is not None:
+            if self.objects is None:
+                raise ValueError("this discriminator has no object head (text.object_weight is 0)")
+            object_logits = self.objects(*objects)
         h, maps = F.leaky_relu(self.from_rgb(x), 0.2), []
         for block in self.blocks:
             h = block(h)
@@ -282,4 +388,5 @@ class WordDiscriminator(TextDiscriminator):
         maps.append(top)
         logits, c = self._score(top, regions, cond)
         wrong = self._score(top, regions, mismatch)[0] if mismatch is not None else None
-        return DiscriminatorOutput(logits, wrong, None, None, c, maps if features else None)
+        return DiscriminatorOutput(logits, wrong, None, None, c, maps if features else None,
+                                   object_logits=object_logits)

@@ -279,8 +279,9 @@ class Trainer:
     def _noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.config.model.z_dim, device=self.device, generator=self.noise_gen)
 
-    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """This rank's slice of the next global batch: images ``(b, C, H, W)`` and their conditions."""
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """This rank's slice of the next global batch: images ``(b, C, H, W)``, their conditions and
+        their dataset labels (for captioned data, dataset indices)."""
         start = time.perf_counter()
         if self.sampler is None:
             images, labels = self._next_streamed()
@@ -298,7 +299,7 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.data_seconds += time.perf_counter() - start
-        return images, conditions
+        return images, conditions, labels
 
     def _next_streamed(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next batch of a streaming dataset, read by DataLoader workers."""
@@ -316,7 +317,7 @@ class Trainer:
 
     def _draw(self, keep_graph: bool) -> Batch:
         """A real batch and as many fresh fakes; the fakes keep G's graph when ``keep_graph``."""
-        real, cond = self._next_batch()
+        real, cond, index = self._next_batch()
         n = real.shape[0] * self.dist.world_size  # noise and conditions are drawn for the global batch
         if self.private_d is not None:  # DP hook: Poisson real batches vary in size, the fakes do not
             n = self.batch_size
@@ -325,7 +326,8 @@ class Trainer:
         fake_cond = None if fake_cond is None else self.dist.local_slice(fake_cond)
         with torch.set_grad_enabled(keep_graph), self.precision.autocast():
             fake = self.G_train(z, fake_cond)
-        return Batch(real, cond, fake.float(), fake_cond)
+        centres = getattr(self.G, "last_centres", None)  # an object-slot G's layout of these fakes
+        return Batch(real, cond, fake.float(), fake_cond, index, centres)
 
     def _run_phase(self, phase: Phase, batch: Batch) -> None:
         """One optimiser step of ``phase``'s network on the objective's loss."""

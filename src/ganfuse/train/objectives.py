@@ -58,6 +58,7 @@ from ganfuse.train.losses import (
     paired_feature_matching,
     r1_penalty,
 )
+from ganfuse.train.objects import SceneObjectTargets, object_d_loss, object_g_loss, wrong_labels
 from ganfuse.train.prior import check_caption_words, mix_with_prior, source_prior
 
 log = logging.getLogger("ganfuse")
@@ -122,12 +123,16 @@ class Phase:
 class Batch:
     """This rank's share of one step's data: real images ``(b, C, H, W)`` float in [-1, 1] with
     their conditions, and fakes ``(b, C, H, W)`` float32 (carrying G's graph when G is trained on
-    them) with the conditions they were made for. Conditions are None for unconditional models."""
+    them) with the conditions they were made for. Conditions are None for unconditional models.
+    ``index`` holds the real rows' dataset indices; ``fake_centres`` G's object layout, where G has
+    one (``t2i-words``)."""
 
     real: torch.Tensor
     cond: torch.Tensor | None
     fake: torch.Tensor
     fake_cond: torch.Tensor | None
+    index: torch.Tensor | None = None  # the real rows' dataset indices
+    fake_centres: torch.Tensor | None = None  # (b, K, 2): where G's object slots put the fakes' objects
 
 
 @dataclass
@@ -450,6 +455,12 @@ class TextToImageObjective(Objective):
             self.grid_prompts = tuple(dict.fromkeys([*self.grid_prompts[:4], *prior_captions]))[:GRID_ROWS]
         self.grid_table = self.prompt_encoder.encode_many(list(self.grid_prompts)).to(device)
         self.swaps = self._swap_table(graphs, c) if graphs is not None and c.text.swap_fraction > 0 else None
+        self.objects: SceneObjectTargets | None = None
+        if c.text.object_weight > 0:
+            if graphs is None:
+                raise ConfigError("text.object_weight reads the scene graphs of the training images; "
+                                  "a run with train.prior_fraction has images without them: set it to 0")
+            self.objects = SceneObjectTargets(graphs, self.captions, c.data.image_size, device)
         log.info("text-to-image data: %d captioned images from %s, text encoder %s", len(self.captions),
                  name, c.text.encoder)
 
@@ -476,6 +487,17 @@ class TextToImageObjective(Objective):
             take = found & (torch.rand(cond.shape[0], generator=gen, device=gen.device) < x.swap_fraction).to(cond.device)
             wrong = torch.where(take.view(-1, *([1] * (cond.ndim - 1))), swap, wrong)
         return wrong
+
+    def _fake_objects(self, batch: Batch, detach: bool) -> dict:
+        """D's ``objects=`` argument for the fakes: G's windows at its slots' centres against the
+        objects their captions name; empty where there is no object term, or G has no layout, or
+        the fakes were not made for the real rows' own captions."""
+        if (self.objects is None or batch.fake_centres is None or batch.index is None
+                or batch.fake.shape[0] != batch.index.shape[0]):
+            return {}
+        images = batch.fake.detach() if detach else batch.fake
+        stated = self.objects.stated[batch.index.to(self.device)]
+        return {"objects": (images, batch.fake_centres, stated)}
 
     def phases(self) -> list[Phase]:
         t, x = self.config.train, self.config.text
@@ -518,9 +540,17 @@ class TextToImageObjective(Objective):
             real_in, fake_in = nets.aug(batch.real).detach(), nets.aug(batch.fake.detach())
             wrong = self.mismatched(batch.cond, nets.noise_gen)
             negatives = self._random_conditions(CONTRASTIVE_NEGATIVES, nets.noise_gen) if contrastive else None
+            objects = None
+            if self.objects is not None:  # the object head reads the real objects at their centres
+                index = batch.index.to(self.device)
+                labels = self.objects.real[index]
+                descriptions = torch.cat([labels, wrong_labels(labels, nets.noise_gen)], dim=1)
+                objects = (batch.real, self.objects.centres[index], descriptions)
             with nets.autocast():
-                out = nets.D_train(real_in, batch.cond, mismatch=wrong, embed=contrastive, negatives=negatives)
-                fake_logits = nets.D_train(fake_in, batch.fake_cond).logits.float()
+                out = nets.D_train(real_in, batch.cond, mismatch=wrong, embed=contrastive, negatives=negatives,
+                                   **({"objects": objects} if objects is not None else {}))
+                fake_out = nets.D_train(fake_in, batch.fake_cond, **self._fake_objects(batch, detach=True))
+                fake_logits = fake_out.logits.float()
             real_logits = out.logits.float()
             mismatch = out.mismatch.float() if out.mismatch is not None else None
             if mismatch is not None:
@@ -538,6 +568,13 @@ class TextToImageObjective(Objective):
                 n = differs.sum().clamp(min=1)
                 nets.report("d_mismatch", (mismatch * differs).sum() / n)
                 nets.report("acc_mismatch", ((mismatch < 0).float() * differs).sum() / n)
+            if objects is not None and fake_out.object_logits is not None:
+                obj, seen = object_d_loss(out.object_logits.float(), labels, fake_out.object_logits.float(),
+                                          self.objects.stated[index])
+                loss = loss + x.object_weight * obj
+                nets.report("obj_d", obj)
+                for key, value in seen.items():
+                    nets.report(key, value)
             nets.augment.accumulate(real_logits)
             report_d_verdicts(nets, loss, real_logits, fake_logits)
             return loss
@@ -554,9 +591,10 @@ class TextToImageObjective(Objective):
         if phase == "Gmain":
             matching = x.feature_matching_weight > 0
             negatives = self._random_conditions(CONTRASTIVE_NEGATIVES, nets.noise_gen) if contrastive else None
+            objects = self._fake_objects(batch, detach=False)
             with nets.autocast():
                 out = nets.D_frozen(nets.aug(batch.fake), batch.fake_cond, embed=contrastive, features=matching,
-                                    negatives=negatives)
+                                    negatives=negatives, **objects)
                 if matching:
                     with torch.no_grad():
                         real_maps = nets.D_frozen(batch.real, batch.fake_cond, features=True).features
@@ -571,6 +609,10 @@ class TextToImageObjective(Objective):
                 fm = paired_feature_matching(out.features, real_maps)
                 loss = loss + x.feature_matching_weight * fm
                 nets.report("fm", fm)
+            if objects:
+                obj = object_g_loss(out.object_logits.float(), objects["objects"][2])
+                loss = loss + x.object_weight * obj
+                nets.report("obj_g", obj)
             if x.pixel_weight > 0:
                 pixel = (batch.fake.float() - batch.real.float()).abs().mean()
                 loss = loss + x.pixel_weight * pixel
