@@ -22,6 +22,7 @@ from ganfuse.train.objects import (
     object_g_loss,
     wrong_labels,
 )
+from tests.t2i.test_scenes_words import TINY_SCENES_T2I
 
 
 def test_a_window_at_a_pixel_boundary_is_the_image_patch():
@@ -140,22 +141,13 @@ def test_the_object_discriminator_learns_real_shapes_from_their_windows():
     assert (own > changed)[present].float().mean() > 0.9  # 97% measured; 55% untrained
 
 
-def test_object_weight_needs_word_slots_on_scenes(tmp_path):
-    path = tmp_path / "c.yaml"
-    path.write_text("data: {name: shapes, image_size: 64}\nmodel: {arch: t2i-dfgan}\n"
-                    "text: {encoder: small, object_weight: 1.0}\ntrain: {loss: hinge}\n")
-    with pytest.raises(Exception, match="text.object_weight"):
-        load_config(str(path))
-
-
 def test_a_tiny_run_trains_the_object_head_and_asks_g_for_the_named_objects(tmp_path, monkeypatch):
     import ganfuse
 
     monkeypatch.setitem(scenes.DEFAULT_SPLIT_SIZES, "train", 64)
-    config = load_config("scenes-t2i", [
-        "train.precision=fp32", "train.steps=3", "train.batch_size=8", "model.g_width=16",
-        "model.d_width=8", "model.z_dim=8", "text.cond_dim=16", "train.log_every=1",
-        "train.sample_every=3", "train.checkpoint_every=3", "train.eval_every=0", "text.object_weight=1.0"])
+    config = load_config("scenes-t2i", TINY_SCENES_T2I + [
+        "train.steps=3", "train.sample_every=3", "train.checkpoint_every=3", "train.eval_every=0",
+        "text.object_weight=1.0"])
     out = ganfuse.train(config, out=tmp_path / "run", progress=False)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     last = [r for r in rows if "obj_d" in r][-1]
