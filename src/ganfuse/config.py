@@ -24,6 +24,7 @@ from ganfuse.errors import ConfigError
 from ganfuse.fileio import atomic_write_text
 
 LOSSES = ("nonsaturating", "hinge", "wgan-gp", "lsgan")
+SLOT_MASKS = ("mlp", "sprite", "mlp+sprite")  # model.slot_mask of t2i-words
 # Every architecture and the family it belongs to: ``gan`` (unconditional or class-conditional) or
 # ``t2i`` (text-to-image, configured by the ``text`` section). Each layer maps a family to its piece
 # (models.build.build_networks, train.objectives.OBJECTIVES, run.LOADERS); this is the one place
@@ -69,7 +70,7 @@ class ModelConfig:
     d_norm: str = "batch"  # dcgan D: batch | group (GroupNorm: no mixing across a batch, as train.dp needs)
     # t2i-words G: how a slot reshapes its round blob into its object's outline: ``mlp`` (a small
     # MLP of each pixel's offset from the slot's centre), ``sprite`` (a grid of mask logits the
-    # slot's state decodes to, sampled at the offsets) or both summed (``mlp+sprite``)
+    # slot's state decodes to, sampled at the offsets) or both summed (``mlp+sprite``); SLOT_MASKS
     slot_mask: str = "mlp"
 
 
@@ -158,9 +159,9 @@ class TextConfig:
     # image's caption; binding swaps have exactly the true caption's words
     swap_fraction: float = 0.5
     slots: int = 4  # t2i-words G: object slots (the most objects one image can hold)
-    # t2i-words on scenes: an object head in D learns each real object's colour, shape and size
-    # from a window at its centre (the scene graph); G is asked that the objects its caption names
-    # read as such in the windows of its slots (matched one to one): this weight (0 disables)
+    # t2i-words on scenes: an object discriminator in D judges windows at the real objects (with
+    # their scene-graph descriptions, and with a colour or shape changed) and at G's slots (with the
+    # objects its caption names, matched one to one): this weight (0 disables)
     object_weight: float = 0.0
 
 
@@ -446,8 +447,8 @@ def validate(config: Config) -> Config:
         _check(m.arch != "t2i-words" or size == 64, "data.image_size", "must be 64 for model.arch=t2i-words")
         _check(0 <= x.swap_fraction <= 1, "text.swap_fraction", "must be in [0, 1]")
         _check(1 <= x.slots <= 16, "text.slots", "must be in 1..16")
-        _check(m.slot_mask in ("mlp", "sprite", "mlp+sprite"), "model.slot_mask",
-               f"must be mlp, sprite or mlp+sprite, got {m.slot_mask!r}")
+        _check(m.slot_mask in SLOT_MASKS, "model.slot_mask",
+               f"must be one of {', '.join(SLOT_MASKS)}, got {m.slot_mask!r}")
         _check(x.object_weight >= 0, "text.object_weight", "must be >= 0")
         _check(x.object_weight == 0 or (m.arch == "t2i-words" and d.name == "scenes"), "text.object_weight",
                "needs model.arch=t2i-words on data.name=scenes (it reads the scene graphs)")

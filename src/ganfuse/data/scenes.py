@@ -54,6 +54,9 @@ from ganfuse.errors import ConfigError, UserError
 COLORS: dict[str, tuple[int, int, int]] = {**SHAPES_COLORS, "orange": (255, 128, 0)}
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "star")
 SIZES: tuple[str, ...] = ("small", "large")
+# an object's attributes and their values, in this order wherever attributes are indexed
+ATTRIBUTE_VALUES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("color", tuple(COLORS)), ("shape", SHAPES), ("size", SIZES))
 RELATIONS: tuple[str, ...] = ("left", "right", "above", "below")
 IMAGE_SIZES: tuple[int, ...] = (32, 64)
 DEFAULT_IMAGE_SIZE = 64
@@ -158,7 +161,7 @@ class SceneObject:
     def __post_init__(self) -> None:
         if self.color in COLORS and self.shape in SHAPES and self.size in SIZES:
             return
-        for field, allowed in (("color", tuple(COLORS)), ("shape", SHAPES), ("size", SIZES)):
+        for field, allowed in ATTRIBUTE_VALUES:
             if getattr(self, field) not in allowed:
                 raise ConfigError(
                     f"unknown scenes {field} {getattr(self, field)!r}; choose one of "

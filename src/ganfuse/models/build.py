@@ -5,9 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ganfuse.config import Config
-from ganfuse.data.scenes import COLORS as SCENE_COLORS
-from ganfuse.data.scenes import SHAPES as SCENE_SHAPES
-from ganfuse.data.scenes import SIZES as SCENE_SIZES
+from ganfuse.data.scenes import ATTRIBUTE_VALUES
 from ganfuse.errors import ConfigError
 from ganfuse.models.dcgan import DCGANDiscriminator, DCGANGenerator
 from ganfuse.models.resnet import ResNetDiscriminator, ResNetGenerator
@@ -53,7 +51,7 @@ def build_t2i(config, spec: TextSpec, channels: int = 3) -> tuple[nn.Module, nn.
         g = SlotGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, t.slots, channels=channels,
                           mask=m.slot_mask)
         # scenes with text.object_weight: an object head over colours, shapes and sizes
-        classes = (len(SCENE_COLORS), len(SCENE_SHAPES), len(SCENE_SIZES)) if t.object_weight > 0 else ()
+        classes = tuple(len(values) for _, values in ATTRIBUTE_VALUES) if t.object_weight > 0 else ()
         d = WordDiscriminator(spec, size, m.d_width, t.cond_dim, channels, m.spectral_norm_d,
                               object_classes=classes)
     else:

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ganfuse.config import SLOT_MASKS
 from ganfuse.errors import ConfigError
 from ganfuse.models.discriminator import DiscriminatorOutput, TextDiscriminator
 from ganfuse.models.layers import maybe_spectral_norm
@@ -51,11 +52,9 @@ TOKEN_DIM = 128  # the small encoder's token features: a 64-d bidirectional GRU
 MASK_PEAK = 3.0  # a present slot's mask logit at its centre, against the background's 0
 MASK_RESHAPE = 4.0  # the mask MLP changes a layer's logit by at most this much
 POSITION_NOISE = 1.5  # how far (in logits of the centre) a slot's own noise moves it
-SLOT_MASKS = ("mlp", "sprite", "mlp+sprite")
 OFFSET_RANGE = 6.0  # the mask MLP reads offsets clamped to +-this many units
 SPRITE = 24  # cells per side of a sprite mask (model.slot_mask=sprite): 1 px each at 64x64, scale 1
 SPRITE_RANGE = 4.0  # a sprite spans offsets of +-this many units (the blob's edge is at 2.45)
-SPRITE_GROW = 0.0  # a sprite raises a mask logit by at most this much (it carves by up to MASK_RESHAPE)
 SPRITE_GAIN = 0.1  # the sprite decoder's output scale: its 576 outputs then learn about as fast as the MLP's one
 OBJECT_WINDOW = 24 / 64  # the object head's window: a large object (18 px at 64) with a margin
 
@@ -164,9 +163,9 @@ class SlotGenerator(nn.Module):
             # each layer's mask: a SPRITE x SPRITE grid of logits decoded from the slot's state,
             # spanning offsets of +-SPRITE_RANGE, sampled bilinearly at each pixel's offset; every
             # cell is its own output, so an outline's corner or point is one local change (an MLP of
-            # the offset changes half-planes at once). Starts at zero: a round blob. It carves
-            # freely but grows little (SPRITE_GROW): with +-4 of growth anywhere in +-6 units the
-            # layers grew into large polygons that tiled the background by step 400
+            # the offset changes half-planes at once). Starts at zero: a round blob. Alone it only
+            # carves: with growth allowed (+-4 anywhere in +-6 units, or +2) the layers grew into
+            # large polygons that tiled the background by step 400
             self.sprite = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, SPRITE * SPRITE))
             nn.init.zeros_(self.sprite[1].weight)
             nn.init.zeros_(self.sprite[1].bias)
@@ -230,9 +229,8 @@ class SlotGenerator(nn.Module):
         # the MLP or sprite reshapes the blob within bounds: a layer cannot grow into a second background
         change = self._reshape(offsets, distance2, s)
         reshape = MASK_RESHAPE * torch.tanh(change / MASK_RESHAPE)
-        if self.mask_kind == "sprite":  # (mlp+sprite keeps the MLP's symmetric bound)
-            grow = SPRITE_GROW * torch.tanh(change / SPRITE_GROW) if SPRITE_GROW > 0 else torch.zeros_like(change)
-            reshape = torch.where(change > 0, grow, reshape)
+        if self.mask_kind == "sprite":  # a sprite alone carves only (mlp+sprite keeps the MLP's bounds)
+            reshape = reshape.clamp(max=0.0)
         logits = (MASK_PEAK - 0.5 * distance2.squeeze(-1).clamp(max=32) + reshape
                   + torch.logit(gates, eps=1e-4)[..., None])
         logits = F.interpolate(logits.view(b, -1, m, m), size=n, mode="bilinear", align_corners=False)
@@ -295,7 +293,6 @@ class ObjectHead(nn.Module):
     def __init__(self, classes: tuple[int, ...], channels: int = 3, width: int = 32, image_size: int = 64,
                  sn: bool = False, dim: int = 128):
         super().__init__()
-        self.classes = classes
         self.crop = max(8, round(OBJECT_WINDOW * image_size))  # native resolution: no shape detail lost
         flat = 2 * width * (self.crop // 4) ** 2
         self.net = nn.Sequential(
@@ -329,7 +326,7 @@ class WordDiscriminator(TextDiscriminator):
         super().__init__()
         if spec.kind != "tokens":
             raise ConfigError("model.arch=t2i-words reads words: set text.encoder=small")
-        # the object head (text.object_weight > 0): a separate small classifier of object windows
+        # the object discriminator (text.object_weight > 0): a separate small network of object windows
         self.objects = ObjectHead(object_classes, channels, width, image_size, sn) if object_classes else None
         down = int(math.log2(image_size // regions))
         if image_size < 2 * regions or image_size & (image_size - 1):

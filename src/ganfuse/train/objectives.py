@@ -546,10 +546,11 @@ class TextToImageObjective(Objective):
                 labels = self.objects.real[index]
                 descriptions = torch.cat([labels, wrong_labels(labels, nets.noise_gen)], dim=1)
                 objects = (batch.real, self.objects.centres[index], descriptions)
+            fake_objects = self._fake_objects(batch, detach=True)
             with nets.autocast():
                 out = nets.D_train(real_in, batch.cond, mismatch=wrong, embed=contrastive, negatives=negatives,
                                    **({"objects": objects} if objects is not None else {}))
-                fake_out = nets.D_train(fake_in, batch.fake_cond, **self._fake_objects(batch, detach=True))
+                fake_out = nets.D_train(fake_in, batch.fake_cond, **fake_objects)
                 fake_logits = fake_out.logits.float()
             real_logits = out.logits.float()
             mismatch = out.mismatch.float() if out.mismatch is not None else None
@@ -568,9 +569,9 @@ class TextToImageObjective(Objective):
                 n = differs.sum().clamp(min=1)
                 nets.report("d_mismatch", (mismatch * differs).sum() / n)
                 nets.report("acc_mismatch", ((mismatch < 0).float() * differs).sum() / n)
-            if objects is not None and fake_out.object_logits is not None:
+            if objects is not None and fake_objects:
                 obj, seen = object_d_loss(out.object_logits.float(), labels, fake_out.object_logits.float(),
-                                          self.objects.stated[index])
+                                          fake_objects["objects"][2])
                 loss = loss + x.object_weight * obj
                 nets.report("obj_d", obj)
                 for key, value in seen.items():

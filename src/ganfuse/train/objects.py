@@ -30,17 +30,15 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from ganfuse.data.scenes import COLORS, MAX_OBJECTS, SHAPES, SIZES, parse_caption
+from ganfuse.data.scenes import ATTRIBUTE_VALUES, MAX_OBJECTS, parse_caption
 
-ATTRIBUTES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("color", tuple(COLORS)), ("shape", SHAPES), ("size", SIZES))
-CLASSES: tuple[int, ...] = tuple(len(values) for _, values in ATTRIBUTES)
+CLASSES: tuple[int, ...] = tuple(len(values) for _, values in ATTRIBUTE_VALUES)
 UNSTATED = -1  # a label the caption does not state, or a padding object
 
 
 def _labels(obj) -> list[int]:
     return [values.index(getattr(obj, name)) if getattr(obj, name) is not None else UNSTATED
-            for name, values in ATTRIBUTES]
+            for name, values in ATTRIBUTE_VALUES]
 
 
 class SceneObjectTargets:
