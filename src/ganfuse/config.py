@@ -101,6 +101,9 @@ class TrainConfig:
     precision: str = "auto"  # one of PRECISIONS; auto = bf16 where the device supports it
     channels_last: bool = False
     compile: bool = False
+    # CPU bf16 autocast: convolution weight gradients as forward convolutions (train/bf16conv.py);
+    # fp32, GPU and compiled runs are untouched
+    bf16_conv_grad: bool = True
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     log_every: int = 10

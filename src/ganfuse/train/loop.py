@@ -34,7 +34,7 @@ from ganfuse.data import InMemoryImageDataset
 from ganfuse.data.sampler import ClassBalancedBatchSampler, EpochBatchSampler, class_balance_weights
 from ganfuse.errors import CheckpointError, ConfigError, UserError
 from ganfuse.logging_backends import make_loggers
-from ganfuse.train import distributed
+from ganfuse.train import bf16conv, distributed
 from ganfuse.train.augment import AdaptiveAugment
 from ganfuse.train.checkpoint import (
     atomic_write_text,
@@ -162,6 +162,10 @@ class Trainer:
         self.memory_format = torch.channels_last if t.channels_last else torch.contiguous_format
         self.G.to(self.device, memory_format=self.memory_format)
         self.D.to(self.device, memory_format=self.memory_format)
+        if t.bf16_conv_grad and self.device.type == "cpu" and not t.compile and not t.dp:
+            # inert outside CPU bf16 autocast, so installed before auto picks the precision
+            bf16conv.install(self.G)
+            bf16conv.install(self.D)
         # The EMA copy is taken before any SyncBatchNorm conversion: only rank 0 samples from it
         # (and recalibrates its BatchNorm statistics), which must not wait on the other ranks.
         self.ema = EMA(self.G, t.ema_decay, t.ema_warmup_steps) if t.ema_decay > 0 else None
