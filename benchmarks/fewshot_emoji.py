@@ -15,6 +15,13 @@ translation, cutout) on the same folder. Each run is then scored with 500 sample
 sampling generator in the ``emoji`` extractor's features: Frechet distance to the 100 images, and
 the memorisation audit against them (near-copies of the 100, and the share of held-out real
 emoji of the group the audit would call near-copies: what it calls acceptable). One JSON line per run.
+Kernel Inception Distance in the same features (unbiased, subsets of 100) beside the Frechet distance.
+
+``reference`` scores real images the same way, the yardsticks for the two runs' figures: the
+group's held-out emoji (real pictures of the same kind, never among the 100) and 500 emoji of other
+groups, each against the 100 targets. With 100 targets in 128 features the Frechet distance carries a
+large small-sample bias; the held-out row shows where a generator that drew new, real members of the
+group would land.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from PIL import Image
 
 from ganfuse.config import load_config, parse_override, set_value, validate
 from ganfuse.data.emoji import EmojiDataset
-from ganfuse.metrics import fid_from_features, get_extractor, to_uint8
+from ganfuse.metrics import fid_from_features, get_extractor, kid_from_features, to_uint8
 from ganfuse.metrics.memorization import audit_images
 from ganfuse.run import load_run
 from ganfuse.train.finetune import LR_SCALE, finetune_config
@@ -59,20 +66,37 @@ def write_folder(images: torch.Tensor, folder: Path) -> Path:
     return folder
 
 
+def distances(net, target: torch.Tensor, images: torch.Tensor) -> dict:
+    """Frechet and kernel distances of uint8 ``images`` to the uint8 ``target`` in ``net``'s features."""
+    ft, fi = net.features(target), net.features(images)
+    kid, kid_std = kid_from_features(ft, fi, subsets=100, subset_size=SHOTS)
+    return {"n": len(images), "fd_to_target": round(fid_from_features(ft, fi), 3),
+            "kid_to_target": round(kid, 4), "kid_std": round(kid_std, 4)}
+
+
+def reference(group: str, target: torch.Tensor, others: torch.Tensor) -> list[dict]:
+    """The yardsticks: the group's held-out real emoji, and 500 real emoji of other groups."""
+    net = get_extractor("emoji")
+    data = EmojiDataset("all", image_size=64)
+    rows = [i for i, g in enumerate(data.labels["group"].tolist()) if data.class_names[g] != group]
+    pick = torch.tensor(rows)[torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:SAMPLES]]
+    return [{"reference": f"held-out real {group}", **distances(net, target, others)},
+            {"reference": "real emoji of other groups", **distances(net, target, data.images[pick])}]
+
+
 def measure(run_dir: Path, target: torch.Tensor, others: torch.Tensor) -> dict:
     net = get_extractor("emoji")
     run = load_run(run_dir)
     fake = to_uint8(run.sample(SAMPLES, seed=123))
-    fd = fid_from_features(net.features(target), net.features(fake))
     audit = audit_images(fake, target, net, heldout=others)
-    return {"step": run.step, "fd_to_target": round(fd, 3), "near_copy_share": round(audit.near_copy_share, 4),
+    return {"step": run.step, **distances(net, target, fake), "near_copy_share": round(audit.near_copy_share, 4),
             "heldout_near_copy_share": round(audit.heldout_near_copy_share, 4),
             "closer_share": round(audit.closer_share, 4), "median_ratio": round(audit.median_ratio, 3)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("finetune", "scratch", "measure"))
+    parser.add_argument("mode", choices=("finetune", "scratch", "measure", "reference"))
     parser.add_argument("--source", help="finetune: a run trained without the target group")
     parser.add_argument("--group", default=GROUP, help="the Unicode group of the 100 targets (default Flags)")
     parser.add_argument("--minutes", type=float, default=5.0)
@@ -89,6 +113,10 @@ def main() -> None:
     folder = out / f"{slug}{SHOTS}"
     if not folder.is_dir():
         write_folder(target, folder)
+    if args.mode == "reference":
+        for row in reference(args.group, target, others):
+            print(json.dumps({"group": args.group, **row}), flush=True)
+        return
     if args.mode == "measure":
         print(json.dumps({"dir": args.run, **measure(Path(args.run), target, others)}), flush=True)
         return

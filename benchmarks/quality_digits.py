@@ -57,22 +57,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="PRESET[:key=value,...]")
     parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--steps", type=int, help="train this many steps instead (no wall-clock budget): "
+                        "compares precisions or machines at equal work")
     parser.add_argument("--keep", help="folder to keep the runs in (default: a temporary folder)")
     args = parser.parse_args()
     root = Path(args.keep or tempfile.mkdtemp(prefix="ganfuse-quality-"))
     for i, spec in enumerate(args.runs):
-        out, seconds = train_spec(spec, root / str(i), args.minutes)
+        out, seconds = train_spec(spec, root / str(i), args.minutes, args.steps)
         print(json.dumps({"run": spec, "train_seconds": seconds, **measure(out), "dir": str(out)}), flush=True)
 
 
-def train_spec(spec: str, prefix: Path, minutes: float) -> tuple[Path, float]:
-    """Train ``PRESET[:key=value,...]`` for ``minutes`` of wall clock into ``PREFIX-PRESET``;
-    returns the run folder and the seconds it took."""
+def train_spec(spec: str, prefix: Path, minutes: float, steps: int | None = None) -> tuple[Path, float]:
+    """Train ``PRESET[:key=value,...]`` for ``minutes`` of wall clock (or exactly ``steps`` steps)
+    into ``PREFIX-PRESET``; returns the run folder and the seconds it took."""
     preset, _, extra = spec.partition(":")
-    config = load_config(preset, [x for x in extra.split(",") if x] + ["train.steps=1000000"])
+    config = load_config(preset, [x for x in extra.split(",") if x] + [f"train.steps={steps or 1000000}"])
     out = prefix.parent / f"{prefix.name}-{preset}"
     start = time.perf_counter()
-    train(config, out, progress=False, max_minutes=minutes)
+    train(config, out, progress=False, max_minutes=None if steps else minutes)
     return out, round(time.perf_counter() - start, 1)
 
 
