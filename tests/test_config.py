@@ -46,6 +46,7 @@ def test_unknown_key_lists_valid_keys():
         ("train.augment=rotate", "train.augment"),
         ("train.ema_decay=1.5", "train.ema_decay"),
         ("train.lr_g=.nan", "train.lr_g"),
+        ("data.path=a\x00b", "data.path"),  # a NUL in any string value, refused where values are typed
     ],
 )
 def test_bad_values_name_the_key(override, key):

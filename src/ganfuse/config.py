@@ -337,6 +337,8 @@ def coerce_value(key: str, value: Any, annotation: Any) -> Any:
     if annotation is str:
         if not isinstance(value, str):
             raise ConfigError(f"{key} must be a string, got {value!r}")
+        if "\x00" in value:  # no name or path can hold one (os.path raises ValueError on it)
+            raise ConfigError(f"{key} cannot hold a NUL character")
         return value
     raise ConfigError(f"{key}: unsupported type {annotation!r}")  # pragma: no cover
 

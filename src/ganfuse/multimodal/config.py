@@ -468,8 +468,6 @@ def make_config(
             config.fusion_options[name] = value
     # absolute, so that evaluating or resuming the saved run from another folder still finds them
     for key in ("data_path", "cycle_run"):
-        if "\x00" in getattr(config, key):
-            raise ConfigError(f"{key}: a path cannot hold a NUL character")
         if getattr(config, key).strip():
             setattr(config, key, str(Path(getattr(config, key)).expanduser().resolve()))
     return validate(config)

@@ -86,10 +86,10 @@ def _cpu_bf16_autocast() -> bool:
 MAX_COARSE_PIXELS = 16
 
 
-def _coarse_pixels(x: torch.Tensor, layer: nn.Module, transposed: bool) -> int:
+def _coarse_pixels(x: torch.Tensor, layer: nn.Module) -> int:
     """Pixels of the coarser map of ``layer`` on ``x``: the input of a transposed convolution,
     the output of a convolution."""
-    if transposed:
+    if layer.transposed:
         return x.shape[-2] * x.shape[-1]
     k, s, p = layer.kernel_size, layer.stride, layer.padding
     return ((x.shape[-2] + 2 * p[0] - k[0]) // s[0] + 1) * ((x.shape[-1] + 2 * p[1] - k[1]) // s[1] + 1)
@@ -99,14 +99,15 @@ class _FastGradMixin:
     """The forward of a swapped layer: :class:`_Conv` under CPU bf16 autocast, else the parent's."""
 
     def forward(self, x: torch.Tensor, output_size=None) -> torch.Tensor:
-        transposed = isinstance(self, nn.ConvTranspose2d)
-        if (x.device.type != "cpu" or not _cpu_bf16_autocast() or output_size is not None
-                or _coarse_pixels(x, self, transposed) > MAX_COARSE_PIXELS):
-            return super().forward(x, output_size) if output_size is not None else super().forward(x)
+        if output_size is not None:  # a transposed convolution asked for an exact size: PyTorch's
+            return super().forward(x, output_size)
+        if x.device.type != "cpu" or not _cpu_bf16_autocast() or _coarse_pixels(x, self) > MAX_COARSE_PIXELS:
+            return super().forward(x)
         bias = None if self.bias is None else self.bias.to(torch.bfloat16)
         with torch.autocast("cpu", enabled=False):
+            # nn.Conv2d keeps output_padding (0, 0) and transposed False: the convolution's geometry
             return _Conv.apply(x.to(torch.bfloat16), self.weight.to(torch.bfloat16), bias, self.stride,
-                               self.padding, self.output_padding if transposed else (0, 0), transposed)
+                               self.padding, self.output_padding, self.transposed)
 
     def _get_name(self) -> str:  # print as the layer it is
         return type(self).__mro__[2].__name__
