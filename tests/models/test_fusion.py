@@ -272,9 +272,62 @@ def test_film_context_block_sees_the_whole_map_with_one_by_one_kernels():
         assert (not torch.allclose(maps[0], maps[1])) is reaches
 
 
+def test_film_keypoints_read_where_a_feature_fires():
+    """``keypoints``: each key channel's softmax over the grid, read as an expected (x, y) in
+    [-1, 1]. One feature on a blank grid, moved to the mirror cell across the vertical axis,
+    mirrors every keypoint's x and keeps its y (1x1 kernels: blank cells all look alike)."""
+    torch.manual_seed(0)
+    fusion = build_fusion("film", SPECS, out_dim=12, pool=2, kernel=1, keypoints=2).eval()
+    text = ModalityFeatures(pooled=torch.randn(1, 12))
+
+    def keypoints_with_feature_at(cell: int) -> torch.Tensor:
+        tokens = torch.zeros(1, GRID[0] * GRID[1], 20)
+        tokens[0, cell] = 3.0
+        image = ModalityFeatures(pooled=torch.zeros(1, 24), tokens=tokens, grid=GRID)
+        out = fusion({"image": image, "text": text})
+        assert out.shape == (1, 12)
+        return out[0, 8:].view(2, 2)  # (channel, (x, y))
+
+    left, right = keypoints_with_feature_at(4), keypoints_with_feature_at(7)  # row 1
+    torch.testing.assert_close(left[:, 0], -right[:, 0])
+    torch.testing.assert_close(left[:, 1], right[:, 1])
+    assert left[:, 0].abs().max() > 1e-3 and left.abs().max() <= 1.0
+
+
+def test_film_attention_gives_each_block_its_own_part_of_the_sentence():
+    """``attend=1``: block k's FiLM parameters come from its query's attention over the text
+    tokens. Padding is never attended (changing padded tokens changes nothing); a real token is."""
+    fusion = _film_options_model(attend=1, pool=2, kernel=1)
+    torch.manual_seed(1)
+    pooled, tokens = torch.randn(2, 12), torch.randn(2, T, 10)
+    mask = torch.ones(2, T, dtype=torch.bool)
+    mask[1, 4:] = False
+    gamma, beta = fusion.film_parameters(pooled, tokens, mask)
+    assert gamma.shape == beta.shape == (2, 2, 64)  # (batch, blocks, channels)
+    padded = tokens.clone()
+    padded[1, 4:] = 100.0
+    gamma2, beta2 = fusion.film_parameters(pooled, padded, mask)
+    torch.testing.assert_close(gamma2, gamma)
+    torch.testing.assert_close(beta2, beta)
+    changed = tokens.clone()
+    changed[1, 0] += 1.0  # a real token: it is attended
+    assert not torch.allclose(fusion.film_parameters(pooled, changed, mask)[0][1], gamma[1])
+    with pytest.raises(ValueError, match="token features"):
+        fusion.film_parameters(pooled)
+
+
 @pytest.mark.parametrize(
     "options",
-    [{"pool": 3}, {"coords": 2}, {"kernel": 5}, {"context": 2}, {"pool": 2, "out_dim": 7}],
+    [
+        {"pool": 3},
+        {"coords": 2},
+        {"kernel": 5},
+        {"context": 2},
+        {"pool": 2, "out_dim": 7},
+        {"keypoints": 2, "pool": 1},
+        {"keypoints": 4, "pool": 2},
+        {"attend": 2},
+    ],
 )
 def test_film_rejects_bad_options(options):
     options = {"out_dim": 8, **options}

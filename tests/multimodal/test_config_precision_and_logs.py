@@ -164,6 +164,21 @@ def test_scenes_runs_get_an_8x8_grid_and_film_its_scenes_options_unless_overridd
     assert shapes.image_widths == [32, 64, 128] and shapes.fusion_options == {}
 
 
+def test_scenes_matching_trains_the_image_encoder_on_objects_and_edits_unless_frozen():
+    from ganfuse.multimodal.config import make_config
+
+    matching = make_config("scenes-matching", "film")
+    assert (matching.object_weight, matching.counterfactuals) == (1.0, 1.0)
+    assert matching.fusion_options == {"coords": 1, "pool": 2, "blocks": 3, "attend": 1}
+    assert make_config("scenes-vqa", "film").object_weight == 0.0  # VQA: measured without
+    # a frozen encoder has precomputed features: no probe to train, no edited images ...
+    frozen = make_config("scenes-matching", "gated", ["freeze_image_encoder=true"])
+    assert (frozen.object_weight, frozen.counterfactuals) == (0.0, 0.0)
+    # ... and asking for them with it is an error naming the key
+    with pytest.raises(ConfigError, match="counterfactuals"):
+        make_config("scenes-matching", "gated", ["freeze_image_encoder=true", "counterfactuals=1"])
+
+
 def test_switch_options_may_be_zero_but_sizes_may_not():
     import pytest
 

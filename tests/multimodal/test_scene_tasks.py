@@ -116,6 +116,32 @@ def test_matching_trains_on_replacement_negatives_but_is_scored_on_binding_swaps
     assert replaced >= 30  # about 0.9 of the 40 images
 
 
+def test_counterfactual_images_join_training_batches_with_the_labels_swapped(train_split):
+    """Each pair is followed, where an edit is found, by the same two texts on the edited image
+    with labels 0 and 1: every wording of the batch is then true exactly as often as its partner.
+    The batch's graphs describe its images, edited ones included; scored batches have none."""
+    task = SceneMatchingTask(replacement_fraction=0.5, counterfactual_fraction=1.0)
+    indices = torch.arange(40)
+    batch = task.train_batch(train_split, indices, np.random.default_rng(0))
+    extra = len(batch.images) - len(indices)
+    assert extra >= 25  # most of the 40 pairs find their edit
+    assert batch.image_index[len(indices) :].tolist() == [-1] * extra
+    assert len(batch.graphs) == len(batch.images)
+    truth: dict[str, list[int]] = {}
+    for k in range(0, len(batch.texts), 2):
+        owner = int(batch.pairs[k])
+        graph = batch.graphs[owner]
+        labels = batch.targets["match"][k : k + 2].tolist()
+        for text, label in zip(batch.texts[k : k + 2], labels, strict=True):
+            assert score_caption(text, graph).correct == bool(label)
+            truth.setdefault(text, []).append(label)
+        assert batch.targets["match"][k : k + 2].tolist() == ([1, 0] if owner < 40 else [0, 1])
+    balanced = [labels for labels in truth.values() if len(labels) == 2]
+    assert len(balanced) >= 2 * extra - 2 and all(sorted(x) == [0, 1] for x in balanced)
+    scored = task.make_batch(train_split, indices, np.random.default_rng(0))
+    assert len(scored.images) == len(indices)
+
+
 def test_loss_sampling_draws_more_questions_of_the_families_with_high_training_loss(
     train_split,
 ):
@@ -194,3 +220,18 @@ def test_scene_tasks_run_from_the_command_line_and_evaluate_to_their_saved_score
     assert main(["fuse", "train", "--task", "vqa", "--out", str(tmp_path / "x"), "--set", "world=scenes"]) == 2
     assert capsys.readouterr().err.strip() == "ganfuse: error: world must be shapes for task vqa (got 'scenes')"
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["counterfactuals=0.5"],  # scenes-vqa has no negatives to make true
+        ["counterfactuals=1.5"],
+    ],
+)
+def test_counterfactuals_are_refused_where_they_mean_nothing(overrides):
+    from ganfuse.errors import ConfigError
+
+    task = "scenes-vqa" if overrides == ["counterfactuals=0.5"] else "scenes-matching"
+    with pytest.raises(ConfigError, match="counterfactuals"):
+        make_config(task, "film", overrides)

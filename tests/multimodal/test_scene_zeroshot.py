@@ -136,6 +136,30 @@ def test_batch_positives_follow_the_judge_and_negatives_are_binding_swaps(hard):
         assert not {(o.color, o.shape) for o in parse_caption(negative).objects} & held
 
 
+def test_counterfactual_images_make_a_batchs_negatives_true():
+    """The dual encoder's counterfactuals: for a share of a batch's hard negatives, the image
+    edited so that the negative is true and its caption false (by the parser and the judge)."""
+    from ganfuse.metrics import to_uint8
+    from ganfuse.metrics.scenes import parse_scenes
+    from ganfuse.multimodal.zeroshot import counterfactual_images
+
+    data = scenes_split("train", 64, 0, 32)
+    arrays = SceneArrays.from_graphs(data.graphs)
+    index = torch.arange(48)
+    batch = contrastive_batch(data, arrays, index, np.random.default_rng(3), True, data.holdout)
+    negative_of = torch.tensor(batch.negative_of)
+    images, rows = counterfactual_images(
+        data, index, batch.texts, negative_of, 1.0, np.random.default_rng(0)
+    )
+    assert len(rows) >= 0.7 * len(negative_of) and images.shape[1:] == (3, 32, 32)
+    graphs = parse_scenes(to_uint8(images))
+    for graph, h in zip(graphs, rows.tolist(), strict=True):
+        assert score_caption(batch.texts[len(index) + h], graph).correct
+        assert not score_caption(batch.texts[int(negative_of[h])], graph).correct
+    none = counterfactual_images(data, index, batch.texts, negative_of, 0.0, np.random.default_rng(0))
+    assert none is None
+
+
 def test_contrastive_batches_can_swap_binding_negatives_for_replacements():
     data = scenes_split("train", 64, 0, 32)
     arrays = SceneArrays.from_graphs(data.graphs)
@@ -324,6 +348,9 @@ def test_scenes_zeroshot_config_checks():
         make_config("zeroshot", None, ["world=scenes", "binding_weight=-1"])
     with pytest.raises(ConfigError, match="hard_negatives"):
         make_config("zeroshot", None, ["hard_negatives=sometimes"])
+    for bad in (["counterfactuals=1"], ["world=scenes", "hard_negatives=false", "counterfactuals=1"]):
+        with pytest.raises(ConfigError, match="counterfactuals"):
+            make_config("zeroshot", None, bad)
     with pytest.raises(ConfigError, match="small text encoder"):
         train_zeroshot(
             make_config("zeroshot", None, [*SCENES_TINY, "text_encoder=minilm"]), progress=False

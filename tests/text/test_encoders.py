@@ -184,9 +184,12 @@ def test_small_encoder_shapes_and_gradient_flow():
         assert param.grad is not None and float(param.grad.abs().sum()) > 0, name
 
 
-def test_small_encoder_ignores_padding():
+@pytest.mark.parametrize("pooling", ["mean", "mean+final"])
+def test_small_encoder_ignores_padding(pooling):
+    """Also the final states: packing sorts the batch by length, the final states come back in
+    the batch's order (the short caption is first here and sorts last)."""
     torch.manual_seed(0)
-    encoder = SmallTextEncoder(dim=32, hidden_dim=16, embed_dim=8).eval()
+    encoder = SmallTextEncoder(dim=32, hidden_dim=16, embed_dim=8, pooling=pooling).eval()
     alone = encoder(["a red circle"])
     batched = encoder(["a red circle", "a huge blue square in the bottom right corner"])
     assert torch.allclose(alone.pooled[0], batched.pooled[0], atol=1e-6)
@@ -194,13 +197,16 @@ def test_small_encoder_ignores_padding():
     assert torch.all(batched.tokens[0, 3:] == 0)
 
 
-def test_small_encoder_rebuilds_from_config_and_state_dict(tmp_path):
+@pytest.mark.parametrize("pooling", ["mean", "mean+final"])
+def test_small_encoder_rebuilds_from_config_and_state_dict(tmp_path, pooling):
     import json
 
     from safetensors.torch import load_file, save_file
 
     torch.manual_seed(1)
-    encoder = SmallTextEncoder.from_texts(["zebra stripes", "a red circle"], dim=16, hidden_dim=8)
+    encoder = SmallTextEncoder.from_texts(
+        ["zebra stripes", "a red circle"], dim=16, hidden_dim=8, pooling=pooling
+    )
     config_path = tmp_path / "text.json"
     config_path.write_text(json.dumps(encoder.config()))
     save_file(encoder.state_dict(), str(tmp_path / "text.safetensors"))
@@ -209,6 +215,24 @@ def test_small_encoder_rebuilds_from_config_and_state_dict(tmp_path):
     texts = ["zebra circle", "unknown words here"]
     assert rebuilt.tokenizer.vocab == encoder.tokenizer.vocab
     assert torch.equal(rebuilt(texts).pooled, encoder(texts).pooled)
+
+
+def test_small_encoder_final_states_are_the_grus_last_outputs_each_way():
+    """``mean+final`` appends the forward pass's output at the last word and the backward pass's
+    at the first (what a GRU's final state is), so the pooled vector is exactly that map."""
+    torch.manual_seed(2)
+    encoder = SmallTextEncoder(dim=8, hidden_dim=4, embed_dim=4, pooling="mean+final").eval()
+    texts = ["a blue square left of a red circle", "a red circle"]
+    features = encoder(texts)
+    lengths = features.mask.sum(dim=1)
+    rows = torch.arange(len(texts))
+    forward_last = features.tokens[rows, lengths - 1, :4]
+    backward_first = features.tokens[:, 0, 4:]
+    mean = features.tokens.sum(dim=1) / lengths[:, None]
+    expected = encoder.project(torch.cat([mean, forward_last, backward_first], dim=1))
+    assert torch.allclose(features.pooled, expected, atol=1e-6)
+    with pytest.raises(ConfigError, match="pooling"):
+        SmallTextEncoder(pooling="max")
 
 
 def test_small_encoder_truncates_with_warning_and_handles_odd_text():

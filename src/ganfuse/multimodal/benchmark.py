@@ -50,6 +50,7 @@ from ganfuse.models.fusion import FUSION_LEVELS
 from ganfuse.multimodal.captioning import train_captioner
 from ganfuse.multimodal.checkpoint import prepare_run_folder
 from ganfuse.multimodal.config import (
+    IMAGE_TRAINING_KEYS,
     PAIR_WORLDS,
     TEST_SPLITS,
     FuseConfig,
@@ -462,6 +463,8 @@ def run_benchmark(
         changes: dict = {"max_minutes": minutes}
         if run.pretrained and not end_to_end:
             changes.update(image_encoder_init=str(pretrained_dir), freeze_image_encoder=True)
+            # a frozen encoder's precomputed features: no probe to train, no edited images
+            changes.update({key: 0.0 for key in IMAGE_TRAINING_KEYS})
             if config.task != "caption" and config.text_encoder == "small":
                 changes.update(text_encoder_init=str(pretrained_dir))
         config = replace(config, **changes)

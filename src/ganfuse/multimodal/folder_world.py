@@ -212,7 +212,9 @@ def evaluate_pairs(
     return metrics
 
 
-Draw = Callable[[], tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]]
+# A batch: images (B, 3, S, S) in [-1, 1], texts, positives (B, T) bool, for each extra text
+# (a hard negative) the caption row it negates (H,) int64, and the images' rows of the split (B,).
+Draw = Callable[[], tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 def pairs_draw(config: FuseConfig, train: PairsData, paired: torch.Tensor) -> Draw:
@@ -223,7 +225,7 @@ def pairs_draw(config: FuseConfig, train: PairsData, paired: torch.Tensor) -> Dr
     rng = np.random.default_rng(config.seed)
     caption_sets = [set(texts) for texts in train.captions]
 
-    def draw() -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+    def draw() -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
         index = paired[torch.randperm(len(paired), generator=generator)[: config.batch_size]]
         rows = index.tolist()
         texts = [train.captions[i][int(rng.integers(len(train.captions[i])))] for i in rows]
@@ -233,6 +235,7 @@ def pairs_draw(config: FuseConfig, train: PairsData, paired: torch.Tensor) -> Dr
             texts,
             positives,
             torch.zeros(0, dtype=torch.int64),
+            index,
         )
 
     return draw

@@ -43,9 +43,15 @@ class FusionModel(nn.Module):
         self, inputs: Mapping[str, object], pairs: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         """``pairs`` ``(B,)``: row ``i`` fuses image ``pairs[i]`` with text ``i``."""
-        features = self.encode(inputs)
+        return self.fuse(self.encode(inputs), pairs)
+
+    def fuse(
+        self, features: dict[str, ModalityFeatures], pairs: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The heads' logits from encoded ``features`` (:meth:`encode`); ``pairs`` as in
+        :meth:`forward`."""
         if pairs is not None:
-            features["image"] = features["image"].select(pairs)
+            features = {**features, "image": features["image"].select(pairs)}
         return self.heads(self.fusion(features))
 
 
@@ -58,6 +64,7 @@ def build_text(config: FuseConfig, vocab: list[str] | None = None) -> TextEncode
             embed_dim=config.text_embed_dim,
             hidden_dim=config.text_hidden_dim,
             dim=config.text_dim,
+            pooling=config.text_pooling,
         )
     return build_text_encoder(config.text_encoder)
 

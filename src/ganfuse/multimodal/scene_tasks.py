@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ganfuse.data.base import uint8_to_float
+from ganfuse.data.scene_edits import dataset_counterfactual
 from ganfuse.data.scenes import ScenesDataset
 from ganfuse.metrics.scene_negatives import (
     BindingPairs,
@@ -132,7 +133,9 @@ class SceneVQATask:
                 pairs.append(row)
         targets = {"answer": torch.tensor(answers, dtype=torch.int64)}
         images = uint8_to_float(data.images[indices])
-        return Batch(images, indices, texts, torch.tensor(pairs, dtype=torch.int64), targets, kinds)
+        graphs = [data.graphs[i] for i in indices.tolist()]
+        owners = torch.tensor(pairs, dtype=torch.int64)
+        return Batch(images, indices, texts, owners, targets, kinds, graphs)
 
 
 class SceneMatchingTask:
@@ -141,13 +144,19 @@ class SceneMatchingTask:
     negative (``color-swap``, ``shape-swap``, ``size-swap``, ``reversal``; ``replacement`` for the
     training-only one-word replacements), so scores come per kind, as ARO reports them."""
 
-    def __init__(self, replacement_fraction: float = 0.0) -> None:
+    def __init__(
+        self, replacement_fraction: float = 0.0, counterfactual_fraction: float = 0.0
+    ) -> None:
         self.name = "scenes-matching"
         self.task_sizes = {"match": 2}
         # training only: the share of images whose pair is one of their captions against a
         # one-word replacement (metrics.scene_negatives.replacement_negative) instead of a
         # binding swap; scored batches are always binding pairs
         self.replacement_fraction = replacement_fraction
+        # training only: the share of pairs that also bring their counterfactual image (the
+        # image edited so that the negative is true and the caption false, data.scene_edits)
+        # with the two labels swapped, so that no wording is true more often than its partner
+        self.counterfactual_fraction = counterfactual_fraction
         self._banks: dict[int, tuple[ScenesDataset, BindingPairs, dict[int, list[int]]]] = {}
 
     def bank(self, data: ScenesDataset) -> tuple[BindingPairs, dict[int, list[int]]]:
@@ -169,8 +178,13 @@ class SceneMatchingTask:
         self, data: ScenesDataset, indices: torch.Tensor, rng: np.random.Generator
     ) -> Batch:
         """A training batch: :meth:`make_batch` with ``replacement_fraction`` of the images
-        paired with a replacement negative instead (where one is found)."""
-        return self._batch(data, indices, rng, self.replacement_fraction)
+        paired with a replacement negative instead (where one is found), and
+        ``counterfactual_fraction`` of the pairs followed by their counterfactual image (where
+        one is found: :func:`~ganfuse.data.scene_edits.counterfactual`), appended after the
+        batch's images with ``image_index`` -1."""
+        return self._batch(
+            data, indices, rng, self.replacement_fraction, self.counterfactual_fraction
+        )
 
     @staticmethod
     def _replacement(data: ScenesDataset, index: int, rng: np.random.Generator) -> list[str] | None:
@@ -189,27 +203,43 @@ class SceneMatchingTask:
         indices: torch.Tensor,
         rng: np.random.Generator,
         replacement_fraction: float,
+        counterfactual_fraction: float = 0.0,
     ) -> Batch:
         pairs, rows = self.bank(data)
-        texts, owners, kinds = [], [], []
+        texts, owners, kinds, labels = [], [], [], []
+        graphs = [data.graphs[i] for i in indices.tolist()]
+        extra_images = []
         for position, index in enumerate(indices.tolist()):
+            pair, kind = None, None
             if replacement_fraction and rng.random() < replacement_fraction:
-                pair = self._replacement(data, index, rng)
-                if pair is not None:
-                    texts += pair
-                    owners += [position, position]
-                    kinds += [REPLACEMENT, REPLACEMENT]
-                    continue
-            options = rows.get(index, [])
-            if options:
+                pair, kind = self._replacement(data, index, rng), REPLACEMENT
+            if pair is None and rows.get(index):
+                options = rows[index]
                 row = options[int(rng.integers(len(options)))]
-                texts += [pairs.positives[row], pairs.negatives[row]]
-                owners += [position, position]
-                kinds += [pairs.negative_kinds[row]] * 2
-        targets = {"match": torch.tensor([1, 0] * (len(texts) // 2), dtype=torch.int64)}
-        images = uint8_to_float(data.images[indices])
+                pair, kind = [pairs.positives[row], pairs.negatives[row]], pairs.negative_kinds[row]
+            if pair is None:
+                continue
+            texts += pair
+            owners += [position, position]
+            kinds += [kind, kind]
+            labels += [1, 0]
+            if counterfactual_fraction and rng.random() < counterfactual_fraction:
+                edited = dataset_counterfactual(data, index, *pair)
+                if edited is not None:  # the same two texts, now false and true
+                    extra_images.append(edited[0])
+                    graphs.append(edited[1])
+                    texts += pair
+                    owners += [len(indices) + len(extra_images) - 1] * 2
+                    kinds += [kind, kind]
+                    labels += [0, 1]
+        targets = {"match": torch.tensor(labels, dtype=torch.int64)}
+        images = data.images[indices]
+        index_of = indices
+        if extra_images:
+            images = torch.cat([images, torch.stack(extra_images)])
+            index_of = torch.cat([indices, torch.full((len(extra_images),), -1)])
         owner = torch.tensor(owners, dtype=torch.int64)
-        return Batch(images, indices, texts, owner, targets, kinds)
+        return Batch(uint8_to_float(images), index_of, texts, owner, targets, kinds, graphs)
 
 
 @torch.no_grad()
@@ -263,12 +293,13 @@ def build_scene_task(
     questions_per_image: int = 2,
     replacement_fraction: float = 0.0,
     question_sampling: str = "uniform",
+    counterfactual_fraction: float = 0.0,
 ) -> SceneTask:
     """The task object of a ``scenes`` task name (``scenes-vqa`` or ``scenes-matching``)."""
     if name == "scenes-vqa":
         return SceneVQATask(questions_per_image, question_sampling)
     if name == "scenes-matching":
-        return SceneMatchingTask(replacement_fraction)
+        return SceneMatchingTask(replacement_fraction, counterfactual_fraction)
     raise ValueError(f"{name!r} is not a scenes task")
 
 

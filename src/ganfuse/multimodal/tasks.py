@@ -33,9 +33,10 @@ ATTRIBUTE_SIZES: dict[str, int] = {k: len(v) for k, v in ATTRIBUTE_VALUES.items(
 @dataclass
 class Batch:
     """``images`` ``(B_img, 3, S, S)`` float in [-1, 1] and their dataset indices ``image_index``
-    ``(B_img,)``; ``texts`` B strings; ``pairs`` ``(B,)`` the batch image of each text;
-    ``targets`` ``{head: (B,) int64}``; ``kinds`` the VQA question kind of each text (empty for
-    other tasks)."""
+    ``(B_img,)`` (-1 for an image made for the batch, such as a counterfactual scene); ``texts``
+    B strings; ``pairs`` ``(B,)`` the batch image of each text; ``targets``
+    ``{head: (B,) int64}``; ``kinds`` the VQA question kind of each text (empty for other tasks);
+    ``graphs`` the scene graph of each batch image (``scenes`` tasks; empty for others)."""
 
     images: torch.Tensor
     image_index: torch.Tensor
@@ -43,6 +44,7 @@ class Batch:
     pairs: torch.Tensor
     targets: dict[str, torch.Tensor]
     kinds: list[str] = field(default_factory=list)
+    graphs: list = field(default_factory=list)
 
 
 class PairTask:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ganfuse.data.base import uint8_to_float
 from ganfuse.data.sampler import EpochBatchSampler
-from ganfuse.errors import CheckpointError
+from ganfuse.errors import CheckpointError, ConfigError
 from ganfuse.models.fusion import ModalityFeatures
 from ganfuse.multimodal.checkpoint import (
     count_parameters,
@@ -43,6 +43,7 @@ from ganfuse.multimodal.folder_matching import (
 )
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import FusionModel, build_fusion_model
+from ganfuse.multimodal.object_targets import ObjectProbe, cell_targets
 from ganfuse.multimodal.scene_tasks import (
     SceneMatchingTask,
     SceneTask,
@@ -92,6 +93,7 @@ def fusion_task(config: FuseConfig) -> PairTask | VQATask | SceneTask | PairMatc
             config.questions_per_image,
             config.replacement_negatives,
             config.question_sampling,
+            config.counterfactuals,
         )
     return build_task(config.task, config.questions_per_image)
 
@@ -222,6 +224,11 @@ def train_fusion(
     """
     if config.task not in FUSION_TASKS:
         raise ValueError(f"{config.task!r} is not a fusion task")
+    if config.freeze_image_encoder and (config.object_weight or config.counterfactuals):
+        raise ConfigError(  # a config changed after make_config: its check did not run
+            "object_weight and counterfactuals need a trained image encoder; set them to 0 "
+            "with freeze_image_encoder"
+        )
     if out is not None:
         prepare_run_folder(Path(out), "fusion")
     torch.manual_seed(config.seed)
@@ -257,23 +264,33 @@ def train_fusion(
     labelled = labelled_indices(len(train), config.label_fraction, config.data_seed)
     sampler = EpochBatchSampler(len(labelled), config.batch_size, seed=config.seed)
 
+    # dense object supervision of the image encoder (training only), from the batch's graphs
+    probe = ObjectProbe(image_encoder.token_dim) if config.object_weight else None
+
     def compute_loss(step: int) -> torch.Tensor:
         # a task may train on batches other than those it is scored on (train_batch)
         make_batch = getattr(task, "train_batch", task.make_batch)
         batch = make_batch(train, labelled[sampler.next_indices()], rng)
-        logits = model(batch_inputs(batch, features["train"]), pairs=batch.pairs)
+        encoded = model.encode(batch_inputs(batch, features["train"]))
+        logits = model.fuse(encoded, batch.pairs)
         losses = {
             h: F.cross_entropy(logits[h], batch.targets[h], reduction="none")
             for h in task.task_sizes
         }
         if hasattr(task, "observe"):  # a task that adapts its draws to the per-example losses
             task.observe(batch, losses)
-        return weighting({h: loss.mean() for h, loss in losses.items()})
+        loss = weighting({h: loss.mean() for h, loss in losses.items()})
+        if probe is not None:
+            targets = cell_targets(batch.graphs, image_encoder.grid)
+            loss = loss + config.object_weight * probe.loss(encoded["image"].tokens, targets)
+        return loss
 
     model.train()
     if config.freeze_image_encoder:
         image_encoder.eval()  # frozen statistics too
     params = list(model.parameters()) + list(weighting.parameters())
+    if probe is not None:
+        params += list(probe.parameters())
     stats = optimise(params, compute_loss, config, f"{config.task}/{config.fusion}", progress, out)
     val_metrics: dict[str, float] = {}
     if names["val"] is not None:

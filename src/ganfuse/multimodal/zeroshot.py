@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganfuse.data.base import uint8_to_float
+from ganfuse.data.scene_edits import dataset_counterfactual
 from ganfuse.data.scenes import ScenesDataset
 from ganfuse.data.scenes import parse_caption as parse_scene_caption
 from ganfuse.data.shapes import (
@@ -53,6 +54,7 @@ from ganfuse.data.shapes import (
 )
 from ganfuse.errors import ConfigError
 from ganfuse.models.encoders import ImageEncoder
+from ganfuse.models.fusion import ModalityFeatures
 from ganfuse.multimodal.alignment import (
     AdversarialAligner,
     PairedSplit,
@@ -75,6 +77,7 @@ from ganfuse.multimodal.checkpoint import (
 )
 from ganfuse.multimodal.config import PAIR_WORLDS, FuseConfig
 from ganfuse.multimodal.folder_world import (
+    Draw,
     PairsData,
     evaluate_pairs,
     pairs_draw,
@@ -83,6 +86,7 @@ from ganfuse.multimodal.folder_world import (
 )
 from ganfuse.multimodal.loop import optimise, uses_config_threads
 from ganfuse.multimodal.model import build_image_encoder, build_text
+from ganfuse.multimodal.object_targets import ObjectProbe, cell_targets
 from ganfuse.multimodal.scene_zeroshot import (
     SceneArrays,
     caption_truth,
@@ -121,7 +125,12 @@ class DualEncoder(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)))
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.image_proj(self.image_encoder(images).pooled), dim=-1)
+        return self.embed_image_features(self.image_encoder(images))
+
+    def embed_image_features(self, features: ModalityFeatures) -> torch.Tensor:
+        """The embedding of the image encoder's ``features`` (:meth:`encode_image` in two steps,
+        for a loss that also reads the encoder's patch grid)."""
+        return F.normalize(self.image_proj(features.pooled), dim=-1)
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         return F.normalize(self.text_proj(self.text_encoder(texts).pooled), dim=-1)
@@ -165,6 +174,32 @@ def info_nce(
     back_log_probs = logits[:, :batch].t().log_softmax(1)
     text_to_image = -(back / back.sum(1, keepdim=True) * back_log_probs).sum(1)
     return 0.5 * (image_to_text.mean() + text_to_image.mean())
+
+
+def counterfactual_images(
+    train: ScenesDataset,
+    index: torch.Tensor,
+    texts: list[str],
+    negative_of: torch.Tensor,
+    fraction: float,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """For a share ``fraction`` of a batch's hard negatives (text ``B + h`` negates caption
+    ``negative_of[h]`` of image ``index[negative_of[h]]``), the image edited so that the negative
+    is true and the caption false (:func:`~ganfuse.data.scene_edits.counterfactual`): float
+    ``(E, 3, S, S)`` and the negatives' rows ``h`` ``(E,)``; None if no edit is found."""
+    batch = len(index)
+    images, rows = [], []
+    for h, row in enumerate(negative_of.tolist()):
+        if rng.random() >= fraction:
+            continue
+        edited = dataset_counterfactual(train, int(index[row]), texts[row], texts[batch + h])
+        if edited is not None:
+            images.append(edited[0])
+            rows.append(h)
+    if not images:
+        return None
+    return uint8_to_float(torch.stack(images)), torch.tensor(rows, dtype=torch.int64)
 
 
 def binding_loss(
@@ -353,11 +388,6 @@ def build_dual_encoder(config: FuseConfig, text_encoder: TextEncoder | None = No
     return DualEncoder(build_image_encoder(config), text, config.embed_dim, config.init_temperature)
 
 
-# A batch: images (B, 3, S, S) in [-1, 1], texts, positives (B, T) bool, and for each extra text
-# (a hard negative) the caption row it negates (H,) int64.
-Draw = Callable[[], tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]]
-
-
 def _shapes_draw(
     config: FuseConfig, model: DualEncoder, frozen_text: bool, paired: torch.Tensor
 ) -> Draw:
@@ -370,7 +400,7 @@ def _shapes_draw(
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
 
-    def draw() -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+    def draw() -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
         index = paired[torch.randperm(len(paired), generator=generator)[: config.batch_size]]
         if frozen_text:  # the cached dataset captions
             texts = [train.captions[i] for i in index.tolist()]
@@ -382,6 +412,7 @@ def _shapes_draw(
             texts,
             positives,
             torch.zeros(0, dtype=torch.int64),
+            index,
         )
 
     return draw
@@ -396,7 +427,7 @@ def _scenes_draw(config: FuseConfig, paired: torch.Tensor) -> Draw:
     generator = torch.Generator().manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
 
-    def draw() -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+    def draw() -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor, torch.Tensor]:
         index = paired[torch.randperm(len(paired), generator=generator)[: config.batch_size]]
         batch = contrastive_batch(
             train,
@@ -408,7 +439,7 @@ def _scenes_draw(config: FuseConfig, paired: torch.Tensor) -> Draw:
             replacement_fraction=config.replacement_negatives,
         )
         negative_of = torch.tensor(batch.negative_of, dtype=torch.int64)
-        return uint8_to_float(train.images[index]), batch.texts, batch.positives, negative_of
+        return uint8_to_float(train.images[index]), batch.texts, batch.positives, negative_of, index
 
     return draw
 
@@ -612,14 +643,21 @@ def train_zeroshot(
     else:
         draw = _shapes_draw(config, model, frozen_text, split.paired)
     unpaired = UnpairedLearning(config, train, split)
+    probe, objects = None, None
+    if config.object_weight:  # dense object supervision of the image encoder (training only)
+        probe = ObjectProbe(model.image_encoder.token_dim)
+        objects = cell_targets(train.graphs, model.image_encoder.grid)
+    counterfactual_rng = np.random.default_rng(config.seed + 1)
 
     def compute_loss(step: int) -> torch.Tensor:
-        images, texts, positives, negative_of = draw()
+        images, texts, positives, negative_of, index = draw()
         batch, paired_texts = len(images), len(texts)
         extra = unpaired.draw(step, model) if unpaired.active else None
         if extra is not None and len(extra.texts):
             images, texts = torch.cat([images, extra.images]), texts + extra.texts
-        image_emb, text_emb = model.encode_image(images), model.encode_text(texts)
+        image_features = model.image_encoder(images)
+        image_emb = model.embed_image_features(image_features)
+        text_emb = model.encode_text(texts)
         paired_images, paired_text_emb = image_emb[:batch], text_emb[:paired_texts]
         loss = info_nce(paired_images, paired_text_emb, model.scale(), positives)
         if config.binding_weight and len(negative_of):
@@ -629,12 +667,31 @@ def train_zeroshot(
             loss = loss + unpaired.loss(
                 image_emb, text_emb, batch, paired_texts, extra, model.scale()
             )
+        if probe is not None:
+            tokens = image_features.tokens[:batch]
+            loss = loss + config.object_weight * probe.loss(tokens, objects[index])
+        if config.counterfactuals and len(negative_of):
+            pairs = counterfactual_images(
+                train, index, texts, negative_of, config.counterfactuals, counterfactual_rng
+            )
+            if pairs is not None:  # each edited image, its negative (now true) against its caption
+                edited, rows = pairs
+                edited_emb = model.encode_image(edited)
+                flipped = binding_loss(
+                    edited_emb,
+                    torch.cat([text_emb[batch + rows], text_emb[negative_of[rows]]]),
+                    model.scale(),
+                    torch.arange(len(rows)),
+                )
+                loss = loss + config.binding_weight * flipped
         return loss
 
     model.train()
     world = "" if config.world == "shapes" else f"{config.world}/"
     desc = f"zeroshot/{world}{config.text_encoder}"
     parameters = [*model.parameters(), *unpaired.parameters()]
+    if probe is not None:
+        parameters += list(probe.parameters())
     stats = optimise(parameters, compute_loss, config, desc, progress, out)
     test = config_split(config, "test")
     metrics = evaluate_config(model, config)

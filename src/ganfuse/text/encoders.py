@@ -35,6 +35,7 @@ from ganfuse.errors import ConfigError, OfflineError
 
 MINILM_NAME = "minilm"
 SMALL_NAME = "small"
+SMALL_POOLINGS = ("mean", "mean+final")
 
 
 @dataclass
@@ -362,6 +363,12 @@ class SmallTextEncoder(TextEncoder):
     influence real tokens); ``pooled`` ``(B, dim)`` is a linear map of their masked mean (not
     normalised). The vocabulary is part of :meth:`config`, so ``config()`` plus ``state_dict()``
     rebuild the encoder exactly.
+
+    ``pooling="mean+final"`` maps the GRU's two final states (the forward pass after the last
+    word, the backward pass after the first) beside the mean: a mean of per-word outputs keeps
+    word order only through each word's context, a recurrent final state is a summary *of* the
+    order (the FiLM paper conditions on a GRU's final state). "a red circle left of a blue
+    square" and "a blue square left of a red circle" hold the same words.
     """
 
     def __init__(
@@ -371,17 +378,24 @@ class SmallTextEncoder(TextEncoder):
         hidden_dim: int = 128,
         dim: int = 256,
         max_length: int = 32,
+        pooling: str = "mean",
     ):
         super().__init__()
         if max_length < 1 or embed_dim < 1 or hidden_dim < 1 or dim < 1:
             raise ConfigError("small text encoder sizes and max_length must be positive")
+        if pooling not in SMALL_POOLINGS:
+            raise ConfigError(
+                f"small text encoder pooling must be one of {', '.join(SMALL_POOLINGS)}, "
+                f"got {pooling!r}"
+            )
+        self.pooling = pooling
         self.tokenizer = WordTokenizer(shapes_vocabulary() if vocab is None else list(vocab))
         self.embed_dim, self.hidden_dim, self.max_length = embed_dim, hidden_dim, max_length
         self.dim = dim
         self.token_dim = 2 * hidden_dim
         self.embedding = nn.Embedding(len(self.tokenizer), embed_dim, padding_idx=0)
         self.gru = nn.GRU(embed_dim, hidden_dim, batch_first=True, bidirectional=True)
-        self.project = nn.Linear(2 * hidden_dim, dim)
+        self.project = nn.Linear((2 if pooling == "mean" else 4) * hidden_dim, dim)
 
     @classmethod
     def from_texts(
@@ -398,6 +412,7 @@ class SmallTextEncoder(TextEncoder):
             "hidden_dim": self.hidden_dim,
             "dim": self.dim,
             "max_length": self.max_length,
+            "pooling": self.pooling,
         }
 
     def forward(self, texts: list[str]) -> TextFeatures:
@@ -411,11 +426,12 @@ class SmallTextEncoder(TextEncoder):
         packed = pack_padded_sequence(
             self.embedding(ids), lengths.cpu(), batch_first=True, enforce_sorted=False
         )
-        tokens, _ = pad_packed_sequence(
-            self.gru(packed)[0], batch_first=True, total_length=ids.shape[1]
-        )
-        mean = tokens.sum(dim=1) / lengths[:, None].to(tokens.dtype)
-        return TextFeatures(self.project(mean), tokens, mask)
+        outputs, final = self.gru(packed)
+        tokens, _ = pad_packed_sequence(outputs, batch_first=True, total_length=ids.shape[1])
+        pooled = tokens.sum(dim=1) / lengths[:, None].to(tokens.dtype)
+        if self.pooling == "mean+final":  # final: (2 directions, B, hidden), in batch order
+            pooled = torch.cat([pooled, final.transpose(0, 1).flatten(1)], dim=1)
+        return TextFeatures(self.project(pooled), tokens, mask)
 
 
 def build_text_encoder(name: str = MINILM_NAME, **kwargs: Any) -> TextEncoder:

@@ -113,6 +113,7 @@ def build_fusion(
                 options,
                 target_dim=image.token_dim,
                 condition_dim=text.pooled_dim,
+                condition_token_dim=text.token_dim,
                 grid=image.grid,
                 out_dim=out_dim,
                 target_key=image_key,

@@ -15,6 +15,20 @@ where the question's features fire?", whatever the number of cells).
 the FiLM paper does) to the input of the stem, of every block and of the classifier, so that a
 block can compute "left of" and "above" from what it sees: spatial relations need it once the
 read-out pools over positions.
+
+``keypoints=K`` (with ``pool=2``) adds a spatial soft-argmax read-out (Levine et al., "End-to-End
+Training of Deep Visuomotor Policies", 2016): K more 1x1-convolution channels, each turned into a
+softmax over the grid and read as the expected ``(x, y)`` where it fires. A pooled max says *that*
+the caption's object is there; a keypoint says *where*, in two numbers the head can compare
+between two objects ("left of" is ``x_subject < x_object``). The max and mean halves then hold
+``(out_dim - 2K) / 2`` channels each, so the output stays ``out_dim`` wide.
+
+``attend=1`` conditions each block on its own part of the sentence, in the manner of the MAC
+network's control unit (Hudson and Manning 2018): block k's query, predicted from the pooled
+sentence, attends over the text's token features, and block k's ``gamma, beta`` come from that
+attended vector beside the pooled one. One pooled vector must tell every block everything at once
+("a red circle left of a blue square": which object is the subject, which the reference);
+attention lets one block take the subject phrase and another the reference.
 """
 
 from __future__ import annotations
@@ -74,6 +88,9 @@ class FiLMFusion(Fusion):
         pool: int = 0,
         kernel: int = 3,
         context: int = 0,
+        keypoints: int = 0,
+        attend: int = 0,
+        condition_token_dim: int | None = None,
         target_key: str = "image",
         condition_key: str = "text",
     ):
@@ -94,6 +111,18 @@ class FiLMFusion(Fusion):
             raise ValueError(
                 f"FiLM pool=2 (max and mean halves) needs an even out_dim, got {out_dim}"
             )
+        if keypoints and (pool != 2 or keypoints < 0 or 2 * keypoints >= out_dim):
+            raise ValueError(
+                f"FiLM keypoints need pool=2 and 0 < 2 * keypoints < out_dim, got keypoints="
+                f"{keypoints}, pool={pool}, out_dim={out_dim}"
+            )
+        self.keypoints = keypoints
+        if attend not in (0, 1) or (attend and not condition_token_dim):
+            raise ValueError(
+                f"FiLM attend must be 0 or 1 and needs the condition's token features, got "
+                f"attend={attend}, condition_token_dim={condition_token_dim}"
+            )
+        self.attend = bool(attend)
         self.coords, self.pool = bool(coords), pool
         extra = 2 if self.coords else 0
         if self.coords:
@@ -104,23 +133,66 @@ class FiLMFusion(Fusion):
             )
             self.register_buffer("coordinates", torch.stack([xs, ys])[None], persistent=False)
         self.stem = nn.Conv2d(target_dim + extra, channels, 1)
-        self.film_generator = nn.Sequential(
-            nn.LayerNorm(condition_dim), nn.Linear(condition_dim, 2 * channels * blocks)
-        )
+        if self.attend:  # per block: a query over the tokens, then gamma and beta
+            self.queries = nn.Linear(condition_dim, blocks * condition_token_dim)
+            self.film_generators = nn.ModuleList(
+                nn.Sequential(
+                    nn.LayerNorm(condition_dim + condition_token_dim),
+                    nn.Linear(condition_dim + condition_token_dim, 2 * channels),
+                )
+                for _ in range(blocks)
+            )
+        else:
+            self.film_generator = nn.Sequential(
+                nn.LayerNorm(condition_dim), nn.Linear(condition_dim, 2 * channels * blocks)
+            )
         self.blocks = nn.ModuleList(
             FiLMBlock(channels, extra, kernel, bool(context)) for _ in range(blocks)
         )
         if self.pool:
-            width = out_dim // 2 if pool == 2 else out_dim
+            width = (out_dim - 2 * keypoints) // 2 if pool == 2 else out_dim
             self.out = nn.Sequential(nn.Conv2d(channels + extra, width, 1), nn.ReLU())
+            if keypoints:
+                self.keypoint_logits = nn.Conv2d(channels + extra, keypoints, 1)
+                ys, xs = torch.meshgrid(
+                    torch.linspace(-1.0, 1.0, self.grid[0]),
+                    torch.linspace(-1.0, 1.0, self.grid[1]),
+                    indexing="ij",
+                )
+                self.register_buffer(
+                    "cell_xy", torch.stack([xs.flatten(), ys.flatten()], 1), persistent=False
+                )
         else:
             self.out = nn.Sequential(
                 nn.Flatten(), nn.Linear(channels * self.grid[0] * self.grid[1], out_dim), nn.ReLU()
             )
 
-    def film_parameters(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(B, Dc)`` -> ``gamma, beta`` each ``(B, blocks, channels)``; gamma starts near 1."""
-        params = self.film_generator(condition).view(condition.shape[0], len(self.blocks), 2, -1)
+    def film_parameters(
+        self,
+        condition: torch.Tensor,
+        tokens: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, Dc)`` (and, with ``attend``, tokens ``(B, T, Dt)`` with ``mask`` ``(B, T)``)
+        -> ``gamma, beta`` each ``(B, blocks, channels)``; gamma starts near 1."""
+        batch, blocks = condition.shape[0], len(self.blocks)
+        if self.attend:
+            if tokens is None:
+                raise ValueError("FiLM attend=1 needs the condition's token features")
+            queries = self.queries(condition).view(batch, blocks, -1)
+            scores = queries @ tokens.transpose(1, 2) / tokens.shape[-1] ** 0.5  # (B, blocks, T)
+            if mask is not None:
+                scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
+            attended = scores.softmax(dim=-1) @ tokens  # (B, blocks, Dt)
+            params = torch.stack(
+                [
+                    generator(torch.cat([condition, attended[:, k]], dim=-1))
+                    for k, generator in enumerate(self.film_generators)
+                ],
+                dim=1,
+            ).view(batch, blocks, 2, -1)
+        else:
+            params = self.film_generator(condition).view(batch, blocks, 2, -1)
         return 1.0 + params[:, :, 0], params[:, :, 1]
 
     def forward(self, features: Mapping[str, object]) -> torch.Tensor:
@@ -139,12 +211,16 @@ class FiLMFusion(Fusion):
             return maps if extra is None else torch.cat([maps, extra], dim=1)
 
         x = self.stem(with_extra(x))
-        gamma, beta = self.film_parameters(condition.pooled)
+        gamma, beta = self.film_parameters(condition.pooled, condition.tokens, condition.mask)
         for index, block in enumerate(self.blocks):
             x = block(x, gamma[:, index], beta[:, index], extra)
         if self.pool == 2:  # max ("is there one?") and mean ("how many?") over the grid
             maps = self.out(with_extra(x))
-            return torch.cat([maps.amax(dim=(2, 3)), maps.mean(dim=(2, 3))], dim=1)
+            parts = [maps.amax(dim=(2, 3)), maps.mean(dim=(2, 3))]
+            if self.keypoints:  # where: each channel's expected (x, y) under its softmax
+                weights = self.keypoint_logits(with_extra(x)).flatten(2).softmax(dim=2)
+                parts.append((weights @ self.cell_xy).flatten(1))
+            return torch.cat(parts, dim=1)
         if self.pool:
             return self.out(with_extra(x)).amax(dim=(2, 3))
         return self.out(x)
