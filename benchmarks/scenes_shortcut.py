@@ -15,7 +15,8 @@ relation-reversal pairs alone, batch 64 pairs, scored every 250 steps on the ``t
 pairs (each caption alone, and pairwise). ``--kinds`` keeps the pairs whose caption states one of
 these relations; ``--mirror`` (left/right only) adds each training image's mirror image with the
 two labels swapped: in the mirror the negative is true and the caption false, so no text-only rule
-fits the labels. One JSON line per evaluation.
+fits the labels; ``--edit`` does the same with the edited image of ``data.scene_edits`` (any
+relation; pairs without an edit train alone). One JSON line per evaluation.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ganfuse.data.base import uint8_to_float
+from ganfuse.data.scene_edits import dataset_counterfactual
 from ganfuse.data.scenes import ScenesDataset, parse_caption
 from ganfuse.metrics.scene_negatives import build_binding_pairs
 from ganfuse.multimodal.config import make_config
@@ -92,7 +94,7 @@ def reversals(args: argparse.Namespace) -> None:
             if kind == "reversal" and parse_caption(pairs.positives[r]).relations[0].relation in kinds
         ]
 
-    def batch_of(data, pairs, rows, mirror=False) -> Batch:
+    def batch_of(data, pairs, rows, mirror=False, edit=False) -> Batch:
         index = torch.tensor([pairs.image_index[r] for r in rows])
         images = data.images[index]
         texts = [t for r in rows for t in (pairs.positives[r], pairs.negatives[r])]
@@ -101,6 +103,18 @@ def reversals(args: argparse.Namespace) -> None:
         if mirror:  # objects' cells are mirrored too: the probe's targets of a mirror are not kept
             images, texts, labels = torch.cat([images, images.flip(-1)]), texts * 2, labels + [0, 1] * len(rows)
             index = torch.cat([index, torch.full((len(rows),), -1)])
+        if edit:
+            extra = []
+            for r in rows:
+                edited = dataset_counterfactual(data, pairs.image_index[r], pairs.positives[r], pairs.negatives[r])
+                if edited is not None:
+                    extra.append(edited[0])
+                    graphs.append(edited[1])
+                    texts += [pairs.positives[r], pairs.negatives[r]]
+                    labels += [0, 1]
+            if extra:
+                images = torch.cat([images, torch.stack(extra)])
+                index = torch.cat([index, torch.full((len(extra),), -1)])
         owners = torch.arange(len(images)).repeat_interleave(2)
         return Batch(uint8_to_float(images), index, texts, owners, {"match": torch.tensor(labels)},
                      ["reversal"] * len(texts), graphs)
@@ -115,8 +129,8 @@ def reversals(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     start = time.perf_counter()
     for step in range(1, args.steps + 1):
-        chosen = rng.choice(rows, 32 if args.mirror else 64, replace=False).tolist()
-        batch = batch_of(train, pairs, chosen, args.mirror)
+        chosen = rng.choice(rows, 32 if args.mirror or args.edit else 64, replace=False).tolist()
+        batch = batch_of(train, pairs, chosen, args.mirror, args.edit)
         encoded = model.encode(batch_inputs(batch))
         loss = F.cross_entropy(model.fuse(encoded, batch.pairs)["match"], batch.targets["match"])
         if probe is not None:
@@ -140,6 +154,7 @@ def main() -> None:
     parser.add_argument("mode", choices=["text-only", "reversals"])
     parser.add_argument("--kinds", default="left,right,above,below")
     parser.add_argument("--mirror", action="store_true")
+    parser.add_argument("--edit", action="store_true")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()

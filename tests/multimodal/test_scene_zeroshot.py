@@ -340,6 +340,10 @@ def test_scenes_zeroshot_config_checks():
 
     defaults = make_config("zeroshot", None, ["world=scenes"])
     assert defaults.hard_negatives is True and defaults.binding_weight == 1.0
+    assert defaults.counterfactuals == 1.0  # the binding term also on edited images
+    for off in ("hard_negatives=false", "binding_weight=0"):  # nothing to turn around
+        assert make_config("zeroshot", None, ["world=scenes", off]).counterfactuals == 0.0
+    assert make_config("zeroshot", None, []).counterfactuals == 0.0  # shapes: no scene graphs
     assert (
         make_config("zeroshot", None, ["world=scenes", "hard_negatives=false"]).hard_negatives
         is False
