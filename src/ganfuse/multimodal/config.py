@@ -245,14 +245,14 @@ IMAGE_TRAINING_KEYS: tuple[str, ...] = ("object_weight", "counterfactuals")
 # 8x8 patch grid (two halvings instead of three) keeps them apart, for the fusion tasks and for
 # the dual encoder whose image encoder a scenes benchmark shares. (The captioner keeps the deeper
 # encoder's 4x4 grid: it scored higher with it, benchmarks/scenes.md.)
-WORLD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
-    ("scenes", task): {"image_widths": [32, 64]}
-    for task in ("scenes-vqa", "scenes-matching", "zeroshot")
-}
 # The dual encoder on scenes also trains on counterfactual images: binding 83.1% -> 93.0% (relation
 # reversals 55.9% -> 86.9%) in 20 minutes (benchmarks/scenes.md). Off without hard negatives or
 # binding loss, which it turns around, unless the overrides ask for it.
-WORLD_DEFAULTS[("scenes", "zeroshot")]["counterfactuals"] = 1.0
+WORLD_DEFAULTS: dict[tuple[str, str], dict[str, Any]] = {
+    ("scenes", "scenes-vqa"): {"image_widths": [32, 64]},
+    ("scenes", "scenes-matching"): {"image_widths": [32, 64]},
+    ("scenes", "zeroshot"): {"image_widths": [32, 64], "counterfactuals": 1.0},
+}
 # Per world and fusion, ``fusion_options`` the overrides did not set. FiLM on ``scenes``:
 # coordinate maps (relations), a max + mean read-out (existence and counts), three blocks
 # (measured in benchmarks/scenes.md).
