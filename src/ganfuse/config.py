@@ -25,6 +25,7 @@ from ganfuse.fileio import atomic_write_text
 
 LOSSES = ("nonsaturating", "hinge", "wgan-gp", "lsgan")
 SLOT_MASKS = ("mlp", "sprite", "mlp+sprite")  # model.slot_mask of t2i-words
+MASK_RESOLUTIONS = ("half", "mixed", "full")  # model.mask_resolution of t2i-words
 # Every architecture and the family it belongs to: ``gan`` (unconditional or class-conditional) or
 # ``t2i`` (text-to-image, configured by the ``text`` section). Each layer maps a family to its piece
 # (models.build.build_networks, train.objectives.OBJECTIVES, run.LOADERS); this is the one place
@@ -72,6 +73,14 @@ class ModelConfig:
     # MLP of each pixel's offset from the slot's centre), ``sprite`` (a grid of mask logits the
     # slot's state decodes to, sampled at the offsets) or both summed (``mlp+sprite``); SLOT_MASKS
     slot_mask: str = "mlp"
+    # t2i-words sprite masks: the scale of the sprite decoder's output (0.1: its 576 outputs learn
+    # about as fast as the mask MLP's one under D's gradient alone; supervised slots,
+    # text.slot_weight, learn their shapes faster at 1)
+    sprite_gain: float = 0.1
+    # t2i-words: where the slots' mask logits are computed: at half the image's side and up-sampled
+    # (half), all at the image's resolution (full, 4x the work), or the mask MLP at half and the
+    # blob and sprite at full (mixed)
+    mask_resolution: str = "half"
 
 
 @dataclass
@@ -166,6 +175,19 @@ class TextConfig:
     # their scene-graph descriptions, and with a colour or shape changed) and at G's slots (with the
     # objects its caption names, matched one to one): this weight (0 disables)
     object_weight: float = 0.0
+    # t2i-words on scenes: each object the caption names is matched to a slot (Hungarian), whose own
+    # mask is pulled to that shape's render and its colour to that colour, and the slots left over to
+    # empty (layout supervision from the training scene graphs, as in Hong et al. 2018 and Obj-GAN;
+    # positions stay free): this weight (0 disables)
+    slot_weight: float = 0.0
+    # t2i-words on scenes with text.slot_weight: a layout discriminator in D judges the objects'
+    # places (colour, shape, centre of each named object) against the caption: the real scene
+    # graphs' layouts are real, G's matched slots' and real layouts with a binding-swapped caption
+    # are fake; this weight (0 disables)
+    layout_weight: float = 0.0
+    # with text.slot_weight: where a caption leaves an object's size open, its slot is asked for the
+    # size its own noise number draws (large where positive) instead of the better of the two
+    open_size_noise: bool = False
 
 
 @dataclass
@@ -452,11 +474,24 @@ def validate(config: Config) -> Config:
         _check(m.arch != "t2i-words" or size == 64, "data.image_size", "must be 64 for model.arch=t2i-words")
         _check(0 <= x.swap_fraction <= 1, "text.swap_fraction", "must be in [0, 1]")
         _check(1 <= x.slots <= 16, "text.slots", "must be in 1..16")
+        _check(m.sprite_gain > 0, "model.sprite_gain", "must be > 0")
+        _check(m.mask_resolution in MASK_RESOLUTIONS, "model.mask_resolution",
+               f"must be one of {', '.join(MASK_RESOLUTIONS)}, got {m.mask_resolution!r}")
         _check(m.slot_mask in SLOT_MASKS, "model.slot_mask",
                f"must be one of {', '.join(SLOT_MASKS)}, got {m.slot_mask!r}")
         _check(x.object_weight >= 0, "text.object_weight", "must be >= 0")
         _check(x.object_weight == 0 or (m.arch == "t2i-words" and d.name == "scenes"), "text.object_weight",
                "needs model.arch=t2i-words on data.name=scenes (it reads the scene graphs)")
+        _check(x.slot_weight >= 0, "text.slot_weight", "must be >= 0")
+        _check(x.slot_weight == 0 or (m.arch == "t2i-words" and d.name == "scenes"), "text.slot_weight",
+               "needs model.arch=t2i-words on data.name=scenes (it reads the scene graphs)")
+        _check(x.layout_weight >= 0, "text.layout_weight", "must be >= 0")
+        _check(x.layout_weight == 0 or x.slot_weight > 0, "text.layout_weight",
+               "needs text.slot_weight > 0 (the layout of G's slots comes from matching them to the named objects)")
+        _check(not x.open_size_noise or (x.slot_weight > 0 and m.z_dim >= 3 * x.slots), "text.open_size_noise",
+               "needs text.slot_weight > 0 and model.z_dim >= 3 x text.slots (a noise number per slot)")
+        _check(x.layout_weight == 0 or not t.dp, "text.layout_weight",
+               "cannot be combined with train.dp (the layout head's loss on real layouts would not be privatised)")
         _check(size in (32, 64), "data.image_size", "must be 32 or 64 for a t2i arch")
         _check(bool(x.encoder.strip()), "text.encoder", "must name an encoder (minilm, small or a model)")
         _check(x.cond_dim >= 8, "text.cond_dim", "must be >= 8")

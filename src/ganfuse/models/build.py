@@ -49,11 +49,13 @@ def build_t2i(config, spec: TextSpec, channels: int = 3) -> tuple[nn.Module, nn.
         d = ConcatDiscriminator(spec, size, m.d_width, t.cond_dim, channels)
     elif m.arch == "t2i-words":
         g = SlotGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, t.slots, channels=channels,
-                          mask=m.slot_mask)
+                          mask=m.slot_mask, sprite_gain=m.sprite_gain, mask_resolution=m.mask_resolution)
         # scenes with text.object_weight: an object head over colours, shapes and sizes
         classes = tuple(len(values) for _, values in ATTRIBUTE_VALUES) if t.object_weight > 0 else ()
+        # with text.layout_weight: a layout head over colours and shapes (and centres)
+        layout = tuple(len(values) for _, values in ATTRIBUTE_VALUES[:2]) if t.layout_weight > 0 else ()
         d = WordDiscriminator(spec, size, m.d_width, t.cond_dim, channels, m.spectral_norm_d,
-                              object_classes=classes)
+                              object_classes=classes, layout_classes=layout)
     else:
         raise ConfigError(f"model.arch {m.arch!r} is not a text-to-image architecture ({', '.join(T2I_ARCHS)})")
     return g, d

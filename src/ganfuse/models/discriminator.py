@@ -26,7 +26,8 @@ class DiscriminatorOutput(NamedTuple):
     texts. ``class_logits (B, K)``: the auxiliary classifier's verdict on the class of each image
     (class-conditional discriminators built with one, AC-GAN style). ``object_logits (B, K, M)``:
     the object discriminator's verdicts on windows around given centres against object
-    descriptions (``t2i-words`` with ``text.object_weight``).
+    descriptions (``t2i-words`` with ``text.object_weight``). ``layout_logits (L,)``: the layout
+    discriminator's verdicts on object layouts against captions (``text.layout_weight``).
     """
 
     logits: torch.Tensor
@@ -38,6 +39,7 @@ class DiscriminatorOutput(NamedTuple):
     negative_embedding: torch.Tensor | None = None
     class_logits: torch.Tensor | None = None
     object_logits: torch.Tensor | None = None
+    layout_logits: torch.Tensor | None = None
 
 
 class TextDiscriminator(nn.Module):

@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganfuse.config import SLOT_MASKS
+from ganfuse.config import MASK_RESOLUTIONS, SLOT_MASKS
+from ganfuse.data.scenes import MAX_OBJECTS
 from ganfuse.errors import ConfigError
 from ganfuse.models.discriminator import DiscriminatorOutput, TextDiscriminator
 from ganfuse.models.layers import maybe_spectral_norm
@@ -55,7 +56,6 @@ POSITION_NOISE = 1.5  # how far (in logits of the centre) a slot's own noise mov
 OFFSET_RANGE = 6.0  # the mask MLP reads offsets clamped to +-this many units
 SPRITE = 24  # cells per side of a sprite mask (model.slot_mask=sprite): 1 px each at 64x64, scale 1
 SPRITE_RANGE = 4.0  # a sprite spans offsets of +-this many units (the blob's edge is at 2.45)
-SPRITE_GAIN = 0.1  # the sprite decoder's output scale: its 576 outputs then learn about as fast as the MLP's one
 OBJECT_WINDOW = 24 / 64  # the object head's window: a large object (18 px at 64) with a margin
 
 
@@ -128,7 +128,7 @@ class SlotGenerator(nn.Module):
 
     def __init__(self, spec: TextSpec, z_dim: int = 64, image_size: int = 64, width: int = 64,
                  cond_dim: int = 128, slots: int = 4, channels: int = 3, mask_hidden: int = 32,
-                 mask: str = "mlp"):
+                 mask: str = "mlp", sprite_gain: float = 0.1, mask_resolution: str = "half"):
         super().__init__()
         if mask not in SLOT_MASKS:
             raise ConfigError(f"model.slot_mask must be one of {', '.join(SLOT_MASKS)}, got {mask!r}")
@@ -151,6 +151,11 @@ class SlotGenerator(nn.Module):
         self.arrange = nn.ModuleList([AttentionLayer(dim), FeedForward(dim), AttentionLayer(dim), FeedForward(dim)])
         self.place = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4))  # x, y, log-scale, gate logit
         self.mask_kind = mask
+        self.sprite_gain = sprite_gain  # the sprite decoder's output scale (model.sprite_gain)
+        if mask_resolution not in MASK_RESOLUTIONS:
+            raise ConfigError(f"model.mask_resolution must be one of {', '.join(MASK_RESOLUTIONS)}, "
+                              f"got {mask_resolution!r}")
+        self.mask_resolution = mask_resolution  # where the masks are computed (see masks())
         if "mlp" in mask:
             # each layer's mask: an MLP of a pixel's offset from the slot's centre, biased by the
             # slot's shape code; its last layer starts at zero, so every layer starts as a round blob
@@ -179,6 +184,8 @@ class SlotGenerator(nn.Module):
         # offsets are in units of ``radius`` times the slot's scale; a new slot's blob then ends
         # about 7 pixels from its centre at 64x64, between the two object sizes
         self.radius = 7.0 / 64 / math.sqrt(2 * MASK_PEAK)
+        self.slot_window = 0  # pixels per side of the windows ``last_slots`` keeps (0: none)
+        self.last_slots: tuple[torch.Tensor, ...] | None = None
 
     def slot_states(self, z: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """The slots after reading the words and arranging with the noise: ``(B, K, D)``."""
@@ -208,6 +215,13 @@ class SlotGenerator(nn.Module):
         gates = torch.sigmoid(p[..., 3])
         return centres, scales, gates, s
 
+    def open_sizes(self, z: torch.Tensor) -> torch.Tensor | None:
+        """The size each slot is asked for where a caption leaves it open (``text.open_size_noise``):
+        index 1 (large) where the slot's own noise number ``z[:, 2K + k]`` is positive, else 0
+        (small), ``(B, K)``; None where ``z`` has fewer than ``3 K`` numbers."""
+        k = self.slots
+        return (z[:, 2 * k:3 * k] > 0).long() if z.shape[1] >= 3 * k else None
+
     def background(self, z: torch.Tensor) -> torch.Tensor:
         """The background ``(B, 3, S, S)`` from the noise alone."""
         h = self.background_map(z).view(z.shape[0], -1, 4, 4)
@@ -217,35 +231,74 @@ class SlotGenerator(nn.Module):
               s: torch.Tensor) -> torch.Tensor:
         """Each pixel's shares ``(B, K + 1, S * S)`` of the K layers and the background (last).
 
-        The mask logits are computed on a grid of half the image's side and up-sampled
-        bilinearly before the softmax: logits are smooth, so the edges stay as sharp as their
-        slope makes them, for a quarter of the work (the per-pixel MLP dominated G's step)."""
-        b, n, m = s.shape[0], self.image_size, self.image_size // 2
+        ``model.mask_resolution``: ``half`` computes the mask logits on a grid of half the
+        image's side and up-samples them bilinearly before the softmax, for a quarter of the work
+        (the per-pixel MLP dominates G's step): logits are smooth, so edges stay as sharp as their
+        slope makes them, but corners and points round off (a trained G's squares read as circles
+        1.9x as often as the same G at full resolution, benchmarks/scenes_t2i.md). ``full``
+        computes everything at the image's resolution (4x the cost); ``mixed`` only the mask MLP at
+        half of it (up-sampled), the blob and the sprite, where corners live, at full resolution."""
+        b, n = s.shape[0], self.image_size
+        m = n if self.mask_resolution == "full" else n // 2
         pixels = grid_coordinates(m, s.device, centres.dtype)  # (M*M, 2)
-        offsets = (pixels[None, None] - centres[:, :, None]) / (self.radius * scales[..., None, None])
-        distance2 = offsets.square().sum(-1, keepdim=True)  # (B, K, S*S, 1)
+        if self.mask_resolution == "mixed":
+            mlp = self._reshape(self._offsets(pixels[None, None] - centres[:, :, None], scales), s, sprite=False)
+            mlp = F.interpolate(mlp.view(b, -1, m, m), size=n, mode="bilinear", align_corners=False)
+            pixels = grid_coordinates(n, s.device, centres.dtype)
+            logits = self._mask_logits(pixels[None, None] - centres[:, :, None], scales, gates, s, mlp.flatten(2))
+        else:
+            logits = self._mask_logits(pixels[None, None] - centres[:, :, None], scales, gates, s)
+            if m != n:
+                logits = F.interpolate(logits.view(b, -1, m, m), size=n, mode="bilinear", align_corners=False)
+        return torch.softmax(torch.cat([logits.flatten(2), logits.new_zeros(b, 1, n * n)], dim=1), dim=1)
+
+    def window_logits(self, scales: torch.Tensor, gates: torch.Tensor, s: torch.Tensor, size: int) -> torch.Tensor:
+        """Each slot's own mask logit ``(B, K, size, size)`` at the pixels of a ``size x size``
+        window of the canvas centred on the slot (pixel ``i`` of the window lies ``i - (size - 1) / 2``
+        pixels from the centre), at full resolution: where the slot shows against the background
+        (a share of ``sigmoid(logit)`` with no other slot near). For supervising a slot's shape
+        (``text.slot_weight``, :mod:`ganfuse.train.objects`)."""
+        axis = (torch.arange(size, device=s.device, dtype=scales.dtype) - (size - 1) / 2) / self.image_size
+        y, x = torch.meshgrid(axis, axis, indexing="ij")
+        local = torch.stack([x.flatten(), y.flatten()], dim=1)  # (P, 2) in canvas units
+        logits = self._mask_logits(local[None, None], scales, gates, s)
+        return logits.view(*logits.shape[:2], size, size)
+
+    def _offsets(self, from_centre: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+        """Points ``from_centre (B or 1, K or 1, P, 2)`` (canvas units) in each layer's own units."""
+        return from_centre / (self.radius * scales[..., None, None])
+
+    def _mask_logits(self, from_centre: torch.Tensor, scales: torch.Tensor, gates: torch.Tensor,
+                     s: torch.Tensor, mlp_change: torch.Tensor | None = None) -> torch.Tensor:
+        """Each layer's mask logit ``(B, K, P)`` at points ``from_centre (B or 1, K or 1, P, 2)``
+        away from its centre (canvas units); ``mlp_change (B, K, P)``: the mask MLP's part,
+        computed elsewhere (``mixed`` resolution)."""
+        offsets = self._offsets(from_centre, scales)
+        distance2 = offsets.square().sum(-1)  # (B, K, P)
         # bounded logits: far from its centre a layer sits at a fixed low logit, so the softmax
         # never saturates into regions with no gradient
         # the MLP or sprite reshapes the blob within bounds: a layer cannot grow into a second background
-        change = self._reshape(offsets, distance2, s)
+        change = self._reshape(offsets, s, mlp=mlp_change is None)
+        if mlp_change is not None:
+            change = change + mlp_change
         reshape = MASK_RESHAPE * torch.tanh(change / MASK_RESHAPE)
         if self.mask_kind == "sprite":  # a sprite alone carves only (mlp+sprite keeps the MLP's bounds)
             reshape = reshape.clamp(max=0.0)
-        logits = (MASK_PEAK - 0.5 * distance2.squeeze(-1).clamp(max=32) + reshape
-                  + torch.logit(gates, eps=1e-4)[..., None])
-        logits = F.interpolate(logits.view(b, -1, m, m), size=n, mode="bilinear", align_corners=False)
-        return torch.softmax(torch.cat([logits.flatten(2), logits.new_zeros(b, 1, n * n)], dim=1), dim=1)
+        return (MASK_PEAK - 0.5 * distance2.clamp(max=32) + reshape
+                + torch.logit(gates, eps=1e-4)[..., None])
 
-    def _reshape(self, offsets: torch.Tensor, distance2: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """The unbounded change of each layer's mask logit ``(B, K, P)`` at offsets ``(B, K, P, 2)``."""
-        change = 0.0
-        if "mlp" in self.mask_kind:
+    def _reshape(self, offsets: torch.Tensor, s: torch.Tensor, mlp: bool = True, sprite: bool = True) -> torch.Tensor:
+        """The unbounded change of each layer's mask logit ``(B, K, P)`` at offsets ``(B, K, P, 2)``
+        (in the layer's units): the mask MLP's part and the sprite's, those asked for that the layer has."""
+        change = offsets.new_zeros(offsets.shape[:3])
+        if mlp and "mlp" in self.mask_kind:
+            distance2 = offsets.square().sum(-1, keepdim=True)
             local = torch.cat([offsets.clamp(-OFFSET_RANGE, OFFSET_RANGE), distance2.clamp(max=36)], dim=-1)
             hidden = F.leaky_relu(self.mask_offset(local) + self.shape_code(s)[:, :, None], 0.2)
-            change = self.mask_out(hidden).squeeze(-1)
-        if "sprite" in self.mask_kind:
+            change = change + self.mask_out(hidden).squeeze(-1)
+        if sprite and "sprite" in self.mask_kind:
             b, k, p = offsets.shape[:3]
-            sprites = SPRITE_GAIN * self.sprite(s).view(b * k, 1, SPRITE, SPRITE)
+            sprites = self.sprite_gain * self.sprite(s).view(b * k, 1, SPRITE, SPRITE)
             grid = (offsets / SPRITE_RANGE).view(b * k, p, 1, 2).to(sprites.dtype)  # beyond +-1 reads 0
             change = change + F.grid_sample(sprites, grid, mode="bilinear", padding_mode="zeros",
                                             align_corners=False).view(b, k, p)
@@ -263,6 +316,12 @@ class SlotGenerator(nn.Module):
         # the slots' centres of the latest batch, for an objective that judges each object where G
         # put it (text.object_weight); not part of the graph
         self.last_centres = centres.detach()
+        # with text.slot_weight the objective supervises each slot's own mask and colour (and, with
+        # text.layout_weight, D judges where the slots are): kept, with their graph where there is one
+        self.last_slots = None
+        if self.training and self.slot_window:
+            self.last_slots = (self.window_logits(scales, gates, s, self.slot_window), colours[:, :-1], centres,
+                               self.open_sizes(z))
         return out if self.training else out.clamp(-1.0, 1.0)
 
 
@@ -312,6 +371,42 @@ class ObjectHead(nn.Module):
         return self.unconditional(h) + torch.einsum("bkd,bmd->bkm", h, e)
 
 
+class LayoutHead(nn.Module):
+    """Layout discriminator: ``tokens (B, T, TOKEN_DIM), token mask (B, T), labels (B, M, 2),
+    places (B, M, 3) -> logits (B,)``, "a real arrangement of these objects for this caption".
+    Row ``m`` is the ``m``-th object the caption names (the scene graph's grounding of the caption,
+    as sg2im's subject and object roles): each object is the sum of its colour, shape and row
+    embeddings (padding rows have negative labels and take no part) and an MLP of its place (centre
+    ``(x, y)`` in [0, 1] and extent, ``train.objects.window_extent``), so
+    "the first named object is left of the second" is a comparison of two rows; two rounds of (cross-attention objects -> words,
+    self-attention among objects, MLP) let a relation word compare the places of the two objects it
+    binds; the verdict is the mean of the objects' scores. With the extent it also sees sizes, and
+    where a caption leaves a size open, whether they vary as the real ones do. Sets of a few vectors: the relations and spreads a scene-level D must find in pixels
+    are explicit here (sg2im's and LayoutGAN's layout-level judges)."""
+
+    def __init__(self, classes: tuple[int, ...], dim: int = 64):
+        super().__init__()
+        self.embed = nn.ModuleList(nn.Embedding(n, dim) for n in classes)
+        self.order = nn.Embedding(MAX_OBJECTS, dim)
+        self.place = nn.Sequential(nn.Linear(3, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.words = nn.Linear(TOKEN_DIM, dim)
+        self.layers = nn.ModuleList()
+        for _ in range(2):
+            self.layers.extend([AttentionLayer(dim, dim), AttentionLayer(dim), FeedForward(dim)])
+        self.score = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 1))
+
+    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor, labels: torch.Tensor,
+                places: torch.Tensor) -> torch.Tensor:
+        present = (labels >= 0).all(-1)
+        h = (self.place(2 * places - 1) + self.order.weight[: labels.shape[1]]
+             + sum(table(labels[..., a].clamp(min=0)) for a, table in enumerate(self.embed)))
+        w = self.words(tokens)
+        for cross, self_attn, mlp in zip(self.layers[0::3], self.layers[1::3], self.layers[2::3], strict=True):
+            h = mlp(self_attn(cross(h, w, token_mask), mask=present))
+        weight = present.to(h.dtype)
+        return (self.score(h).squeeze(-1) * weight).sum(1) / weight.sum(1).clamp(min=1)
+
+
 class WordDiscriminator(TextDiscriminator):
     """Images ``(B, 3, S, S)`` and word ids ``(B, T)`` -> :class:`DiscriminatorOutput` (logits
     ``(B,)``: "a real image that its caption describes"); ``mismatch=`` scores the same images
@@ -322,10 +417,12 @@ class WordDiscriminator(TextDiscriminator):
 
     def __init__(self, spec: TextSpec, image_size: int = 64, width: int = 32, cond_dim: int = 128,
                  channels: int = 3, sn: bool = False, regions: int = 8,
-                 object_classes: tuple[int, ...] = ()):
+                 object_classes: tuple[int, ...] = (), layout_classes: tuple[int, ...] = ()):
         super().__init__()
         if spec.kind != "tokens":
             raise ConfigError("model.arch=t2i-words reads words: set text.encoder=small")
+        # the layout discriminator (text.layout_weight > 0): object sets and their places
+        self.layout = LayoutHead(layout_classes) if layout_classes else None
         # the object discriminator (text.object_weight > 0): a separate small network of object windows
         self.objects = ObjectHead(object_classes, channels, width, image_size, sn) if object_classes else None
         down = int(math.log2(image_size // regions))
@@ -364,17 +461,26 @@ class WordDiscriminator(TextDiscriminator):
     def forward(self, x: torch.Tensor, cond: torch.Tensor, *, mismatch: torch.Tensor | None = None,
                 embed: bool = False, features: bool = False,
                 negatives: torch.Tensor | None = None,
-                objects: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> DiscriminatorOutput:
+                objects: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+                layouts: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> DiscriminatorOutput:
         """``objects=(images, centres (B, K, 2), labels (B, M, A))`` also scores every window of
         those images at those centres against every object description with the object head
         (``object_logits (B, K, M)``); ``images`` may differ from ``x`` (D's input may be augmented,
-        the object head reads objects where they are)."""
+        the object head reads objects where they are). ``layouts=(word ids (L, T), labels (L, M,
+        2), places (L, M, 3))`` scores object layouts against captions with the layout head
+        (``layout_logits (L,)``)."""
         check_text_request(self, cond, embed or negatives is not None)
-        object_logits = None
+        object_logits = layout_logits = None
         if objects is not None:
             if self.objects is None:
                 raise ValueError("this discriminator has no object head (text.object_weight is 0)")
             object_logits = self.objects(*objects)
+        if layouts is not None:
+            if self.layout is None:
+                raise ValueError("this discriminator has no layout head (text.layout_weight is 0)")
+            ids, labels, places = layouts
+            words = self.text.features(ids)
+            layout_logits = self.layout(words.tokens, words.mask, labels, places)
         h, maps = F.leaky_relu(self.from_rgb(x), 0.2), []
         for block in self.blocks:
             h = block(h)
@@ -386,4 +492,4 @@ class WordDiscriminator(TextDiscriminator):
         logits, c = self._score(top, regions, cond)
         wrong = self._score(top, regions, mismatch)[0] if mismatch is not None else None
         return DiscriminatorOutput(logits, wrong, None, None, c, maps if features else None,
-                                   object_logits=object_logits)
+                                   object_logits=object_logits, layout_logits=layout_logits)

@@ -58,7 +58,22 @@ from ganfuse.train.losses import (
     paired_feature_matching,
     r1_penalty,
 )
-from ganfuse.train.objects import SceneObjectTargets, object_d_loss, object_g_loss, wrong_labels
+from ganfuse.train.objects import (
+    SLOT_WINDOW,
+    SceneObjectTargets,
+    colour_targets,
+    layout_d_loss,
+    masked_mean,
+    matched_layout,
+    object_d_loss,
+    object_g_loss,
+    real_extents,
+    shape_targets,
+    slot_loss,
+    swap_places,
+    window_extent,
+    wrong_labels,
+)
 from ganfuse.train.prior import check_caption_words, mix_with_prior, source_prior
 
 log = logging.getLogger("ganfuse")
@@ -133,6 +148,9 @@ class Batch:
     fake_cond: torch.Tensor | None
     index: torch.Tensor | None = None  # the real rows' dataset indices
     fake_centres: torch.Tensor | None = None  # (b, K, 2): where G's object slots put the fakes' objects
+    # (b, K, W, W) mask logits, (b, K, 3) colours, (b, K, 2) centres of G's slots, with G's graph,
+    # and (b, K) the sizes its noise drew for them (text.slot_weight)
+    fake_slots: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -456,11 +474,15 @@ class TextToImageObjective(Objective):
         self.grid_table = self.prompt_encoder.encode_many(list(self.grid_prompts)).to(device)
         self.swaps = self._swap_table(graphs, c) if graphs is not None and c.text.swap_fraction > 0 else None
         self.objects: SceneObjectTargets | None = None
-        if c.text.object_weight > 0:
-            if graphs is None:
-                raise ConfigError("text.object_weight reads the scene graphs of the training images; "
+        for key in ("object_weight", "slot_weight"):
+            if getattr(c.text, key) > 0 and graphs is None:
+                raise ConfigError(f"text.{key} reads the scene graphs of the training images; "
                                   "a run with train.prior_fraction has images without them: set it to 0")
+        if c.text.object_weight > 0 or c.text.slot_weight > 0:
             self.objects = SceneObjectTargets(graphs, self.captions, c.data.image_size, device)
+        if c.text.slot_weight > 0:
+            self.slot_shapes = shape_targets(SLOT_WINDOW, c.data.image_size).to(device)
+            self.slot_palette = colour_targets().to(device)
         log.info("text-to-image data: %d captioned images from %s, text encoder %s", len(self.captions),
                  name, c.text.encoder)
 
@@ -492,12 +514,25 @@ class TextToImageObjective(Objective):
         """D's ``objects=`` argument for the fakes: G's windows at its slots' centres against the
         objects their captions name; empty where there is no object term, or G has no layout, or
         the fakes were not made for the real rows' own captions."""
-        if (self.objects is None or batch.fake_centres is None or batch.index is None
+        if (self.config.text.object_weight <= 0 or batch.fake_centres is None or batch.index is None
                 or batch.fake.shape[0] != batch.index.shape[0]):
             return {}
         images = batch.fake.detach() if detach else batch.fake
         stated = self.objects.stated[batch.index.to(self.device)]
         return {"objects": (images, batch.fake_centres, stated)}
+
+    def _slots(self, batch: Batch, detach: bool):
+        """Slot supervision of the fakes (``text.slot_weight``): ``(loss, what to report, G's layout
+        as :func:`matched_layout` gives it)``, or None where G kept no slots or the fakes were not
+        made for the real rows' own captions."""
+        if (self.config.text.slot_weight <= 0 or batch.fake_slots is None or batch.index is None
+                or batch.fake.shape[0] != batch.index.shape[0]):
+            return None
+        windows, colours, centres = (v.detach() if detach else v for v in batch.fake_slots[:3])
+        stated = self.objects.stated[batch.index.to(self.device)]
+        open_sizes = batch.fake_slots[3] if self.config.text.open_size_noise else None
+        loss, seen, matching = slot_loss(windows, colours, stated, self.slot_shapes, self.slot_palette, open_sizes)
+        return loss, seen, matched_layout(centres.float(), window_extent(windows), stated, matching)
 
     def phases(self) -> list[Phase]:
         t, x = self.config.train, self.config.text
@@ -506,6 +541,8 @@ class TextToImageObjective(Objective):
 
     def build_models(self, channels: int) -> tuple[nn.Module, nn.Module]:
         g, d = build_t2i(self.config, self.text_spec, channels)
+        if self.config.text.slot_weight > 0:  # G keeps its slots' windows for the supervision
+            g.slot_window = SLOT_WINDOW
         if self.text_spec.kind == "embedding":
             for net in (g, d):
                 net.text.set_statistics(self.conditions.cpu())
@@ -541,15 +578,35 @@ class TextToImageObjective(Objective):
             wrong = self.mismatched(batch.cond, nets.noise_gen)
             negatives = self._random_conditions(CONTRASTIVE_NEGATIVES, nets.noise_gen) if contrastive else None
             objects = None
-            if self.objects is not None:  # the object head reads the real objects at their centres
+            if x.object_weight > 0:  # the object head reads the real objects at their centres
                 index = batch.index.to(self.device)
                 labels = self.objects.real[index]
                 descriptions = torch.cat([labels, wrong_labels(labels, nets.noise_gen)], dim=1)
                 objects = (batch.real, self.objects.centres[index], descriptions)
             fake_objects = self._fake_objects(batch, detach=True)
+            differs = None if wrong is None else (wrong != batch.cond).flatten(1).any(1)
+            layouts = {}
+            slots = self._slots(batch, detach=True) if x.layout_weight > 0 else None
+            if slots is not None:  # real layouts with their captions, G's, real ones with wrong captions
+                index = batch.index.to(self.device)
+                named = self.objects.named_real[index]
+                real_layout = (self.objects.stated[index][..., :2],
+                               torch.cat([self.objects.named_centres[index],
+                                          real_extents(named, self.slot_shapes)[..., None]], dim=-1))
+                fake_layout = slots[2]
+                # misfits: real layouts with a wrong caption, and, for relation captions, with the
+                # two related objects' places exchanged
+                relation = self.objects.relation[index]
+                swapped = (real_layout[0], swap_places(real_layout[1], relation))
+                parts = [(batch.cond, *real_layout), (batch.fake_cond, *fake_layout), (batch.cond, *swapped)]
+                misfit = [relation]
+                if wrong is not None:
+                    parts.append((wrong, *real_layout))
+                    misfit.append(differs)
+                layouts = {"layouts": tuple(torch.cat(p) for p in zip(*parts, strict=True))}
             with nets.autocast():
                 out = nets.D_train(real_in, batch.cond, mismatch=wrong, embed=contrastive, negatives=negatives,
-                                   **({"objects": objects} if objects is not None else {}))
+                                   **({"objects": objects} if objects is not None else {}), **layouts)
                 fake_out = nets.D_train(fake_in, batch.fake_cond, **fake_objects)
                 fake_logits = fake_out.logits.float()
             real_logits = out.logits.float()
@@ -557,7 +614,7 @@ class TextToImageObjective(Objective):
             if mismatch is not None:
                 # a "wrong" caption that is the image's own (captions repeat, as a personalisation's
                 # "my logo" does) is no mismatch: its term is zeroed, relu(1 + m) = 0 at m = -1
-                differs = (wrong != batch.cond).flatten(1).any(1).float()
+                differs = differs.float()
                 mismatch = torch.where(differs > 0, mismatch, torch.full_like(mismatch, -1.0))
             loss = matching_aware_hinge_d_loss(real_logits, fake_logits, mismatch, x.mismatch_weight)
             if contrastive:
@@ -569,6 +626,16 @@ class TextToImageObjective(Objective):
                 n = differs.sum().clamp(min=1)
                 nets.report("d_mismatch", (mismatch * differs).sum() / n)
                 nets.report("acc_mismatch", ((mismatch < 0).float() * differs).sum() / n)
+            if layouts:
+                n, logits = batch.real.shape[0], out.layout_logits.float()
+                lay = layout_d_loss(logits, n, torch.cat(misfit))
+                loss = loss + x.layout_weight * lay
+                nets.report("layout_d", lay)
+                nets.report("layout_real", logits[:n].mean())
+                nets.report("layout_fake", logits[n:2 * n].mean())
+                nets.report("layout_swapped", masked_mean(logits[2 * n:3 * n], relation))
+                if len(misfit) > 1:
+                    nets.report("layout_wrong", masked_mean(logits[3 * n:], misfit[1]))
             if objects is not None and fake_objects:
                 obj, seen = object_d_loss(out.object_logits.float(), labels, fake_out.object_logits.float(),
                                           fake_objects["objects"][2])
@@ -593,9 +660,11 @@ class TextToImageObjective(Objective):
             matching = x.feature_matching_weight > 0
             negatives = self._random_conditions(CONTRASTIVE_NEGATIVES, nets.noise_gen) if contrastive else None
             objects = self._fake_objects(batch, detach=False)
+            slots = self._slots(batch, detach=False)
+            layouts = {"layouts": (batch.fake_cond, *slots[2])} if slots is not None and x.layout_weight > 0 else {}
             with nets.autocast():
                 out = nets.D_frozen(nets.aug(batch.fake), batch.fake_cond, embed=contrastive, features=matching,
-                                    negatives=negatives, **objects)
+                                    negatives=negatives, **objects, **layouts)
                 if matching:
                     with torch.no_grad():
                         real_maps = nets.D_frozen(batch.real, batch.fake_cond, features=True).features
@@ -614,6 +683,15 @@ class TextToImageObjective(Objective):
                 obj = object_g_loss(out.object_logits.float(), objects["objects"][2])
                 loss = loss + x.object_weight * obj
                 nets.report("obj_g", obj)
+            if slots is not None:
+                loss = loss + x.slot_weight * slots[0]
+                nets.report("slot", slots[0])
+                for key, value in slots[1].items():
+                    nets.report(key, value)
+            if layouts:
+                lay = -out.layout_logits.float().mean()
+                loss = loss + x.layout_weight * lay
+                nets.report("layout_g", lay)
             if x.pixel_weight > 0:
                 pixel = (batch.fake.float() - batch.real.float()).abs().mean()
                 loss = loss + x.pixel_weight * pixel

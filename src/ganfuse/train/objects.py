@@ -45,25 +45,45 @@ class SceneObjectTargets:
     """Per training pair (dataset index): the real objects' centres ``(N, M, 2)`` in [0, 1] and
     labels ``(N, M, 3)`` (colour, shape, size indices) from the scene graph, and the labels the
     caption states ``(N, M, 3)`` (``UNSTATED`` where it leaves one open); ``M = MAX_OBJECTS``,
-    padded with ``UNSTATED`` rows."""
+    padded with ``UNSTATED`` rows. ``named_centres (N, M, 2)`` and ``named_real (N, M, 3)``: the
+    centre and labels of the real object each named one is (in the caption's order: the first
+    object the caption names first), where the caption names every object of its scene, as the
+    training pairs do. ``relation (N,)``: the caption states a relation between its first two
+    named objects."""
 
     def __init__(self, graphs: list, captions: list[str], image_size: int, device: torch.device):
         n = len(graphs)
         centres = np.full((n, MAX_OBJECTS, 2), 0.5, dtype=np.float32)
         real = np.full((n, MAX_OBJECTS, 3), UNSTATED, dtype=np.int64)
         stated = np.full((n, MAX_OBJECTS, 3), UNSTATED, dtype=np.int64)
+        named_centres = np.full((n, MAX_OBJECTS, 2), 0.5, dtype=np.float32)
+        named_real = np.full((n, MAX_OBJECTS, 3), UNSTATED, dtype=np.int64)
+        relation = np.zeros(n, dtype=bool)
+        relational: dict[str, bool] = {}
         parsed: dict[str, list[list[int]]] = {}
         for i, (graph, caption) in enumerate(zip(graphs, captions, strict=True)):
             for j, obj in enumerate(graph.objects):
                 centres[i, j] = np.asarray(obj.center, dtype=np.float32) / image_size
                 real[i, j] = _labels(obj)
             if caption not in parsed:
-                parsed[caption] = [_labels(spec) for spec in parse_caption(caption).objects]
+                description = parse_caption(caption)
+                parsed[caption] = [_labels(spec) for spec in description.objects]
+                relational[caption] = description.kind == "relation" and len(description.objects) == 2
+            relation[i] = relational[caption]
+            unused = list(range(len(graph.objects)))
             for j, labels in enumerate(parsed[caption]):
                 stated[i, j] = labels
+                fits = [o for o in unused if all(s < 0 or s == r for s, r in zip(labels, real[i, o], strict=True))]
+                if fits:  # twins: the first of them
+                    unused.remove(fits[0])
+                    named_centres[i, j] = centres[i, fits[0]]
+                    named_real[i, j] = real[i, fits[0]]
         self.centres = torch.from_numpy(centres).to(device)
         self.real = torch.from_numpy(real).to(device)
         self.stated = torch.from_numpy(stated).to(device)
+        self.named_centres = torch.from_numpy(named_centres).to(device)
+        self.named_real = torch.from_numpy(named_real).to(device)
+        self.relation = torch.from_numpy(relation).to(device)
 
 
 def wrong_labels(labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -101,7 +121,9 @@ def match_slots(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
     return tuple(torch.tensor(v, dtype=torch.int64, device=logits.device) for v in (image, slot, obj))
 
 
-def _mean_over(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of ``values`` where ``mask`` (bool or 0/1) is set; 0 where it is set nowhere."""
+    mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
@@ -120,8 +142,8 @@ def object_d_loss(real: torch.Tensor, labels: torch.Tensor, fake: torch.Tensor,
     image, slot, obj = match_slots(fake, stated)
     fakes = fake[image, slot, obj]
     fake_term = F.relu(1 + fakes).mean() if fakes.numel() else fake.sum() * 0.0
-    loss = _mean_over(F.relu(1 - own), present) + 0.5 * (fake_term + _mean_over(F.relu(1 + wrong), present))
-    return loss, {"obj_real": _mean_over(own, present), "obj_wrong": _mean_over(wrong, present),
+    loss = masked_mean(F.relu(1 - own), present) + 0.5 * (fake_term + masked_mean(F.relu(1 + wrong), present))
+    return loss, {"obj_real": masked_mean(own, present), "obj_wrong": masked_mean(wrong, present),
                   "obj_fake": fakes.mean() if fakes.numel() else fake.new_zeros(())}
 
 
@@ -130,3 +152,145 @@ def object_g_loss(fake: torch.Tensor, stated: torch.Tensor) -> torch.Tensor:
     (``fake (B, K, M)``, ``stated (B, M, 3)``), each named object at the slot matched to it."""
     image, slot, obj = match_slots(fake, stated)
     return -fake[image, slot, obj].mean() if image.numel() else fake.sum() * 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# slot supervision (text.slot_weight)
+# ---------------------------------------------------------------------------------------------
+
+SLOT_WINDOW = 24  # pixels per side of a supervised slot's window at 64x64: a large object (18 px) and a margin
+_SUPERSAMPLE = 4  # target masks are the shapes' coverage of each pixel, from 4x4 points per pixel
+
+
+def shape_targets(window: int, image_size: int) -> torch.Tensor:
+    """Each shape's coverage of the pixels of a ``window x window`` window centred on it, at every
+    size: ``(shapes, sizes, window, window)`` float in [0, 1] (the dataset's own shape definitions,
+    :func:`ganfuse.data.scenes.shape_mask`, rendered at 4x4 points per pixel and averaged)."""
+    from ganfuse.data.scenes import SHAPES, SIZES, object_side, shape_mask
+
+    fine = window * _SUPERSAMPLE
+    out = np.zeros((len(SHAPES), len(SIZES), window, window), dtype=np.float32)
+    for i, shape in enumerate(SHAPES):
+        for j, size in enumerate(SIZES):
+            side = object_side(size, image_size) * _SUPERSAMPLE
+            mask = shape_mask(shape, side, (fine - side) / 2, (fine - side) / 2, fine)
+            out[i, j] = mask.reshape(window, _SUPERSAMPLE, window, _SUPERSAMPLE).mean(axis=(1, 3))
+    return torch.from_numpy(out)
+
+
+def colour_targets() -> torch.Tensor:
+    """Each colour's RGB in the images' [-1, 1] range: ``(colours, 3)``."""
+    from ganfuse.data.scenes import COLORS
+
+    return torch.tensor(list(COLORS.values()), dtype=torch.float32) / 127.5 - 1.0
+
+
+def slot_costs(windows: torch.Tensor, colours: torch.Tensor, stated: torch.Tensor, shapes: torch.Tensor,
+               palette: torch.Tensor, open_sizes: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What it costs slot ``k`` to show named object ``m``: ``windows (B, K, W, W)`` each slot's
+    mask logits, ``colours (B, K, 3)``, ``stated (B, M, 3)`` the objects the captions name
+    (``UNSTATED`` where open), ``shapes`` and ``palette`` from :func:`shape_targets` and
+    :func:`colour_targets`. Returns ``(mask cost (B, K, M), colour cost (B, K, M), empty cost
+    (B, K))``: the mean binary cross-entropy of the slot's mask against the named shape's coverage,
+    less the coverage's own entropy (0 for an exact match; at the stated size, or the better of the two sizes where the caption leaves it open), the
+    mean squared error of its colour against the named colour, and the cross-entropy of the slot
+    against an empty window (what a slot no object is matched to pays). ``open_sizes (B, K)``
+    (size indices): where the caption leaves a size open, slot ``k`` is asked for this size
+    instead of the better of the two (G draws it from its noise, so open sizes vary as the real
+    ones do; the better of the two let every open object settle on one size)."""
+    b, k, w, _ = windows.shape
+    colour_i, shape_i, size_i = (stated[..., a].clamp(min=0) for a in range(3))
+    target = shapes[shape_i]  # (B, M, sizes, W, W)
+    logits = windows.flatten(2).float()  # (B, K, P)
+    pos = F.softplus(-logits)  # -log sigmoid(l): the cost of a pixel the shape covers
+    neg = F.softplus(logits)  # -log(1 - sigmoid(l)): the cost of one it does not
+    t = target.flatten(3)  # (B, M, sizes, P)
+    bce = (torch.einsum("bkp,bmzp->bkmz", pos, t) + torch.einsum("bkp,bmzp->bkmz", neg, 1 - t)) / (w * w)
+    # less the targets' own entropy (edge pixels are partly covered): a window that shows the shape
+    # exactly costs 0 (the cross-entropy becomes a KL divergence, with the same gradient)
+    entropy = -(torch.xlogy(t, t) + torch.xlogy(1 - t, 1 - t)).mean(-1)  # (B, M, sizes)
+    bce = bce - entropy[:, None]
+    stated_size = (stated[..., 2] >= 0)[:, None, :, None]  # (B, 1, M, 1)
+    by_size = torch.where(stated_size & (torch.arange(bce.shape[-1], device=bce.device) != size_i[:, None, :, None]),
+                          torch.full_like(bce, float("inf")), bce)
+    mask_cost = by_size.min(-1).values
+    if open_sizes is not None:
+        asked = torch.where(stated_size[..., 0], size_i[:, None, :], open_sizes[:, :, None])  # (B, K, M)
+        mask_cost = bce.gather(-1, asked[..., None]).squeeze(-1)
+    colour_cost = (colours.float()[:, :, None] - palette[colour_i][:, None]).square().mean(-1)
+    return mask_cost, colour_cost, neg.mean(-1)
+
+
+def slot_loss(windows: torch.Tensor, colours: torch.Tensor, stated: torch.Tensor, shapes: torch.Tensor,
+              palette: torch.Tensor, open_sizes: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
+    """Slot supervision: every object the caption names is matched one to one to a slot by the
+    Hungarian algorithm on the summed costs of :func:`slot_costs` (as DETR matches predictions to
+    objects); a matched slot's mask is pulled to the named shape and its colour to the named colour,
+    and every slot left over to an empty window (so the image holds as many objects as the caption
+    names). Positions are not asked for: each window is centred on its own slot, wherever the
+    noise put it (and with ``open_sizes``, sizes the caption leaves open as the noise drew them).
+    Returns the loss, mean per image of (matched costs + empty costs) / K, what to
+    report, and the matching (index tensors ``(image, slot, object)``)."""
+    mask_cost, colour_cost, empty = slot_costs(windows, colours, stated, shapes, palette, open_sizes)
+    image, slot, obj = match_slots(-(mask_cost + colour_cost), stated)
+    matched = torch.zeros_like(empty, dtype=torch.bool)
+    matched[image, slot] = True
+    b, k = empty.shape
+    total = mask_cost[image, slot, obj].sum() + colour_cost[image, slot, obj].sum() + empty[~matched].sum()
+    report = {"slot_mask": mask_cost[image, slot, obj].mean() if image.numel() else empty.new_zeros(()),
+              "slot_colour": colour_cost[image, slot, obj].mean() if image.numel() else empty.new_zeros(()),
+              "slot_empty": empty[~matched].mean() if (~matched).any() else empty.new_zeros(())}
+    return total / (b * k), report, (image, slot, obj)
+
+
+def window_extent(windows: torch.Tensor) -> torch.Tensor:
+    """An object's extent from its window's mask logits ``(..., W, W)``: the square root of the
+    area it covers, as a share of the window's side ``(...)`` (a large square is 0.75 at 64x64)."""
+    return torch.sigmoid(windows.float()).sum((-1, -2)).sqrt() / windows.shape[-1]
+
+
+def real_extents(labels: torch.Tensor, shapes: torch.Tensor) -> torch.Tensor:
+    """The extent (:func:`window_extent`) of real objects ``labels (..., 3)`` (colour, shape,
+    size), from their shapes' coverage ``shapes`` (:func:`shape_targets`); 0 for padding rows."""
+    area = shapes.sum((-1, -2))[labels[..., 1].clamp(min=0), labels[..., 2].clamp(min=0)]
+    return torch.where((labels >= 0).all(-1), area.sqrt() / shapes.shape[-1], torch.zeros_like(area))
+
+
+def matched_layout(centres: torch.Tensor, extents: torch.Tensor, stated: torch.Tensor,
+                   matching: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """G's layout in the named objects' order: ``centres (B, K, 2)`` and ``extents (B, K)``
+    (:func:`window_extent`) of the slots, ``stated (B, M, 3)``, ``matching`` from :func:`slot_loss`
+    -> ``(labels (B, M, 2), places (B, M, 3))``: row ``m`` is the colour and shape the caption names
+    for object ``m`` and the centre ``(x, y)`` and extent of the slot matched to it; rows no slot
+    shows are padding (labels -1)."""
+    image, slot, obj = matching
+    labels = torch.full_like(stated[..., :2], UNSTATED)
+    labels[image, obj] = stated[image, obj, :2]
+    placed = centres.new_full((*stated.shape[:2], 3), 0.5)
+    found = torch.cat([centres, extents[..., None].to(centres.dtype)], dim=-1)
+    placed = placed.index_put((image, obj), found[image, slot])
+    return labels, placed
+
+
+def layout_d_loss(logits: torch.Tensor, n: int, valid: torch.Tensor | None) -> torch.Tensor:
+    """The layout discriminator's hinge loss on ``logits`` of ``n`` real layouts with their own
+    captions, ``n`` of G's and then real layouts that do not fit their captions (wrong captions,
+    places swapped), of which ``valid`` marks those that truly do not (None: there are none). Reals
+    are real; G's and the misfits are fake, the two halves weighted equally (as the scene-level
+    matching-aware loss)."""
+    real, fake = logits[:n], logits[n:2 * n]
+    loss_fake = F.relu(1 + fake).mean()
+    if valid is not None:
+        loss_fake = 0.5 * (loss_fake + masked_mean(F.relu(1 + logits[2 * n:]), valid))
+    return F.relu(1 - real).mean() + loss_fake
+
+
+def swap_places(places: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
+    """Layouts ``(B, M, 3)`` with the first two objects' centres exchanged where ``swap (B,)``
+    (each keeps its own extent): "a red circle left of a blue square" drawn with the circle where
+    the square is and the square where the circle is, false for a relation caption."""
+    swapped = places.clone()
+    swapped[:, 0, :2], swapped[:, 1, :2] = places[:, 1, :2], places[:, 0, :2]
+    return torch.where(swap[:, None, None], swapped, places)
