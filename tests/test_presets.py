@@ -35,7 +35,7 @@ TINY_GAN = [
     "train.eval_every=0",
     "train.monitor_every=0",
 ]
-TINY_TEXT = ["model.z_dim=8", "text.cond_dim=16"]  # text-to-image presets (``model.arch: t2i-*``)
+TINY_TEXT = ["model.z_dim=12", "text.cond_dim=16"]  # text-to-image presets (``model.arch: t2i-*``)
 CHANNELS = {"digits": 1, "shapes": 3, "scenes": 3, "emoji": 3}
 PROMPTS = {"shapes": "a large red circle in the center", "scenes": "a red circle to the left of a blue star",
            "emoji": "red apple"}

@@ -379,6 +379,7 @@ TEXT_KEYS = {
     "model.arch": "choice",
     "model.d_norm": "choice",
     "model.slot_mask": "choice",
+    "model.mask_resolution": "choice",
     "train.loss": "choice",
     "train.augment": "choices",
     "train.precision": "choice",

@@ -23,7 +23,7 @@ from ganfuse.train.objectives import SwapTable, binding_swaps, scene_t2i_pairs
 SPEC = TextSpec("small", 0, scenes_vocabulary(), 32)
 # a scenes-t2i run small enough for a test (the steps, sampling and checkpoints are each test's)
 TINY_SCENES_T2I = ["train.precision=fp32", "train.batch_size=8", "model.g_width=16", "model.d_width=8",
-                   "model.z_dim=8", "text.cond_dim=16", "train.log_every=1"]
+                   "model.z_dim=12", "text.cond_dim=16", "train.log_every=1"]
 
 
 def ids_of(*texts: str, length: int = 32) -> torch.Tensor:
