@@ -143,12 +143,17 @@ def test_windows_are_the_slot_mask_logits_centred_on_each_slot():
     assert (win[0, 3] > 0).sum() > (win[0, 0] > 0).sum() > (win[0, 1] > 0).sum()
 
 
-def test_training_with_slot_supervision_reports_and_lowers_the_slot_terms(tmp_path):
+def _tiny_run(tmp_path, steps: int, *overrides: str):
+    """A tiny scenes-t2i run of ``steps`` steps: its directory and its metrics rows."""
     config = load_config("scenes-t2i", TINY_SCENES_T2I + [
-        "train.steps=40", "train.sample_every=40", "train.checkpoint_every=40", "train.eval_every=0",
-        "text.slot_weight=5.0", "train.lr_g=2e-3"])
+        f"train.steps={steps}", f"train.sample_every={steps}", f"train.checkpoint_every={steps}",
+        "train.eval_every=0", *overrides])
     out = ganfuse.train(config, out=tmp_path / "run", progress=False)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return out, [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_with_slot_supervision_reports_and_lowers_the_slot_terms(tmp_path):
+    _, rows = _tiny_run(tmp_path, 40, "text.slot_weight=5.0", "train.lr_g=2e-3")
     slots = [r for r in rows if "slot" in r]
     assert len(slots) >= 30 and {"slot_mask", "slot_colour", "slot_empty"} <= set(slots[-1])
     first = sum(r["slot"] for r in slots[:5]) / 5
@@ -248,11 +253,7 @@ def test_the_layout_head_learns_which_side_a_relation_puts_each_object():
 
 
 def test_training_with_the_layout_head_reports_its_terms(tmp_path):
-    config = load_config("scenes-t2i", TINY_SCENES_T2I + [
-        "train.steps=3", "train.sample_every=3", "train.checkpoint_every=3", "train.eval_every=0",
-        "text.slot_weight=1.0", "text.layout_weight=1.0"])
-    out = ganfuse.train(config, out=tmp_path / "run", progress=False)
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    out, rows = _tiny_run(tmp_path, 3, "text.slot_weight=1.0", "text.layout_weight=1.0")
     last = [r for r in rows if "layout_d" in r][-1]
     # hinge terms of an untrained head: near 1 + (1 + 1) / 2 = 2 at logits 0
     assert 1.0 < last["layout_d"] < 3.5 and abs(last["layout_g"]) < 2.0

@@ -331,7 +331,7 @@ class Trainer:
         with torch.set_grad_enabled(keep_graph), self.precision.autocast():
             fake = self.G_train(z, fake_cond)
         centres = getattr(self.G, "last_centres", None)  # an object-slot G's layout of these fakes
-        slots = getattr(self.G, "last_slots", None) if keep_graph else None
+        slots = getattr(self.G, "last_slots", None)  # with G's graph where it is kept
         return Batch(real, cond, fake.float(), fake_cond, index, centres, slots)
 
     def _run_phase(self, phase: Phase, batch: Batch) -> None:

@@ -587,7 +587,7 @@ class TextToImageObjective(Objective):
             differs = None if wrong is None else (wrong != batch.cond).flatten(1).any(1)
             layouts = {}
             slots = self._slots(batch, detach=True) if x.layout_weight > 0 else None
-            if slots is not None:  # real layouts with their captions, G's, real ones with wrong captions
+            if slots is not None:  # real layouts with their captions (real), G's and misfits (fake)
                 index = batch.index.to(self.device)
                 named = self.objects.named_real[index]
                 real_layout = (self.objects.stated[index][..., :2],
