@@ -479,12 +479,11 @@ def validate(config: Config) -> Config:
                f"must be one of {', '.join(MASK_RESOLUTIONS)}, got {m.mask_resolution!r}")
         _check(m.slot_mask in SLOT_MASKS, "model.slot_mask",
                f"must be one of {', '.join(SLOT_MASKS)}, got {m.slot_mask!r}")
-        _check(x.object_weight >= 0, "text.object_weight", "must be >= 0")
-        _check(x.object_weight == 0 or (m.arch == "t2i-words" and d.name == "scenes"), "text.object_weight",
-               "needs model.arch=t2i-words on data.name=scenes (it reads the scene graphs)")
-        _check(x.slot_weight >= 0, "text.slot_weight", "must be >= 0")
-        _check(x.slot_weight == 0 or (m.arch == "t2i-words" and d.name == "scenes"), "text.slot_weight",
-               "needs model.arch=t2i-words on data.name=scenes (it reads the scene graphs)")
+        for key in ("object_weight", "slot_weight"):  # terms that read the training scene graphs
+            weight = getattr(x, key)
+            _check(weight >= 0, f"text.{key}", "must be >= 0")
+            _check(weight == 0 or (m.arch == "t2i-words" and d.name == "scenes"), f"text.{key}",
+                   "needs model.arch=t2i-words on data.name=scenes (it reads the scene graphs)")
         _check(x.layout_weight >= 0, "text.layout_weight", "must be >= 0")
         _check(x.layout_weight == 0 or x.slot_weight > 0, "text.layout_weight",
                "needs text.slot_weight > 0 (the layout of G's slots comes from matching them to the named objects)")

@@ -45,6 +45,7 @@ from ganfuse.config import MASK_RESOLUTIONS, SLOT_MASKS
 from ganfuse.data.scenes import MAX_OBJECTS
 from ganfuse.errors import ConfigError
 from ganfuse.models.discriminator import DiscriminatorOutput, TextDiscriminator
+from ganfuse.models.fusion.base import masked_mean
 from ganfuse.models.layers import maybe_spectral_norm
 from ganfuse.models.t2i import DownBlock, check_text_request
 from ganfuse.text.prompts import TextSpec, TokenConditioner
@@ -290,19 +291,20 @@ class SlotGenerator(nn.Module):
     def _reshape(self, offsets: torch.Tensor, s: torch.Tensor, mlp: bool = True, sprite: bool = True) -> torch.Tensor:
         """The unbounded change of each layer's mask logit ``(B, K, P)`` at offsets ``(B, K, P, 2)``
         (in the layer's units): the mask MLP's part and the sprite's, those asked for that the layer has."""
-        change = offsets.new_zeros(offsets.shape[:3])
+        change = None
         if mlp and "mlp" in self.mask_kind:
             distance2 = offsets.square().sum(-1, keepdim=True)
             local = torch.cat([offsets.clamp(-OFFSET_RANGE, OFFSET_RANGE), distance2.clamp(max=36)], dim=-1)
             hidden = F.leaky_relu(self.mask_offset(local) + self.shape_code(s)[:, :, None], 0.2)
-            change = change + self.mask_out(hidden).squeeze(-1)
+            change = self.mask_out(hidden).squeeze(-1)
         if sprite and "sprite" in self.mask_kind:
             b, k, p = offsets.shape[:3]
             sprites = self.sprite_gain * self.sprite(s).view(b * k, 1, SPRITE, SPRITE)
             grid = (offsets / SPRITE_RANGE).view(b * k, p, 1, 2).to(sprites.dtype)  # beyond +-1 reads 0
-            change = change + F.grid_sample(sprites, grid, mode="bilinear", padding_mode="zeros",
-                                            align_corners=False).view(b, k, p)
-        return change
+            sampled = F.grid_sample(sprites, grid, mode="bilinear", padding_mode="zeros",
+                                    align_corners=False).view(b, k, p)
+            change = sampled if change is None else change + sampled
+        return offsets.new_zeros(offsets.shape[:3]) if change is None else change
 
     def forward(self, z: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         if cond is None:
@@ -403,8 +405,7 @@ class LayoutHead(nn.Module):
         w = self.words(tokens)
         for cross, self_attn, mlp in zip(self.layers[0::3], self.layers[1::3], self.layers[2::3], strict=True):
             h = mlp(self_attn(cross(h, w, token_mask), mask=present))
-        weight = present.to(h.dtype)
-        return (self.score(h).squeeze(-1) * weight).sum(1) / weight.sum(1).clamp(min=1)
+        return masked_mean(self.score(h), present).squeeze(-1)
 
 
 class WordDiscriminator(TextDiscriminator):

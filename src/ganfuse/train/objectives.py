@@ -63,8 +63,8 @@ from ganfuse.train.objects import (
     SceneObjectTargets,
     colour_targets,
     layout_d_loss,
-    masked_mean,
     matched_layout,
+    mean_where,
     object_d_loss,
     object_g_loss,
     real_extents,
@@ -151,6 +151,8 @@ class Batch:
     # (b, K, W, W) mask logits, (b, K, 3) colours, (b, K, 2) centres of G's slots, with G's graph,
     # and (b, K) the sizes its noise drew for them (text.slot_weight)
     fake_slots: tuple[torch.Tensor, ...] | None = None
+    # which slot shows which named object, once per batch: D's layout term and G's slot term share it
+    slot_matching: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -523,16 +525,20 @@ class TextToImageObjective(Objective):
 
     def _slots(self, batch: Batch, detach: bool):
         """Slot supervision of the fakes (``text.slot_weight``): ``(loss, what to report, G's layout
-        as :func:`matched_layout` gives it)``, or None where G kept no slots or the fakes were not
-        made for the real rows' own captions."""
+        as :func:`matched_layout` gives it, or None without text.layout_weight)``, or None where G
+        kept no slots or the fakes were not made for the real rows' own captions. The slots are
+        matched to the named objects once per batch (``batch.slot_matching``)."""
         if (self.config.text.slot_weight <= 0 or batch.fake_slots is None or batch.index is None
                 or batch.fake.shape[0] != batch.index.shape[0]):
             return None
         windows, colours, centres = (v.detach() if detach else v for v in batch.fake_slots[:3])
         stated = self.objects.stated[batch.index.to(self.device)]
         open_sizes = batch.fake_slots[3] if self.config.text.open_size_noise else None
-        loss, seen, matching = slot_loss(windows, colours, stated, self.slot_shapes, self.slot_palette, open_sizes)
-        return loss, seen, matched_layout(centres.float(), window_extent(windows), stated, matching)
+        loss, seen, batch.slot_matching = slot_loss(windows, colours, stated, self.slot_shapes, self.slot_palette,
+                                                    open_sizes, batch.slot_matching)
+        if self.config.text.layout_weight <= 0:
+            return loss, seen, None
+        return loss, seen, matched_layout(centres.float(), window_extent(windows), stated, batch.slot_matching)
 
     def phases(self) -> list[Phase]:
         t, x = self.config.train, self.config.text
@@ -633,9 +639,9 @@ class TextToImageObjective(Objective):
                 nets.report("layout_d", lay)
                 nets.report("layout_real", logits[:n].mean())
                 nets.report("layout_fake", logits[n:2 * n].mean())
-                nets.report("layout_swapped", masked_mean(logits[2 * n:3 * n], relation))
+                nets.report("layout_swapped", mean_where(logits[2 * n:3 * n], relation))
                 if len(misfit) > 1:
-                    nets.report("layout_wrong", masked_mean(logits[3 * n:], misfit[1]))
+                    nets.report("layout_wrong", mean_where(logits[3 * n:], misfit[1]))
             if objects is not None and fake_objects:
                 obj, seen = object_d_loss(out.object_logits.float(), labels, fake_out.object_logits.float(),
                                           fake_objects["objects"][2])

@@ -121,7 +121,7 @@ def match_slots(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tenso
     return tuple(torch.tensor(v, dtype=torch.int64, device=logits.device) for v in (image, slot, obj))
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def mean_where(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The mean of ``values`` where ``mask`` (bool or 0/1) is set; 0 where it is set nowhere."""
     mask = mask.to(values.dtype)
     return (values * mask).sum() / mask.sum().clamp(min=1)
@@ -142,8 +142,8 @@ def object_d_loss(real: torch.Tensor, labels: torch.Tensor, fake: torch.Tensor,
     image, slot, obj = match_slots(fake, stated)
     fakes = fake[image, slot, obj]
     fake_term = F.relu(1 + fakes).mean() if fakes.numel() else fake.sum() * 0.0
-    loss = masked_mean(F.relu(1 - own), present) + 0.5 * (fake_term + masked_mean(F.relu(1 + wrong), present))
-    return loss, {"obj_real": masked_mean(own, present), "obj_wrong": masked_mean(wrong, present),
+    loss = mean_where(F.relu(1 - own), present) + 0.5 * (fake_term + mean_where(F.relu(1 + wrong), present))
+    return loss, {"obj_real": mean_where(own, present), "obj_wrong": mean_where(wrong, present),
                   "obj_fake": fakes.mean() if fakes.numel() else fake.new_zeros(())}
 
 
@@ -223,7 +223,8 @@ def slot_costs(windows: torch.Tensor, colours: torch.Tensor, stated: torch.Tenso
 
 
 def slot_loss(windows: torch.Tensor, colours: torch.Tensor, stated: torch.Tensor, shapes: torch.Tensor,
-              palette: torch.Tensor, open_sizes: torch.Tensor | None = None
+              palette: torch.Tensor, open_sizes: torch.Tensor | None = None,
+              matching: tuple[torch.Tensor, ...] | None = None
               ) -> tuple[torch.Tensor, dict[str, torch.Tensor], tuple[torch.Tensor, ...]]:
     """Slot supervision: every object the caption names is matched one to one to a slot by the
     Hungarian algorithm on the summed costs of :func:`slot_costs` (as DETR matches predictions to
@@ -232,9 +233,10 @@ def slot_loss(windows: torch.Tensor, colours: torch.Tensor, stated: torch.Tensor
     names). Positions are not asked for: each window is centred on its own slot, wherever the
     noise put it (and with ``open_sizes``, sizes the caption leaves open as the noise drew them).
     Returns the loss, mean per image of (matched costs + empty costs) / K, what to
-    report, and the matching (index tensors ``(image, slot, object)``)."""
+    report, and the matching (index tensors ``(image, slot, object)``); a ``matching`` given (made
+    from the same slots) is used as it is."""
     mask_cost, colour_cost, empty = slot_costs(windows, colours, stated, shapes, palette, open_sizes)
-    image, slot, obj = match_slots(-(mask_cost + colour_cost), stated)
+    image, slot, obj = match_slots(-(mask_cost + colour_cost), stated) if matching is None else matching
     matched = torch.zeros_like(empty, dtype=torch.bool)
     matched[image, slot] = True
     b, k = empty.shape
@@ -283,7 +285,7 @@ def layout_d_loss(logits: torch.Tensor, n: int, valid: torch.Tensor | None) -> t
     real, fake = logits[:n], logits[n:2 * n]
     loss_fake = F.relu(1 + fake).mean()
     if valid is not None:
-        loss_fake = 0.5 * (loss_fake + masked_mean(F.relu(1 + logits[2 * n:]), valid))
+        loss_fake = 0.5 * (loss_fake + mean_where(F.relu(1 + logits[2 * n:]), valid))
     return F.relu(1 - real).mean() + loss_fake
 
 
