@@ -188,6 +188,11 @@ class TextConfig:
     # with text.slot_weight: where a caption leaves an object's size open, its slot is asked for the
     # size its own noise number draws (large where positive) instead of the better of the two
     open_size_noise: bool = False
+    # with text.slot_weight: where a caption states a relation ("a red circle left of a blue
+    # square"), the two matched slots are pushed apart along its axis until it holds with the
+    # dataset's margin (a hinge on the slots' centres, zero once it holds: places stay free within
+    # the relation): this weight (0 disables)
+    relation_weight: float = 0.0
 
 
 @dataclass
@@ -485,6 +490,9 @@ def validate(config: Config) -> Config:
             _check(weight == 0 or (m.arch == "t2i-words" and d.name == "scenes"), f"text.{key}",
                    "needs model.arch=t2i-words on data.name=scenes (it reads the scene graphs)")
         _check(x.layout_weight >= 0, "text.layout_weight", "must be >= 0")
+        _check(x.relation_weight >= 0, "text.relation_weight", "must be >= 0")
+        _check(x.relation_weight == 0 or x.slot_weight > 0, "text.relation_weight",
+               "needs text.slot_weight > 0 (the relation's objects are the slots matched to them)")
         _check(x.layout_weight == 0 or x.slot_weight > 0, "text.layout_weight",
                "needs text.slot_weight > 0 (the layout of G's slots comes from matching them to the named objects)")
         _check(not x.open_size_noise or (x.slot_weight > 0 and m.z_dim >= 3 * x.slots), "text.open_size_noise",

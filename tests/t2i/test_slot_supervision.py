@@ -384,3 +384,106 @@ def test_open_sizes_come_from_each_slots_own_noise_number():
     assert g.open_sizes(z[:, : 3 * k - 1]) is None  # too few noise numbers
     with pytest.raises(ConfigError, match="open_size_noise"):
         load_config("scenes-t2i", ["text.slot_weight=0", "text.layout_weight=0", "text.open_size_noise=true"])
+
+
+def test_relation_axes_agree_with_every_true_relation_caption_of_the_dataset():
+    """Each relation caption's (axis, sign) puts its second named object at least the dataset's
+    margin beyond the first on the stated side, in the real scenes they describe."""
+    from ganfuse.data.scenes import CAPTION_KINDS, ScenesDataset, parse_caption, relation_margin
+    from ganfuse.train.objects import SceneObjectTargets
+
+    data = ScenesDataset("train", image_size=64, num=300)
+    kind = CAPTION_KINDS.index("relation")
+    # relation captions whose two objects are each the only one of the scene that fits (with twins,
+    # which of them a caption means is open; the targets take the first)
+    rows = [i for i, c in enumerate(data.captions) if parse_caption(c[kind]).kind == "relation"
+            and all(sum(spec.matches(o) for o in data.graphs[i].objects) == 1 for spec in parse_caption(c[kind]).objects)]
+    captions = [data.captions[i][kind] for i in rows]
+    targets = SceneObjectTargets([data.graphs[i] for i in rows], captions, 64, torch.device("cpu"))
+    assert len(rows) > 100 and targets.relation.all()
+    assert set(targets.relation_sign.tolist()) == {-1.0, 1.0} and set(targets.relation_axis.tolist()) == {0, 1}
+    gap = (targets.named_centres[:, 1] - targets.named_centres[:, 0]).gather(1, targets.relation_axis[:, None])
+    assert torch.all(targets.relation_sign * gap.squeeze(1) * 64 >= relation_margin(64) - 1e-4)
+    lists = SceneObjectTargets([data.graphs[rows[0]]], [data.captions[rows[0]][CAPTION_KINDS.index("list")]], 64,
+                               torch.device("cpu"))
+    assert lists.relation_sign.tolist() == [0.0] and lists.relation.tolist() == [False]
+
+
+def test_relation_loss_is_a_hinge_on_the_slots_matched_to_the_two_objects():
+    from ganfuse.train.objects import relation_loss
+
+    # image 0: "A left of B", A in slot 2 at x 0.3, B in slot 0 at x 0.5: holds by 0.2 > 0.125
+    # image 1: "A above B", A in slot 1 at y 0.6, B in slot 3 at y 0.55: fails by 0.125 + 0.05
+    # image 2: no relation (sign 0), wherever its slots are
+    centres = torch.full((3, 4, 2), 0.5)
+    centres[0, 2, 0], centres[0, 0, 0] = 0.3, 0.5
+    centres[1, 1, 1], centres[1, 3, 1] = 0.6, 0.55
+    centres[2, :, 0] = torch.tensor([0.9, 0.1, 0.5, 0.5])
+    centres.requires_grad_(True)
+    matching = (torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([2, 0, 1, 3, 0, 1]), torch.tensor([0, 1, 0, 1, 0, 1]))
+    loss, held = relation_loss(centres, matching, torch.tensor([0, 1, 0]), torch.tensor([1.0, 1.0, 0.0]), 0.125)
+    assert loss.item() == pytest.approx((0.0 + 0.175) / 2) and held.item() == pytest.approx(0.5)
+    loss.backward()
+    grad = torch.zeros(3, 4, 2)
+    grad[1, 1, 1], grad[1, 3, 1] = 0.5, -0.5  # only the failing pair moves: A up, B down
+    torch.testing.assert_close(centres.grad, grad)
+    # the other sides: "right of" and "below" flip the sign
+    loss, held = relation_loss(centres.detach(), matching, torch.tensor([0, 1, 0]), torch.tensor([-1.0, -1.0, 0.0]),
+                               0.125)
+    assert loss.item() == pytest.approx((0.325 + 0.075) / 2) and held.item() == 0.0
+
+
+def test_the_relation_term_teaches_each_side_and_leaves_the_other_axis_to_the_noise():
+    """A tiny slot generator trained on the relation term alone (slots matched by the slot costs)
+    puts the two named objects on the stated sides for fresh noise, while along the axis the
+    relation leaves open the noise still moves them."""
+    from ganfuse.data.scenes import SceneGraph
+    from ganfuse.models.t2i_words import SlotGenerator
+    from ganfuse.text.encoders import WordTokenizer, scenes_vocabulary
+    from ganfuse.text.prompts import TextSpec
+    from ganfuse.train.objects import SLOT_WINDOW, SceneObjectTargets, relation_loss
+
+    torch.manual_seed(0)
+    captions = [f"a red circle {rel} a blue square" for rel in
+                ("to the left of", "to the right of", "above", "below")]
+    targets = SceneObjectTargets([SceneGraph((), 64)] * 4, captions, 64, torch.device("cpu"))
+    spec = TextSpec("small", 0, scenes_vocabulary(), 32)
+    ids = WordTokenizer(spec.vocab).encode(captions, 32)[0]
+    g = SlotGenerator(spec, z_dim=12, image_size=64, width=16, cond_dim=32, mask="mlp")
+    g.slot_window = SLOT_WINDOW
+    opt = torch.optim.Adam(g.parameters(), lr=3e-3, betas=(0.5, 0.999))
+    reps = 8
+    axis, sign = targets.relation_axis.repeat(reps), targets.relation_sign.repeat(reps)
+    stated, batch_ids = targets.stated.repeat(reps, 1, 1), ids.repeat(reps, 1)
+
+    def held_share(train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        g.train()
+        z = torch.randn(len(batch_ids), 12)
+        g(z, batch_ids)
+        windows, colours, centres, _ = g.last_slots
+        slots, _, matching = slot_loss(windows, colours, stated, SHAPE_TABLE, PALETTE)
+        return (slots, *relation_loss(centres, matching, axis, sign, 0.125)), (centres, matching)
+
+    (_, _, before), _ = held_share(False)
+    for _ in range(150):
+        (slots, loss, _), _ = held_share(True)
+        opt.zero_grad()
+        (slots + loss).backward()
+        opt.step()
+    with torch.no_grad():
+        (_, _, after), (centres, matching) = held_share(False)
+    assert before < 0.6 and after > 0.95
+    image, slot, obj = matching
+    first = centres[image[obj == 0], slot[obj == 0]]  # (B, 2): the first named object's centre
+    for a in (0, 1):  # left/right leave y open, above/below leave x open
+        open_axis = first[(axis == a).nonzero().squeeze(1), 1 - a]
+        assert open_axis.std() > 0.05, (a, open_axis)
+
+
+def test_training_with_the_relation_term_reports_it(tmp_path):
+    _, rows = _tiny_run(tmp_path, 3, "text.slot_weight=1.0", "text.relation_weight=1.0")
+    last = [r for r in rows if "relation_g" in r][-1]
+    assert 0.0 <= last["relation_held"] <= 1.0 and 0.0 <= last["relation_g"] <= 1.125
+    with pytest.raises(ConfigError, match="text.relation_weight"):
+        load_config("scenes-t2i", ["text.slot_weight=0", "text.open_size_noise=false", "text.layout_weight=0",
+                                   "text.relation_weight=1"])

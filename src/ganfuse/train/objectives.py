@@ -38,7 +38,7 @@ from ganfuse.config import Config, arch_family
 from ganfuse.data import InMemoryImageDataset, build_dataset
 from ganfuse.data.captions import CaptionedFolderDataset, folder_options
 from ganfuse.data.emoji import EmojiDataset
-from ganfuse.data.scenes import CAPTION_KINDS, ScenesDataset, parse_caption
+from ganfuse.data.scenes import CAPTION_KINDS, ScenesDataset, parse_caption, relation_margin
 from ganfuse.data.scenes import DEFAULT_HOLDOUT as SCENES_DEFAULT_HOLDOUT
 from ganfuse.data.shapes import DEFAULT_HOLDOUT, ShapesDataset
 from ganfuse.errors import ConfigError
@@ -68,6 +68,7 @@ from ganfuse.train.objects import (
     object_d_loss,
     object_g_loss,
     real_extents,
+    relation_loss,
     shape_targets,
     slot_loss,
     swap_places,
@@ -485,6 +486,8 @@ class TextToImageObjective(Objective):
         if c.text.slot_weight > 0:
             self.slot_shapes = shape_targets(SLOT_WINDOW, c.data.image_size).to(device)
             self.slot_palette = colour_targets().to(device)
+            # the relation term's margin in canvas units: the dataset's own (twice the judge's)
+            self.relation_margin = relation_margin(c.data.image_size) / c.data.image_size
         log.info("text-to-image data: %d captioned images from %s, text encoder %s", len(self.captions),
                  name, c.text.encoder)
 
@@ -694,6 +697,14 @@ class TextToImageObjective(Objective):
                 nets.report("slot", slots[0])
                 for key, value in slots[1].items():
                     nets.report(key, value)
+            if slots is not None and x.relation_weight > 0:
+                index = batch.index.to(self.device)
+                rel, held = relation_loss(batch.fake_slots[2].float(), batch.slot_matching,
+                                          self.objects.relation_axis[index], self.objects.relation_sign[index],
+                                          self.relation_margin)
+                loss = loss + x.relation_weight * rel
+                nets.report("relation_g", rel)
+                nets.report("relation_held", held)
             if layouts:
                 lay = -out.layout_logits.float().mean()
                 loss = loss + x.layout_weight * lay

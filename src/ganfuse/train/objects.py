@@ -34,6 +34,10 @@ from ganfuse.data.scenes import ATTRIBUTE_VALUES, MAX_OBJECTS, parse_caption
 
 CLASSES: tuple[int, ...] = tuple(len(values) for _, values in ATTRIBUTE_VALUES)
 UNSTATED = -1  # a label the caption does not state, or a padding object
+# each relation as (axis, sign): "A <relation> B" holds where sign x (B's centre - A's centre) along
+# the axis is at least the margin (ganfuse.data.scenes.relation_holds; y grows downwards)
+RELATION_AXES: dict[str, tuple[int, float]] = {"left": (0, 1.0), "right": (0, -1.0), "above": (1, 1.0),
+                                               "below": (1, -1.0)}
 
 
 def _labels(obj) -> list[int]:
@@ -49,7 +53,9 @@ class SceneObjectTargets:
     centre and labels of the real object each named one is (in the caption's order: the first
     object the caption names first), where the caption names every object of its scene, as the
     training pairs do. ``relation (N,)``: the caption states a relation between its first two
-    named objects."""
+    named objects; ``relation_axis (N,)`` (0: x, 1: y) and ``relation_sign (N,)`` say which: the
+    second named object's centre less the first's, along that axis and times that sign, is at
+    least the dataset's margin in a true scene (sign 0 where no relation is stated)."""
 
     def __init__(self, graphs: list, captions: list[str], image_size: int, device: torch.device):
         n = len(graphs)
@@ -59,7 +65,9 @@ class SceneObjectTargets:
         named_centres = np.full((n, MAX_OBJECTS, 2), 0.5, dtype=np.float32)
         named_real = np.full((n, MAX_OBJECTS, 3), UNSTATED, dtype=np.int64)
         relation = np.zeros(n, dtype=bool)
-        relational: dict[str, bool] = {}
+        relation_axis = np.zeros(n, dtype=np.int64)
+        relation_sign = np.zeros(n, dtype=np.float32)
+        relational: dict[str, tuple[int, float] | None] = {}
         parsed: dict[str, list[list[int]]] = {}
         for i, (graph, caption) in enumerate(zip(graphs, captions, strict=True)):
             for j, obj in enumerate(graph.objects):
@@ -68,8 +76,11 @@ class SceneObjectTargets:
             if caption not in parsed:
                 description = parse_caption(caption)
                 parsed[caption] = [_labels(spec) for spec in description.objects]
-                relational[caption] = description.kind == "relation" and len(description.objects) == 2
-            relation[i] = relational[caption]
+                relational[caption] = (RELATION_AXES[description.relations[0].relation]
+                                       if description.kind == "relation" and len(description.objects) == 2 else None)
+            if relational[caption] is not None:
+                relation[i] = True
+                relation_axis[i], relation_sign[i] = relational[caption]
             unused = list(range(len(graph.objects)))
             for j, labels in enumerate(parsed[caption]):
                 stated[i, j] = labels
@@ -84,6 +95,8 @@ class SceneObjectTargets:
         self.named_centres = torch.from_numpy(named_centres).to(device)
         self.named_real = torch.from_numpy(named_real).to(device)
         self.relation = torch.from_numpy(relation).to(device)
+        self.relation_axis = torch.from_numpy(relation_axis).to(device)
+        self.relation_sign = torch.from_numpy(relation_sign).to(device)
 
 
 def wrong_labels(labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -296,3 +309,23 @@ def swap_places(places: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
     swapped = places.clone()
     swapped[:, 0, :2], swapped[:, 1, :2] = places[:, 1, :2], places[:, 0, :2]
     return torch.where(swap[:, None, None], swapped, places)
+
+
+def relation_loss(centres: torch.Tensor, matching: tuple[torch.Tensor, ...], axis: torch.Tensor,
+                  sign: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """G's relation term (``text.relation_weight``): where a caption states "A <relation> B", the
+    slots matched to A and B (``matching`` from :func:`slot_loss`, named objects 0 and 1) are
+    pushed apart along the relation's axis until B's centre lies ``margin`` (canvas units) beyond
+    A's on the stated side: a hinge, zero once the relation holds, so the noise keeps every place
+    the caption leaves open (where along the axis, and the other axis entirely). ``centres
+    (B, K, 2)`` in [0, 1], ``axis`` and ``sign`` ``(B,)`` from :class:`SceneObjectTargets` (sign 0:
+    no relation). Returns the loss (mean over the relation rows, 0 without any) and the share of
+    those rows whose slots already satisfy the relation."""
+    image, slot, obj = matching
+    b = centres.shape[0]
+    named = centres.new_zeros(b, MAX_OBJECTS, 2).index_put((image, obj), centres[image, slot])
+    found = torch.zeros(b, MAX_OBJECTS, dtype=torch.bool, device=centres.device)
+    found[image, obj] = True
+    rows = (sign != 0) & found[:, 0] & found[:, 1]
+    gap = sign.to(centres.dtype) * (named[:, 1] - named[:, 0]).gather(1, axis[:, None]).squeeze(1)
+    return mean_where(F.relu(margin - gap), rows), mean_where(gap >= margin, rows)
