@@ -263,7 +263,8 @@ def test_training_with_the_layout_head_reports_its_terms(tmp_path):
     weights = load_file(next((out / "checkpoints").glob("step_*")) / "weights.safetensors")
     assert any(k.startswith("D.layout.") for k in weights)
     with pytest.raises(ConfigError, match="text.layout_weight"):
-        load_config("scenes-t2i", ["text.slot_weight=0", "text.open_size_noise=false", "text.layout_weight=1"])
+        load_config("scenes-t2i", ["text.slot_weight=0", "text.open_size_noise=false", "text.relation_weight=0",
+                                   "text.layout_weight=1"])
 
 
 def test_named_objects_take_their_real_centres_in_the_captions_order():
@@ -383,7 +384,8 @@ def test_open_sizes_come_from_each_slots_own_noise_number():
     assert g.open_sizes(z)[0].tolist() == [1, 0, 1, 0]
     assert g.open_sizes(z[:, : 3 * k - 1]) is None  # too few noise numbers
     with pytest.raises(ConfigError, match="open_size_noise"):
-        load_config("scenes-t2i", ["text.slot_weight=0", "text.layout_weight=0", "text.open_size_noise=true"])
+        load_config("scenes-t2i", ["text.slot_weight=0", "text.layout_weight=0", "text.relation_weight=0",
+                                   "text.open_size_noise=true"])
 
 
 def test_relation_axes_agree_with_every_true_relation_caption_of_the_dataset():
