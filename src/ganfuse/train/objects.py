@@ -64,7 +64,6 @@ class SceneObjectTargets:
         stated = np.full((n, MAX_OBJECTS, 3), UNSTATED, dtype=np.int64)
         named_centres = np.full((n, MAX_OBJECTS, 2), 0.5, dtype=np.float32)
         named_real = np.full((n, MAX_OBJECTS, 3), UNSTATED, dtype=np.int64)
-        relation = np.zeros(n, dtype=bool)
         relation_axis = np.zeros(n, dtype=np.int64)
         relation_sign = np.zeros(n, dtype=np.float32)
         relational: dict[str, tuple[int, float] | None] = {}
@@ -79,7 +78,6 @@ class SceneObjectTargets:
                 relational[caption] = (RELATION_AXES[description.relations[0].relation]
                                        if description.kind == "relation" and len(description.objects) == 2 else None)
             if relational[caption] is not None:
-                relation[i] = True
                 relation_axis[i], relation_sign[i] = relational[caption]
             unused = list(range(len(graph.objects)))
             for j, labels in enumerate(parsed[caption]):
@@ -94,9 +92,9 @@ class SceneObjectTargets:
         self.stated = torch.from_numpy(stated).to(device)
         self.named_centres = torch.from_numpy(named_centres).to(device)
         self.named_real = torch.from_numpy(named_real).to(device)
-        self.relation = torch.from_numpy(relation).to(device)
         self.relation_axis = torch.from_numpy(relation_axis).to(device)
         self.relation_sign = torch.from_numpy(relation_sign).to(device)
+        self.relation = self.relation_sign != 0
 
 
 def wrong_labels(labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
