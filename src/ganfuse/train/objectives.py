@@ -697,14 +697,14 @@ class TextToImageObjective(Objective):
                 nets.report("slot", slots[0])
                 for key, value in slots[1].items():
                     nets.report(key, value)
-            if slots is not None and x.relation_weight > 0:
-                index = batch.index.to(self.device)
-                rel, held = relation_loss(batch.fake_slots[2].float(), batch.slot_matching,
-                                          self.objects.relation_axis[index], self.objects.relation_sign[index],
-                                          self.relation_margin)
-                loss = loss + x.relation_weight * rel
-                nets.report("relation_g", rel)
-                nets.report("relation_held", held)
+                if x.relation_weight > 0:  # the same matching: the slots that show the related objects
+                    index = batch.index.to(self.device)
+                    rel, held = relation_loss(batch.fake_slots[2].float(), batch.slot_matching,
+                                              self.objects.relation_axis[index], self.objects.relation_sign[index],
+                                              self.relation_margin)
+                    loss = loss + x.relation_weight * rel
+                    nets.report("relation_g", rel)
+                    nets.report("relation_held", held)
             if layouts:
                 lay = -out.layout_logits.float().mean()
                 loss = loss + x.layout_weight * lay
