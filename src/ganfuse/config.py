@@ -77,6 +77,13 @@ class ModelConfig:
     # about as fast as the mask MLP's one under D's gradient alone; supervised slots,
     # text.slot_weight, learn their shapes faster at 1)
     sprite_gain: float = 0.1
+    # t2i-words: present slots closer than the dataset's gap (their blobs' bounding squares) are
+    # pushed apart in a few differentiable rounds, as real objects never overlap
+    slot_separation: bool = False
+    # t2i-words: each slot's outline and colour come from its state after reading the words, before
+    # the noise is added (the noise then decides only places and open sizes); false: from the state
+    # after arranging with the noise
+    shape_from_words: bool = False
     # t2i-words: where the slots' mask logits are computed: at half the image's side and up-sampled
     # (half), all at the image's resolution (full, 4x the work), or the mask MLP at half and the
     # blob and sprite at full (mixed)
@@ -193,6 +200,11 @@ class TextConfig:
     # dataset's margin (a hinge on the slots' centres, zero once it holds: places stay free within
     # the relation): this weight (0 disables)
     relation_weight: float = 0.0
+    # with text.slot_weight: every real scene holds its objects wholly inside the canvas and apart
+    # from each other (the dataset's gap); the slots matched to named objects are pushed inside and
+    # apart until that holds (hinges on the slots' centres, zero once it holds): this weight
+    # (0 disables)
+    placement_weight: float = 0.0
 
 
 @dataclass
@@ -493,6 +505,9 @@ def validate(config: Config) -> Config:
         _check(x.relation_weight >= 0, "text.relation_weight", "must be >= 0")
         _check(x.relation_weight == 0 or x.slot_weight > 0, "text.relation_weight",
                "needs text.slot_weight > 0 (the relation's objects are the slots matched to them)")
+        _check(x.placement_weight >= 0, "text.placement_weight", "must be >= 0")
+        _check(x.placement_weight == 0 or x.slot_weight > 0, "text.placement_weight",
+               "needs text.slot_weight > 0 (the placed objects are the slots matched to them)")
         _check(x.layout_weight == 0 or x.slot_weight > 0, "text.layout_weight",
                "needs text.slot_weight > 0 (the layout of G's slots comes from matching them to the named objects)")
         _check(not x.open_size_noise or (x.slot_weight > 0 and m.z_dim >= 3 * x.slots), "text.open_size_noise",

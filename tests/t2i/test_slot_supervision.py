@@ -5,6 +5,7 @@ one whatever order the slots take, and the generator's slot windows are its mask
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -489,3 +490,211 @@ def test_training_with_the_relation_term_reports_it(tmp_path):
     with pytest.raises(ConfigError, match="text.relation_weight"):
         load_config("scenes-t2i", ["text.slot_weight=0", "text.open_size_noise=false", "text.layout_weight=0",
                                    "text.relation_weight=1"])
+
+
+def test_asked_half_sides_follow_the_stated_size_or_the_slots_drawn_one():
+    from ganfuse.train.objects import asked_half_sides
+
+    stated = _described(("red", "circle", "large"), ("blue", "square", None), ("green", "star", "small"))
+    matching = (torch.tensor([0, 0, 0]), torch.tensor([3, 0, 1]), torch.tensor([0, 1, 2]))
+    large, small = object_side("large", 64) / 128, object_side("small", 64) / 128
+    halves = asked_half_sides(stated, matching, None, 4, 64)
+    torch.testing.assert_close(halves, torch.tensor([[small, small, 0.0, large]]))  # open: the small one
+    drawn = torch.tensor([[1, 0, 1, 0]])  # slot 0 drew large; slot 3's draw is overruled by "large"
+    halves = asked_half_sides(stated, matching, drawn, 4, 64)
+    torch.testing.assert_close(halves, torch.tensor([[large, small, 0.0, large]]))
+
+
+def test_placement_loss_is_a_hinge_inside_the_canvas_and_apart():
+    from ganfuse.train.objects import placement_loss
+
+    gap = 3 / 64
+    # image 0: slot 0 (half 0.1) at x 0.05 sticks out by 0.05 on the left; slot 1 (half 0.1) far
+    #          away at (0.7, 0.7), inside
+    # image 1: slots 2 and 3 (halves 0.1) 0.15 apart along x and 0.05 along y: need 0.2 + gap
+    # image 2: one slot, inside and alone, and unmatched slots overlapping it (not judged)
+    centres = torch.full((3, 4, 2), 0.5)
+    centres[0, 0] = torch.tensor([0.05, 0.5])
+    centres[0, 1] = torch.tensor([0.7, 0.7])
+    centres[1, 2] = torch.tensor([0.40, 0.50])
+    centres[1, 3] = torch.tensor([0.55, 0.55])
+    centres.requires_grad_(True)
+    matching = (torch.tensor([0, 0, 1, 1, 2]), torch.tensor([0, 1, 2, 3, 0]), torch.tensor([0, 1, 0, 1, 0]))
+    halves = torch.zeros(3, 4)
+    halves[0, :2] = halves[1, 2:] = halves[2, 0] = 0.1
+    loss, held = placement_loss(centres, matching, halves, gap)
+    outside = 0.05 / 5  # one slot out of five matched sticks out
+    apart = (0.2 + gap - 0.15) / 2  # one pair of two overlaps (image 0's pair is apart)
+    assert loss.item() == pytest.approx(outside + apart) and held.item() == pytest.approx(1 / 3)
+    loss.backward()
+    grad = torch.zeros(3, 4, 2)
+    grad[0, 0, 0] = -1 / 5  # pushed right, back inside
+    grad[1, 2, 0], grad[1, 3, 0] = 0.5, -0.5  # pushed apart along x, the axis they are furthest apart
+    torch.testing.assert_close(centres.grad, grad)
+
+
+def test_every_real_scene_already_satisfies_the_placement_term():
+    """The term states what every scene of the dataset holds: zero on the real layouts, to within
+    the pixel by which a scene graph's centre (of the rendered pixels' box) can differ from where
+    the dataset placed the object's nominal square."""
+    from ganfuse.data.scenes import ScenesDataset
+    from ganfuse.train.objects import SceneObjectTargets, asked_half_sides, placement_loss
+
+    data = ScenesDataset("train", image_size=64, num=400, seed=3)
+    captions = [c[0] for c in data.captions]
+    targets = SceneObjectTargets(data.graphs, captions, 64, torch.device("cpu"))
+    named = (targets.named_real >= 0).all(-1)
+    image, obj = named.nonzero(as_tuple=True)
+    matching = (image, obj, obj)  # slot m shows named object m, at its real centre
+    assert named.sum(1).max() == 4 and named.sum(1).min() == 1
+    halves = asked_half_sides(targets.named_real, matching, None, 4, 64)
+    loss, held = placement_loss(targets.named_centres, matching, halves, 3 / 64)
+    assert 0 < held.item() < 1 and loss.item() < 1e-4  # a few centres off by a rendered pixel
+    slack = torch.where(halves > 0, halves - 1.01 / 64, halves)
+    loss, held = placement_loss(targets.named_centres, matching, slack, 3 / 64)
+    assert loss.item() == 0.0 and held.item() == 1.0
+    # and a layout with two objects moved onto each other breaks it
+    moved = targets.named_centres.clone()
+    two = named.sum(1) >= 2
+    moved[two, 1] = moved[two, 0] + 0.02
+    loss, held = placement_loss(moved, matching, halves, 3 / 64)
+    assert loss.item() > 0.05 and held.item() == pytest.approx(1 - two.float().mean().item(), abs=1e-6)
+
+
+def test_the_placement_term_teaches_a_generator_to_keep_objects_inside_and_apart():
+    """A tiny slot generator, three large named objects per caption, trained on slot supervision
+    plus the placement term: from crowded slots to almost every layout inside and apart for fresh
+    noise, with the places still varying."""
+    from ganfuse.data.scenes import SceneGraph
+    from ganfuse.models.t2i_words import SlotGenerator
+    from ganfuse.text.encoders import WordTokenizer, scenes_vocabulary
+    from ganfuse.text.prompts import TextSpec
+    from ganfuse.train.objects import (
+        SLOT_WINDOW,
+        SceneObjectTargets,
+        asked_half_sides,
+        placement_loss,
+    )
+
+    torch.manual_seed(0)
+    captions = ["a large red circle, a large blue square and a large green star",
+                "a large yellow triangle, a large orange circle and a large cyan square"]
+    targets = SceneObjectTargets([SceneGraph((), 64)] * 2, captions, 64, torch.device("cpu"))
+    assert (targets.stated[:, :3, 2] == SIZES.index("large")).all()
+    spec = TextSpec("small", 0, scenes_vocabulary(), 32)
+    ids = WordTokenizer(spec.vocab).encode(captions, 32)[0]
+    g = SlotGenerator(spec, z_dim=12, image_size=64, width=16, cond_dim=32, mask="mlp")
+    g.slot_window = SLOT_WINDOW
+    opt = torch.optim.Adam(g.parameters(), lr=3e-3, betas=(0.5, 0.999))
+    reps = 16
+    stated, batch_ids = targets.stated.repeat(reps, 1, 1), ids.repeat(reps, 1)
+
+    def losses():
+        g(torch.randn(len(batch_ids), 12), batch_ids)
+        windows, colours, centres, _ = g.last_slots
+        slots, _, matching = slot_loss(windows, colours, stated, SHAPE_TABLE, PALETTE)
+        halves = asked_half_sides(stated, matching, None, g.slots, 64)
+        return slots, *placement_loss(centres, matching, halves, 3 / 64), centres
+
+    g.train()
+    _, _, before, _ = losses()
+    for _ in range(300):
+        slots, place, _, _ = losses()
+        opt.zero_grad()
+        (slots + 10 * place).backward()
+        opt.step()
+    with torch.no_grad():
+        _, _, after, centres = losses()
+    assert before < 0.2 and after > 0.9, (before, after)
+    assert centres[0::2].std(0).mean() > 0.05  # the noise still moves the objects of one caption
+
+
+def test_training_with_the_placement_term_reports_it(tmp_path):
+    _, rows = _tiny_run(tmp_path, 3, "text.slot_weight=1.0", "text.placement_weight=1.0")
+    last = [r for r in rows if "placement_g" in r][-1]
+    assert 0.0 <= last["placement_held"] <= 1.0 and last["placement_g"] >= 0.0
+    with pytest.raises(ConfigError, match="text.placement_weight"):
+        load_config("scenes-t2i", ["text.slot_weight=0", "text.open_size_noise=false", "text.layout_weight=0",
+                                   "text.relation_weight=0", "text.placement_weight=1"])
+
+
+def test_separated_slots_leave_free_slots_where_they_are_and_push_overlapping_ones_apart():
+    """``model.slot_separation``: two present slots whose blobs overlap end at least the gap apart
+    along one axis (or nearly: the rounds are few), a slot with room keeps the place its noise gave
+    it exactly, and an absent slot (gate near 0) neither moves nor pushes."""
+    from ganfuse.models.t2i_words import SEPARATION_GAP, SlotGenerator
+    from ganfuse.text.encoders import scenes_vocabulary
+    from ganfuse.text.prompts import TextSpec
+
+    spec = TextSpec("small", 0, scenes_vocabulary(), 32)
+    g = SlotGenerator(spec, z_dim=12, width=16, cond_dim=32, separate=True)
+    centres = torch.tensor([[[0.50, 0.50], [0.55, 0.48], [0.85, 0.85], [0.51, 0.50]]])
+    edge = torch.full((1, 4), 0.1)  # blobs of radius 0.1: two need 0.2 + gap between centres
+    gates = torch.tensor([[1.0, 1.0, 1.0, 1e-6]])  # slot 3 absent, on top of slot 0
+    out = g._separate(centres, edge, gates)
+    distance = (out[0, 0] - out[0, 1]).abs().max()
+    assert distance >= 0.2 + SEPARATION_GAP - 1e-3
+    assert out[0, 0, 0] < 0.5 < 0.55 < out[0, 1, 0]  # apart along x, their furthest axis
+    torch.testing.assert_close(out[0, :, 1], centres[0, :, 1])  # nothing moved along y
+    torch.testing.assert_close(out[0, 2:], centres[0, 2:], atol=1e-5, rtol=0)  # room: stays; absent: stays
+    # a whole batch of random layouts of two present slots: almost none still overlap
+    torch.manual_seed(0)
+    centres = 0.25 + 0.5 * torch.rand(256, 2, 2)
+    edge, gates = 0.06 + 0.08 * torch.rand(256, 2), torch.ones(256, 2)
+    g.slots = 2
+    out = g._separate(centres, edge, gates)
+    need = edge.sum(1) + SEPARATION_GAP
+    before = ((centres[:, 0] - centres[:, 1]).abs().amax(-1) < need - 1e-4).float().mean()
+    after = ((out[:, 0] - out[:, 1]).abs().amax(-1) < need - 1e-4).float().mean()
+    assert before > 0.3 and after < 0.03, (before, after)
+
+
+def test_shapes_from_words_keep_each_slots_outline_and_colour_whatever_the_noise():
+    """``model.shape_from_words``: two noise vectors with one caption give each slot the same
+    outline (its window at equal scale and gate) and colour, and different places; from the
+    arranged state (the default) the noise changes the outlines too."""
+    from ganfuse.models.t2i_words import SlotGenerator
+    from ganfuse.text.encoders import scenes_vocabulary
+    from ganfuse.text.prompts import TextSpec
+    from tests.t2i.test_scenes_words import ids_of
+
+    spec = TextSpec("small", 0, scenes_vocabulary(), 32)
+    ids = ids_of("a red square to the left of a blue star").repeat(2, 1)
+    z = torch.randn(2, 12, generator=torch.Generator().manual_seed(3))
+    for from_words in (True, False):
+        torch.manual_seed(0)
+        g = SlotGenerator(spec, z_dim=12, width=16, cond_dim=32, mask="mlp+sprite", sprite_gain=1.0,
+                          shape_from_words=from_words)
+        with torch.no_grad():  # outlines that depend on the state
+            g.sprite[1].weight.normal_(0, 0.5)
+            g.mask_out.weight.normal_(0, 0.5)
+        g.slot_window = W
+        g.train()
+        g(z, ids)
+        colours, centres = (t.detach() for t in g.last_slots[1:3])
+        read, arranged = g._states(z, ids)
+        look = read if from_words else arranged
+        same = g.window_logits(torch.ones(2, 4), torch.full((2, 4), 0.5), look, W).detach()
+        assert not torch.allclose(centres[0], centres[1])
+        assert torch.allclose(same[0], same[1]) is from_words
+        assert torch.allclose(colours[0], colours[1]) is from_words
+
+
+def test_a_run_with_separated_slots_separates_them_in_its_generator(tmp_path):
+    """``model.slot_separation`` reaches the trained generator: its layout is the free layout
+    after the separation rounds, and the run samples from prompts."""
+    from ganfuse.run import load_run
+
+    out, _ = _tiny_run(tmp_path, 2, "model.slot_separation=true", "model.shape_from_words=true")
+    run = load_run(out)
+    g = run.generator
+    assert g.separate and g.shape_from_words
+    z = torch.randn(6, g.z_dim, generator=torch.Generator().manual_seed(0))
+    cond = run.conditions(["a red circle and a blue square", "a large green star"] * 3)
+    with torch.no_grad():
+        separated = g.layout(z, cond)[0]
+        g.separate = False
+        centres, scales, gates = g.layout(z, cond)
+        expected = g._separate(centres, g.radius * math.sqrt(6.0) * scales, gates)
+    torch.testing.assert_close(separated, expected)
+    assert run.sample(1, seed=0, prompts=["a red circle to the left of a blue star"]).shape == (1, 3, 64, 64)

@@ -57,6 +57,8 @@ POSITION_NOISE = 1.5  # how far (in logits of the centre) a slot's own noise mov
 OFFSET_RANGE = 6.0  # the mask MLP reads offsets clamped to +-this many units
 SPRITE = 24  # cells per side of a sprite mask (model.slot_mask=sprite): 1 px each at 64x64, scale 1
 SPRITE_RANGE = 4.0  # a sprite spans offsets of +-this many units (the blob's edge is at 2.45)
+SEPARATION_GAP = 3 / 64  # model.slot_separation: the dataset's gap between objects (canvas units)
+SEPARATION_ROUNDS = 10  # model.slot_separation: rounds of pushing overlapping slots apart
 OBJECT_WINDOW = 24 / 64  # the object head's window: a large object (18 px at 64) with a margin
 
 
@@ -129,7 +131,8 @@ class SlotGenerator(nn.Module):
 
     def __init__(self, spec: TextSpec, z_dim: int = 64, image_size: int = 64, width: int = 64,
                  cond_dim: int = 128, slots: int = 4, channels: int = 3, mask_hidden: int = 32,
-                 mask: str = "mlp", sprite_gain: float = 0.1, mask_resolution: str = "half"):
+                 mask: str = "mlp", sprite_gain: float = 0.1, mask_resolution: str = "half",
+                 separate: bool = False, shape_from_words: bool = False):
         super().__init__()
         if mask not in SLOT_MASKS:
             raise ConfigError(f"model.slot_mask must be one of {', '.join(SLOT_MASKS)}, got {mask!r}")
@@ -152,6 +155,8 @@ class SlotGenerator(nn.Module):
         self.arrange = nn.ModuleList([AttentionLayer(dim), FeedForward(dim), AttentionLayer(dim), FeedForward(dim)])
         self.place = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4))  # x, y, log-scale, gate logit
         self.mask_kind = mask
+        self.separate = separate  # overlapping present slots pushed apart (model.slot_separation)
+        self.shape_from_words = shape_from_words  # outline and colour before the noise (model.shape_from_words)
         self.sprite_gain = sprite_gain  # the sprite decoder's output scale (model.sprite_gain)
         if mask_resolution not in MASK_RESOLUTIONS:
             raise ConfigError(f"model.mask_resolution must be one of {', '.join(MASK_RESOLUTIONS)}, "
@@ -190,15 +195,20 @@ class SlotGenerator(nn.Module):
 
     def slot_states(self, z: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """The slots after reading the words and arranging with the noise: ``(B, K, D)``."""
+        return self._states(z, ids)[1]
+
+    def _states(self, z: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The slots after reading the words, and after arranging them with the noise: ``(B, K, D)`` each."""
         words = self.text.features(ids)
         tokens = self.token_proj(words.tokens)
         s = self.queries.expand(z.shape[0], -1, -1)
         for cross, self_attn, mlp in zip(self.read[0::3], self.read[1::3], self.read[2::3], strict=True):
             s = mlp(self_attn(cross(s, tokens, words.mask)))
+        read = s
         s = s + self.slot_noise(z).view(z.shape[0], self.slots, -1)
         for layer in self.arrange:
             s = layer(s)
-        return s
+        return read, s
 
     def layout(self, z: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self._layout(self.slot_states(z, ids), z)[:3]
@@ -214,7 +224,26 @@ class SlotGenerator(nn.Module):
         centres = torch.sigmoid(xy)
         scales = torch.exp(0.5 * torch.tanh(p[..., 2]))
         gates = torch.sigmoid(p[..., 3])
+        if self.separate:  # each slot's blob's radius (B, K) in canvas units
+            centres = self._separate(centres, self.radius * math.sqrt(2 * MASK_PEAK) * scales, gates)
         return centres, scales, gates, s
+
+    def _separate(self, centres: torch.Tensor, edge: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """``model.slot_separation``: present slots whose blobs' bounding squares come closer than
+        the dataset's gap are pushed apart, SEPARATION_ROUNDS times, each of a pair by half of what
+        is missing along the axis they are furthest apart on (as real objects are placed: apart
+        along x or y); absent slots (gate near 0) neither push nor move. Differentiable: what a
+        slot's noise and state ask for is kept wherever it is free, so positions stay the noise's."""
+        k = centres.shape[1]
+        weight = gates[:, :, None] * gates[:, None] * (1 - torch.eye(k, device=centres.device, dtype=centres.dtype))
+        need = edge[:, :, None] + edge[:, None] + SEPARATION_GAP
+        for _ in range(SEPARATION_ROUNDS):
+            apart = centres[:, :, None] - centres[:, None]  # (B, K, K, 2): slot i less slot j
+            distance, axis = apart.abs().max(-1)
+            missing = F.relu(need - distance) * weight  # (B, K, K)
+            direction = F.one_hot(axis, 2).to(centres.dtype) * torch.sign(apart)
+            centres = centres + 0.5 * (missing[..., None] * direction).sum(2)
+        return centres
 
     def open_sizes(self, z: torch.Tensor) -> torch.Tensor | None:
         """The size each slot is asked for where a caption leaves it open (``text.open_size_noise``):
@@ -310,9 +339,13 @@ class SlotGenerator(nn.Module):
         if cond is None:
             raise ValueError("a text-to-image generator needs a condition (text) for every image")
         b, n = z.shape[0], self.image_size
-        centres, scales, gates, s = self._layout(self.slot_states(z, cond), z)
-        shares = self.masks(centres, scales, gates, s)
-        colours = torch.cat([self.colour(s), s.new_zeros(b, 1, self.colour[1].out_features)], dim=1)
+        read, s = self._states(z, cond)
+        centres, scales, gates, s = self._layout(s, z)
+        # what each slot looks like (its outline and colour): from its arranged state, or with
+        # model.shape_from_words from the words alone, before the noise (which then only places it)
+        look = read if self.shape_from_words else s
+        shares = self.masks(centres, scales, gates, look)
+        colours = torch.cat([self.colour(look), s.new_zeros(b, 1, self.colour[1].out_features)], dim=1)
         layers = torch.einsum("bkp,bkc->bcp", shares, colours).view(b, -1, n, n)
         out = layers + shares[:, -1].view(b, 1, n, n) * self.background(z)
         # the slots' centres of the latest batch, for an objective that judges each object where G
@@ -322,7 +355,7 @@ class SlotGenerator(nn.Module):
         # text.layout_weight, D judges where the slots are): kept, with their graph where there is one
         self.last_slots = None
         if self.training and self.slot_window:
-            self.last_slots = (self.window_logits(scales, gates, s, self.slot_window), colours[:, :-1], centres,
+            self.last_slots = (self.window_logits(scales, gates, look, self.slot_window), colours[:, :-1], centres,
                                self.open_sizes(z))
         return out if self.training else out.clamp(-1.0, 1.0)
 

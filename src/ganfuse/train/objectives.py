@@ -38,7 +38,13 @@ from ganfuse.config import Config, arch_family
 from ganfuse.data import InMemoryImageDataset, build_dataset
 from ganfuse.data.captions import CaptionedFolderDataset, folder_options
 from ganfuse.data.emoji import EmojiDataset
-from ganfuse.data.scenes import CAPTION_KINDS, ScenesDataset, parse_caption, relation_margin
+from ganfuse.data.scenes import (
+    CAPTION_KINDS,
+    GAP_AT_64,
+    ScenesDataset,
+    parse_caption,
+    relation_margin,
+)
 from ganfuse.data.scenes import DEFAULT_HOLDOUT as SCENES_DEFAULT_HOLDOUT
 from ganfuse.data.shapes import DEFAULT_HOLDOUT, ShapesDataset
 from ganfuse.errors import ConfigError
@@ -61,12 +67,14 @@ from ganfuse.train.losses import (
 from ganfuse.train.objects import (
     SLOT_WINDOW,
     SceneObjectTargets,
+    asked_half_sides,
     colour_targets,
     layout_d_loss,
     matched_layout,
     mean_where,
     object_d_loss,
     object_g_loss,
+    placement_loss,
     real_extents,
     relation_loss,
     shape_targets,
@@ -488,6 +496,7 @@ class TextToImageObjective(Objective):
             self.slot_palette = colour_targets().to(device)
             # the relation term's margin in canvas units: the dataset's own (twice the judge's)
             self.relation_margin = relation_margin(c.data.image_size) / c.data.image_size
+            self.placement_gap = GAP_AT_64 / 64  # the dataset's gap between objects, in canvas units
         log.info("text-to-image data: %d captioned images from %s, text encoder %s", len(self.captions),
                  name, c.text.encoder)
 
@@ -705,6 +714,16 @@ class TextToImageObjective(Objective):
                     loss = loss + x.relation_weight * rel
                     nets.report("relation_g", rel)
                     nets.report("relation_held", held)
+                if x.placement_weight > 0:  # the matched slots inside the canvas and apart
+                    index = batch.index.to(self.device)
+                    open_sizes = batch.fake_slots[3] if x.open_size_noise else None
+                    centres = batch.fake_slots[2].float()
+                    halves = asked_half_sides(self.objects.stated[index], batch.slot_matching, open_sizes,
+                                              centres.shape[1], self.config.data.image_size)
+                    place, held = placement_loss(centres, batch.slot_matching, halves, self.placement_gap)
+                    loss = loss + x.placement_weight * place
+                    nets.report("placement_g", place)
+                    nets.report("placement_held", held)
             if layouts:
                 lay = -out.layout_logits.float().mean()
                 loss = loss + x.layout_weight * lay

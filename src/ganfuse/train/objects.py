@@ -327,3 +327,50 @@ def relation_loss(centres: torch.Tensor, matching: tuple[torch.Tensor, ...], axi
     rows = (sign != 0) & found[:, 0] & found[:, 1]
     gap = sign.to(centres.dtype) * (named[:, 1] - named[:, 0]).gather(1, axis[:, None]).squeeze(1)
     return mean_where(F.relu(margin - gap), rows), mean_where(gap >= margin, rows)
+
+
+def asked_half_sides(stated: torch.Tensor, matching: tuple[torch.Tensor, ...], open_sizes: torch.Tensor | None,
+                     k: int, image_size: int) -> torch.Tensor:
+    """Half the side of the object each slot is asked to show, in canvas units ``(B, K)``: the size
+    the caption states for the named object matched to the slot, or where it leaves the size open,
+    the one the slot's noise drew (``open_sizes (B, K)``; without it, the small one, the least any
+    real object needs); 0 for slots no named object is matched to."""
+    from ganfuse.data.scenes import SIZES, object_side
+
+    image, slot, obj = matching
+    halves = torch.tensor([object_side(s, image_size) / (2 * image_size) for s in SIZES], device=stated.device)
+    size = stated[image, obj, 2]
+    if open_sizes is not None:
+        size = torch.where(size >= 0, size, open_sizes[image, slot].to(size.dtype))
+    out = torch.zeros(stated.shape[0], k, device=stated.device)
+    out[image, slot] = halves[size.clamp(min=0)]
+    return out
+
+
+def placement_loss(centres: torch.Tensor, matching: tuple[torch.Tensor, ...], halves: torch.Tensor,
+                   gap: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """G's placement term (``text.placement_weight``): every real scene holds its objects wholly
+    inside the canvas and apart from each other (bounding squares at least ``gap`` apart along x
+    or y, :func:`ganfuse.data.scenes.generate_scenes`), so the slots matched to named objects are
+    pushed back inside the canvas and apart from each other until that holds: hinges, zero once it
+    holds, so the noise keeps every place that satisfies it. An object cut by the canvas edge or
+    covered by another one is read as another shape (or two same-coloured ones as one).
+    ``centres (B, K, 2)`` in [0, 1], ``matching`` from :func:`slot_loss`, ``halves (B, K)`` from
+    :func:`asked_half_sides`, ``gap`` in canvas units. Returns the loss (the mean inside-hinge over
+    matched slots plus the mean apart-hinge over pairs of matched slots of one image) and the share
+    of images with a matched slot whose layout already holds."""
+    image, slot, _ = matching
+    b, k = centres.shape[:2]
+    matched = torch.zeros(b, k, dtype=torch.bool, device=centres.device)
+    matched[image, slot] = True
+    h = halves[..., None].to(centres.dtype)
+    outside = (F.relu(h - centres) + F.relu(centres - (1 - h))).sum(-1)  # (B, K)
+    # Chebyshev distance of centres against what two bounding squares and the gap need
+    distance = (centres[:, :, None] - centres[:, None]).abs().amax(-1)  # (B, K, K)
+    need = halves[:, :, None] + halves[:, None] + gap
+    upper = torch.ones(k, k, dtype=torch.bool, device=centres.device).triu(1)
+    pairs = matched[:, :, None] & matched[:, None] & upper
+    overlap = F.relu(need.to(centres.dtype) - distance)
+    loss = mean_where(outside, matched) + mean_where(overlap, pairs)
+    broken = ((outside > 0) & matched).any(1) | ((overlap > 0) & pairs).any(-1).any(-1)
+    return loss, mean_where(~broken, matched.any(1))
