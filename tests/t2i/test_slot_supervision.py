@@ -436,25 +436,32 @@ def test_relation_loss_is_a_hinge_on_the_slots_matched_to_the_two_objects():
     assert loss.item() == pytest.approx((0.325 + 0.075) / 2) and held.item() == 0.0
 
 
-def test_the_relation_term_teaches_each_side_and_leaves_the_other_axis_to_the_noise():
-    """A tiny slot generator trained on the relation term alone (slots matched by the slot costs)
-    puts the two named objects on the stated sides for fresh noise, while along the axis the
-    relation leaves open the noise still moves them."""
+def _tiny_slot_generator(captions: list[str]):
+    """A tiny MLP-mask slot generator that keeps its slot windows, the captions' targets (no real
+    objects), their token ids and an Adam optimiser, for training on the slot terms alone."""
     from ganfuse.data.scenes import SceneGraph
     from ganfuse.models.t2i_words import SlotGenerator
     from ganfuse.text.encoders import WordTokenizer, scenes_vocabulary
     from ganfuse.text.prompts import TextSpec
-    from ganfuse.train.objects import SLOT_WINDOW, SceneObjectTargets, relation_loss
+    from ganfuse.train.objects import SLOT_WINDOW, SceneObjectTargets
 
-    torch.manual_seed(0)
-    captions = [f"a red circle {rel} a blue square" for rel in
-                ("to the left of", "to the right of", "above", "below")]
-    targets = SceneObjectTargets([SceneGraph((), 64)] * 4, captions, 64, torch.device("cpu"))
+    targets = SceneObjectTargets([SceneGraph((), 64)] * len(captions), captions, 64, torch.device("cpu"))
     spec = TextSpec("small", 0, scenes_vocabulary(), 32)
     ids = WordTokenizer(spec.vocab).encode(captions, 32)[0]
     g = SlotGenerator(spec, z_dim=12, image_size=64, width=16, cond_dim=32, mask="mlp")
     g.slot_window = SLOT_WINDOW
-    opt = torch.optim.Adam(g.parameters(), lr=3e-3, betas=(0.5, 0.999))
+    return g, targets, ids, torch.optim.Adam(g.parameters(), lr=3e-3, betas=(0.5, 0.999))
+
+
+def test_the_relation_term_teaches_each_side_and_leaves_the_other_axis_to_the_noise():
+    """A tiny slot generator trained on the relation term alone (slots matched by the slot costs)
+    puts the two named objects on the stated sides for fresh noise, while along the axis the
+    relation leaves open the noise still moves them."""
+    from ganfuse.train.objects import relation_loss
+
+    torch.manual_seed(0)
+    g, targets, ids, opt = _tiny_slot_generator([f"a red circle {rel} a blue square" for rel in
+                                                 ("to the left of", "to the right of", "above", "below")])
     reps = 8
     axis, sign = targets.relation_axis.repeat(reps), targets.relation_sign.repeat(reps)
     stated, batch_ids = targets.stated.repeat(reps, 1, 1), ids.repeat(reps, 1)
@@ -565,27 +572,13 @@ def test_the_placement_term_teaches_a_generator_to_keep_objects_inside_and_apart
     """A tiny slot generator, three large named objects per caption, trained on slot supervision
     plus the placement term: from crowded slots to almost every layout inside and apart for fresh
     noise, with the places still varying."""
-    from ganfuse.data.scenes import SceneGraph
-    from ganfuse.models.t2i_words import SlotGenerator
-    from ganfuse.text.encoders import WordTokenizer, scenes_vocabulary
-    from ganfuse.text.prompts import TextSpec
-    from ganfuse.train.objects import (
-        SLOT_WINDOW,
-        SceneObjectTargets,
-        asked_half_sides,
-        placement_loss,
-    )
+    from ganfuse.train.objects import asked_half_sides, placement_loss
 
     torch.manual_seed(0)
-    captions = ["a large red circle, a large blue square and a large green star",
-                "a large yellow triangle, a large orange circle and a large cyan square"]
-    targets = SceneObjectTargets([SceneGraph((), 64)] * 2, captions, 64, torch.device("cpu"))
+    g, targets, ids, opt = _tiny_slot_generator(
+        ["a large red circle, a large blue square and a large green star",
+         "a large yellow triangle, a large orange circle and a large cyan square"])
     assert (targets.stated[:, :3, 2] == SIZES.index("large")).all()
-    spec = TextSpec("small", 0, scenes_vocabulary(), 32)
-    ids = WordTokenizer(spec.vocab).encode(captions, 32)[0]
-    g = SlotGenerator(spec, z_dim=12, image_size=64, width=16, cond_dim=32, mask="mlp")
-    g.slot_window = SLOT_WINDOW
-    opt = torch.optim.Adam(g.parameters(), lr=3e-3, betas=(0.5, 0.999))
     reps = 16
     stated, batch_ids = targets.stated.repeat(reps, 1, 1), ids.repeat(reps, 1)
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganfuse.config import MASK_RESOLUTIONS, SLOT_MASKS
-from ganfuse.data.scenes import MAX_OBJECTS
+from ganfuse.data.scenes import GAP_AT_64, MAX_OBJECTS
 from ganfuse.errors import ConfigError
 from ganfuse.models.discriminator import DiscriminatorOutput, TextDiscriminator
 from ganfuse.models.fusion.base import masked_mean
@@ -57,7 +57,7 @@ POSITION_NOISE = 1.5  # how far (in logits of the centre) a slot's own noise mov
 OFFSET_RANGE = 6.0  # the mask MLP reads offsets clamped to +-this many units
 SPRITE = 24  # cells per side of a sprite mask (model.slot_mask=sprite): 1 px each at 64x64, scale 1
 SPRITE_RANGE = 4.0  # a sprite spans offsets of +-this many units (the blob's edge is at 2.45)
-SEPARATION_GAP = 3 / 64  # model.slot_separation: the dataset's gap between objects (canvas units)
+SEPARATION_GAP = GAP_AT_64 / 64  # model.slot_separation: the dataset's gap between objects (canvas units)
 SEPARATION_ROUNDS = 10  # model.slot_separation: rounds of pushing overlapping slots apart
 OBJECT_WINDOW = 24 / 64  # the object head's window: a large object (18 px at 64) with a margin
 

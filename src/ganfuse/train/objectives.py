@@ -38,19 +38,14 @@ from ganfuse.config import Config, arch_family
 from ganfuse.data import InMemoryImageDataset, build_dataset
 from ganfuse.data.captions import CaptionedFolderDataset, folder_options
 from ganfuse.data.emoji import EmojiDataset
-from ganfuse.data.scenes import (
-    CAPTION_KINDS,
-    GAP_AT_64,
-    ScenesDataset,
-    parse_caption,
-    relation_margin,
-)
+from ganfuse.data.scenes import CAPTION_KINDS, ScenesDataset, parse_caption, relation_margin
 from ganfuse.data.scenes import DEFAULT_HOLDOUT as SCENES_DEFAULT_HOLDOUT
 from ganfuse.data.shapes import DEFAULT_HOLDOUT, ShapesDataset
 from ganfuse.errors import ConfigError
 from ganfuse.metrics.scene_negatives import binding_negatives
 from ganfuse.metrics.t2i import parse_holdout
 from ganfuse.models.build import build_gan, build_t2i, text_spec_from_config
+from ganfuse.models.t2i_words import SEPARATION_GAP
 from ganfuse.text.encoders import WordTokenizer, scenes_vocabulary, shapes_vocabulary
 from ganfuse.text.prompts import PromptEncoder, TextSpec
 from ganfuse.train.augment import AdaptiveAugment
@@ -496,7 +491,6 @@ class TextToImageObjective(Objective):
             self.slot_palette = colour_targets().to(device)
             # the relation term's margin in canvas units: the dataset's own (twice the judge's)
             self.relation_margin = relation_margin(c.data.image_size) / c.data.image_size
-            self.placement_gap = GAP_AT_64 / 64  # the dataset's gap between objects, in canvas units
         log.info("text-to-image data: %d captioned images from %s, text encoder %s", len(self.captions),
                  name, c.text.encoder)
 
@@ -706,8 +700,8 @@ class TextToImageObjective(Objective):
                 nets.report("slot", slots[0])
                 for key, value in slots[1].items():
                     nets.report(key, value)
+                index = batch.index.to(self.device)
                 if x.relation_weight > 0:  # the same matching: the slots that show the related objects
-                    index = batch.index.to(self.device)
                     rel, held = relation_loss(batch.fake_slots[2].float(), batch.slot_matching,
                                               self.objects.relation_axis[index], self.objects.relation_sign[index],
                                               self.relation_margin)
@@ -715,12 +709,11 @@ class TextToImageObjective(Objective):
                     nets.report("relation_g", rel)
                     nets.report("relation_held", held)
                 if x.placement_weight > 0:  # the matched slots inside the canvas and apart
-                    index = batch.index.to(self.device)
                     open_sizes = batch.fake_slots[3] if x.open_size_noise else None
                     centres = batch.fake_slots[2].float()
                     halves = asked_half_sides(self.objects.stated[index], batch.slot_matching, open_sizes,
                                               centres.shape[1], self.config.data.image_size)
-                    place, held = placement_loss(centres, batch.slot_matching, halves, self.placement_gap)
+                    place, held = placement_loss(centres, batch.slot_matching, halves, SEPARATION_GAP)
                     loss = loss + x.placement_weight * place
                     nets.report("placement_g", place)
                     nets.report("placement_held", held)
