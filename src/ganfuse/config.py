@@ -80,6 +80,21 @@ class ModelConfig:
     # t2i-words: present slots closer than the dataset's gap (their blobs' bounding squares) are
     # pushed apart in a few differentiable rounds, as real objects never overlap
     slot_separation: bool = False
+    # t2i-words: a pair head reads from the slots' words what each slot is of another ("left of",
+    # ..., or nothing), and G's layout pushes each such pair apart along the relation's axis until
+    # it holds (learnt from the training captions with text.relation_weight)
+    slot_relations: bool = False
+    # t2i-words: a present slot whose drawn square pokes out of the canvas is moved back inside (real
+    # objects are always wholly visible); places inside are left as the noise put them
+    slot_in_canvas: bool = False
+    # t2i-words: a slot's drawn half-extent in radii of its round blob, for slot_separation and
+    # slot_in_canvas (a trained G's outlines reach 1.1x its blob's radius in the median, 1.36x at the
+    # 90th percentile)
+    slot_reach: float = 1.0
+    # t2i-words: the layout's pushes (slot_separation, slot_relations) act at full strength on
+    # every shown slot (a ramp on its gate, 0 below 0.02, 1 above 0.1) instead of weighted by the
+    # gates, which a trained G keeps at 0.2 to 0.8 for the objects it shows
+    slot_presence: bool = False
     # t2i-words: each slot's outline and colour come from its state after reading the words, before
     # the noise is added (the noise then decides only places and open sizes); false: from the state
     # after arranging with the noise
@@ -492,6 +507,9 @@ def validate(config: Config) -> Config:
         _check(0 <= x.swap_fraction <= 1, "text.swap_fraction", "must be in [0, 1]")
         _check(1 <= x.slots <= 16, "text.slots", "must be in 1..16")
         _check(m.sprite_gain > 0, "model.sprite_gain", "must be > 0")
+        _check(m.slot_reach > 0, "model.slot_reach", "must be > 0")
+        _check(not m.slot_relations or x.relation_weight > 0, "model.slot_relations",
+               "needs text.relation_weight > 0 (the pair head learns the relations from the captions there)")
         _check(m.mask_resolution in MASK_RESOLUTIONS, "model.mask_resolution",
                f"must be one of {', '.join(MASK_RESOLUTIONS)}, got {m.mask_resolution!r}")
         _check(m.slot_mask in SLOT_MASKS, "model.slot_mask",

@@ -624,7 +624,7 @@ def test_separated_slots_leave_free_slots_where_they_are_and_push_overlapping_on
     centres = torch.tensor([[[0.50, 0.50], [0.55, 0.48], [0.85, 0.85], [0.51, 0.50]]])
     edge = torch.full((1, 4), 0.1)  # blobs of radius 0.1: two need 0.2 + gap between centres
     gates = torch.tensor([[1.0, 1.0, 1.0, 1e-6]])  # slot 3 absent, on top of slot 0
-    out = g._separate(centres, edge, gates)
+    out = g._arrange(centres, edge, gates, None)
     distance = (out[0, 0] - out[0, 1]).abs().max()
     assert distance >= 0.2 + SEPARATION_GAP - 1e-3
     assert out[0, 0, 0] < 0.5 < 0.55 < out[0, 1, 0]  # apart along x, their furthest axis
@@ -635,7 +635,7 @@ def test_separated_slots_leave_free_slots_where_they_are_and_push_overlapping_on
     centres = 0.25 + 0.5 * torch.rand(256, 2, 2)
     edge, gates = 0.06 + 0.08 * torch.rand(256, 2), torch.ones(256, 2)
     g.slots = 2
-    out = g._separate(centres, edge, gates)
+    out = g._arrange(centres, edge, gates, None)
     need = edge.sum(1) + SEPARATION_GAP
     before = ((centres[:, 0] - centres[:, 1]).abs().amax(-1) < need - 1e-4).float().mean()
     after = ((out[:, 0] - out[:, 1]).abs().amax(-1) < need - 1e-4).float().mean()
@@ -688,6 +688,7 @@ def test_a_run_with_separated_slots_separates_them_in_its_generator(tmp_path):
         separated = g.layout(z, cond)[0]
         g.separate = False
         centres, scales, gates = g.layout(z, cond)
-        expected = g._separate(centres, g.radius * math.sqrt(6.0) * scales, gates)
+        g.separate = True
+        expected = g._arrange(centres, g.radius * math.sqrt(6.0) * scales, gates, None)
     torch.testing.assert_close(separated, expected)
     assert run.sample(1, seed=0, prompts=["a red circle to the left of a blue star"]).shape == (1, 3, 64, 64)

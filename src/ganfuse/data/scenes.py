@@ -212,6 +212,12 @@ class SceneGraph:
         )
 
 
+# each relation as (axis, sign): "A <relation> B" holds where sign x (B's centre - A's centre) along
+# the axis is at least the margin (:func:`relation_holds`; y grows downwards)
+RELATION_AXES: dict[str, tuple[int, float]] = {"left": (0, 1.0), "right": (0, -1.0), "above": (1, 1.0),
+                                               "below": (1, -1.0)}
+
+
 def relation_holds(subject: SceneObject, obj: SceneObject, relation: str, margin: float) -> bool:
     """Whether ``subject`` is ``relation`` (left/right/above/below) of ``obj`` by at least
     ``margin`` pixels between centres along that axis."""

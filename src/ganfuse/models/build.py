@@ -50,7 +50,9 @@ def build_t2i(config, spec: TextSpec, channels: int = 3) -> tuple[nn.Module, nn.
     elif m.arch == "t2i-words":
         g = SlotGenerator(spec, m.z_dim, size, m.g_width, t.cond_dim, t.slots, channels=channels,
                           mask=m.slot_mask, sprite_gain=m.sprite_gain, mask_resolution=m.mask_resolution,
-                          separate=m.slot_separation, shape_from_words=m.shape_from_words)
+                          separate=m.slot_separation, shape_from_words=m.shape_from_words,
+                          relations=m.slot_relations, in_canvas=m.slot_in_canvas, reach=m.slot_reach,
+                          presence=m.slot_presence)
         # scenes with text.object_weight: an object head over colours, shapes and sizes
         classes = tuple(len(values) for _, values in ATTRIBUTE_VALUES) if t.object_weight > 0 else ()
         # with text.layout_weight: a layout head over colours and shapes (and centres)

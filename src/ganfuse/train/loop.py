@@ -332,7 +332,8 @@ class Trainer:
             fake = self.G_train(z, fake_cond)
         centres = getattr(self.G, "last_centres", None)  # an object-slot G's layout of these fakes
         slots = getattr(self.G, "last_slots", None)  # with G's graph where it is kept
-        return Batch(real, cond, fake.float(), fake_cond, index, centres, slots)
+        relations = getattr(self.G, "last_relations", None)
+        return Batch(real, cond, fake.float(), fake_cond, index, centres, slots, fake_relations=relations)
 
     def _run_phase(self, phase: Phase, batch: Batch) -> None:
         """One optimiser step of ``phase``'s network on the objective's loss."""

@@ -69,6 +69,7 @@ from ganfuse.train.objects import (
     mean_where,
     object_d_loss,
     object_g_loss,
+    pair_relation_loss,
     placement_loss,
     real_extents,
     relation_loss,
@@ -155,6 +156,9 @@ class Batch:
     # (b, K, W, W) mask logits, (b, K, 3) colours, (b, K, 2) centres of G's slots, with G's graph,
     # and (b, K) the sizes its noise drew for them (text.slot_weight)
     fake_slots: tuple[torch.Tensor, ...] | None = None
+    # (b, K, K, 5) logits of G's pair head over what each slot is of another, with G's graph
+    # (model.slot_relations)
+    fake_relations: torch.Tensor | None = None
     # which slot shows which named object, once per batch: D's layout term and G's slot term share it
     slot_matching: tuple[torch.Tensor, ...] | None = None
 
@@ -708,6 +712,12 @@ class TextToImageObjective(Objective):
                     loss = loss + x.relation_weight * rel
                     nets.report("relation_g", rel)
                     nets.report("relation_held", held)
+                    if batch.fake_relations is not None:  # model.slot_relations: G's pair head
+                        pair, read = pair_relation_loss(batch.fake_relations, batch.slot_matching, self.objects.relation_axis[index],
+                                                        self.objects.relation_sign[index])
+                        loss = loss + x.relation_weight * pair
+                        nets.report("relation_pairs", pair)
+                        nets.report("relation_read", read)
                 if x.placement_weight > 0:  # the matched slots inside the canvas and apart
                     open_sizes = batch.fake_slots[3] if x.open_size_noise else None
                     centres = batch.fake_slots[2].float()

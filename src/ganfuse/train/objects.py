@@ -30,14 +30,10 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from ganfuse.data.scenes import ATTRIBUTE_VALUES, MAX_OBJECTS, parse_caption
+from ganfuse.data.scenes import ATTRIBUTE_VALUES, MAX_OBJECTS, RELATION_AXES, parse_caption
 
 CLASSES: tuple[int, ...] = tuple(len(values) for _, values in ATTRIBUTE_VALUES)
 UNSTATED = -1  # a label the caption does not state, or a padding object
-# each relation as (axis, sign): "A <relation> B" holds where sign x (B's centre - A's centre) along
-# the axis is at least the margin (ganfuse.data.scenes.relation_holds; y grows downwards)
-RELATION_AXES: dict[str, tuple[int, float]] = {"left": (0, 1.0), "right": (0, -1.0), "above": (1, 1.0),
-                                               "below": (1, -1.0)}
 
 
 def _labels(obj) -> list[int]:
@@ -327,6 +323,43 @@ def relation_loss(centres: torch.Tensor, matching: tuple[torch.Tensor, ...], axi
     rows = (sign != 0) & found[:, 0] & found[:, 1]
     gap = sign.to(centres.dtype) * (named[:, 1] - named[:, 0]).gather(1, axis[:, None]).squeeze(1)
     return mean_where(F.relu(margin - gap), rows), mean_where(gap >= margin, rows)
+
+
+def pair_relation_loss(logits: torch.Tensor, matching: tuple[torch.Tensor, ...], axis: torch.Tensor,
+                       sign: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pair head's term (``model.slot_relations``, weighted by ``text.relation_weight``):
+    cross-entropy of G's logits ``(B, K, K, 1 + 4)`` over what slot i is of slot j ("none", then
+    the relations in the order of ``RELATION_AXES``) against the caption: where it states "A
+    <relation> B", the slot matched to A is that relation of the slot matched to B and B's slot the
+    inverse of A's; every other pair of distinct slots is "none" (the two kinds of pair weigh half
+    each). Images whose caption states a
+    relation that the matching does not show both objects of are left out. ``matching`` from
+    :func:`slot_loss`; ``axis``, ``sign (B,)`` from :class:`SceneObjectTargets`. Returns the loss
+    and the share of stated relations the head reads right (both directions; NaN-free 0 without any)."""
+    image, slot, obj = matching
+    b, k = logits.shape[:2]
+    slot_of = torch.full((b, MAX_OBJECTS), -1, dtype=torch.long, device=logits.device)
+    slot_of[image, obj] = slot
+    stated = sign != 0
+    rows = stated & (slot_of[:, 0] >= 0) & (slot_of[:, 1] >= 0)
+    target = torch.zeros(b, k, k, dtype=torch.long, device=logits.device)
+    target[stated & ~rows] = -100  # a relation the image does not show both objects of: unknown
+    target[:, torch.arange(k), torch.arange(k)] = -100
+    # the relation's index in RELATION_AXES: left, right, above, below; its inverse flips the last bit
+    kinds = torch.tensor(list(RELATION_AXES.values()), device=logits.device)
+    index = ((kinds[:, 0] == axis[:, None]) & (kinds[:, 1] == sign[:, None].to(kinds.dtype))).float().argmax(1)
+    r = rows.nonzero().squeeze(1)
+    a, o = slot_of[r, 0], slot_of[r, 1]
+    target[r, a, o] = index[r] + 1
+    target[r, o, a] = (index[r] ^ 1) + 1
+    each = F.cross_entropy(logits.float().flatten(0, 2), target.flatten(), ignore_index=-100,
+                           reduction="none").view(b, k, k)
+    # the stated pairs and the "none" pairs weigh half each: a batch has about 50 "none" pairs for
+    # every stated one, and the head then learnt the axis of a relation long before its direction
+    loss = 0.5 * (mean_where(each, target > 0) + mean_where(each, target == 0))
+    guess = logits.argmax(-1)
+    right = (guess[r, a, o] == target[r, a, o]) & (guess[r, o, a] == target[r, o, a])
+    return loss, right.float().mean() if r.numel() else logits.new_zeros(())
 
 
 def asked_half_sides(stated: torch.Tensor, matching: tuple[torch.Tensor, ...], open_sizes: torch.Tensor | None,
