@@ -84,7 +84,7 @@ class ModelConfig:
     # ..., or nothing), and G's layout pushes each such pair apart along the relation's axis until
     # it holds (learnt from the training captions with text.relation_weight)
     slot_relations: bool = False
-    # t2i-words: a present slot whose drawn square pokes out of the canvas is moved back inside (real
+    # t2i-words: a slot whose drawn square pokes out of the canvas is moved back inside (real
     # objects are always wholly visible); places inside are left as the noise put them
     slot_in_canvas: bool = False
     # t2i-words: a slot's drawn half-extent in radii of its round blob, for slot_separation and

@@ -172,7 +172,7 @@ class SlotGenerator(nn.Module):
         if not reach > 0:
             raise ConfigError(f"model.slot_reach must be > 0, got {reach}")
         self.reach = reach  # a slot's drawn half-extent in blob radii, for the two above (model.slot_reach)
-        self.relate = None  # model.slot_relations: the pair head (see _pair_relations)
+        self.relate = None  # model.slot_relations: the pair head (see pair_relations)
         if relations:
             # its own reading of the words, from the slots' read states; nothing of it flows back
             # into the words or the slots, whose outlines and colours a strong pair term distorted
