@@ -30,7 +30,14 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 
-from ganfuse.data.scenes import ATTRIBUTE_VALUES, MAX_OBJECTS, RELATION_AXES, parse_caption
+from ganfuse.data.scenes import (
+    ATTRIBUTE_VALUES,
+    MAX_OBJECTS,
+    RELATION_AXES,
+    SIZES,
+    object_side,
+    parse_caption,
+)
 
 CLASSES: tuple[int, ...] = tuple(len(values) for _, values in ATTRIBUTE_VALUES)
 UNSTATED = -1  # a label the caption does not state, or a padding object
@@ -316,13 +323,21 @@ def relation_loss(centres: torch.Tensor, matching: tuple[torch.Tensor, ...], axi
     no relation). Returns the loss (mean over the relation rows, 0 without any) and the share of
     those rows whose slots already satisfy the relation."""
     image, slot, obj = matching
-    b = centres.shape[0]
-    named = centres.new_zeros(b, MAX_OBJECTS, 2).index_put((image, obj), centres[image, slot])
-    found = torch.zeros(b, MAX_OBJECTS, dtype=torch.bool, device=centres.device)
-    found[image, obj] = True
-    rows = (sign != 0) & found[:, 0] & found[:, 1]
+    slot_of = named_slots(matching, centres.shape[0], centres.device)
+    rows = (sign != 0) & (slot_of[:, 0] >= 0) & (slot_of[:, 1] >= 0)
+    b = torch.arange(centres.shape[0], device=centres.device)
+    named = centres[b[:, None], slot_of[:, :2].clamp(min=0)]  # (B, 2, 2): the two related objects' slots
     gap = sign.to(centres.dtype) * (named[:, 1] - named[:, 0]).gather(1, axis[:, None]).squeeze(1)
     return mean_where(F.relu(margin - gap), rows), mean_where(gap >= margin, rows)
+
+
+def named_slots(matching: tuple[torch.Tensor, ...], b: int, device: torch.device) -> torch.Tensor:
+    """The slot each named object is matched to, ``(B, MAX_OBJECTS)`` (-1 where none is), from a
+    ``matching`` of :func:`slot_loss`."""
+    image, slot, obj = matching
+    slot_of = torch.full((b, MAX_OBJECTS), -1, dtype=torch.long, device=device)
+    slot_of[image, obj] = slot
+    return slot_of
 
 
 def pair_relation_loss(logits: torch.Tensor, matching: tuple[torch.Tensor, ...], axis: torch.Tensor,
@@ -336,18 +351,16 @@ def pair_relation_loss(logits: torch.Tensor, matching: tuple[torch.Tensor, ...],
     relation that the matching does not show both objects of are left out. ``matching`` from
     :func:`slot_loss`; ``axis``, ``sign (B,)`` from :class:`SceneObjectTargets`. Returns the loss
     and the share of stated relations the head reads right (both directions; NaN-free 0 without any)."""
-    image, slot, obj = matching
     b, k = logits.shape[:2]
-    slot_of = torch.full((b, MAX_OBJECTS), -1, dtype=torch.long, device=logits.device)
-    slot_of[image, obj] = slot
+    slot_of = named_slots(matching, b, logits.device)
     stated = sign != 0
     rows = stated & (slot_of[:, 0] >= 0) & (slot_of[:, 1] >= 0)
     target = torch.zeros(b, k, k, dtype=torch.long, device=logits.device)
     target[stated & ~rows] = -100  # a relation the image does not show both objects of: unknown
     target[:, torch.arange(k), torch.arange(k)] = -100
-    # the relation's index in RELATION_AXES: left, right, above, below; its inverse flips the last bit
-    kinds = torch.tensor(list(RELATION_AXES.values()), device=logits.device)
-    index = ((kinds[:, 0] == axis[:, None]) & (kinds[:, 1] == sign[:, None].to(kinds.dtype))).float().argmax(1)
+    # the relation's index in RELATION_AXES (left, right, above, below: axis x 2, + 1 for a negative
+    # sign); its inverse flips the last bit
+    index = 2 * axis + (sign < 0).long()
     r = rows.nonzero().squeeze(1)
     a, o = slot_of[r, 0], slot_of[r, 1]
     target[r, a, o] = index[r] + 1
@@ -368,8 +381,6 @@ def asked_half_sides(stated: torch.Tensor, matching: tuple[torch.Tensor, ...], o
     the caption states for the named object matched to the slot, or where it leaves the size open,
     the one the slot's noise drew (``open_sizes (B, K)``; without it, the small one, the least any
     real object needs); 0 for slots no named object is matched to."""
-    from ganfuse.data.scenes import SIZES, object_side
-
     image, slot, obj = matching
     halves = torch.tensor([object_side(s, image_size) / (2 * image_size) for s in SIZES], device=stated.device)
     size = stated[image, obj, 2]
