@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ganfuse.multimodal.alignment import (
@@ -15,6 +16,7 @@ from ganfuse.multimodal.alignment import (
     ModalityDiscriminator,
     PseudoPairs,
     UnpairedPool,
+    alignment_loss,
     cycle_loss,
     modality_accuracy,
     modality_loss,
@@ -139,6 +141,17 @@ def test_alternating_modes_step_the_discriminator_themselves_and_leave_it_to_no_
     # Nothing but its own optimiser moved it.
     for key, value in aligner.discriminator.state_dict().items():
         assert torch.equal(value, after[key])
+
+
+def test_alignment_loss_is_the_mean_squared_distance_of_each_image_to_its_own_caption():
+    images = F.normalize(torch.randn(6, 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    far = F.normalize(torch.randn(3, 8, generator=torch.Generator().manual_seed(1)), dim=1)
+    # texts beyond the first B (hard negatives) are no image's caption and do not count
+    assert alignment_loss(images, torch.cat([images, far])).item() == 0.0
+    texts = torch.cat([images[:3], -images[3:]])  # three pairs at distance 0, three at 2
+    assert alignment_loss(images, texts).item() == pytest.approx(4.0 * 3 / 6, abs=1e-6)
+    rotated = torch.stack([torch.eye(8)[1], torch.eye(8)[0]])  # orthogonal unit vectors
+    assert alignment_loss(torch.eye(8)[:2], rotated).item() == pytest.approx(2.0, abs=1e-6)
 
 
 def test_the_probe_separates_apart_clouds_and_is_at_chance_on_one_cloud():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -140,6 +141,59 @@ def test_counterfactual_images_join_training_batches_with_the_labels_swapped(tra
     assert len(balanced) >= 2 * extra - 2 and all(sorted(x) == [0, 1] for x in balanced)
     scored = task.make_batch(train_split, indices, np.random.default_rng(0))
     assert len(scored.images) == len(indices)
+
+
+def test_the_reversal_phase_trains_relation_reversals_alone_then_the_full_task(train_split):
+    """Before ``reversal_steps`` every pair of a training batch is a relation reversal, one per
+    image (an image without one is replaced by one that has one), and no replacement negatives
+    are drawn; from that step on the batch is the full task's again."""
+    task = SceneMatchingTask(replacement_fraction=0.5, reversal_steps=3)
+    indices = torch.arange(40)
+    pairs, rows = task.bank(train_split)
+    with_reversal = {
+        i for i, r in rows.items() if any(pairs.negative_kinds[k] == "reversal" for k in r)
+    }
+    assert 0 < len(with_reversal) < 40  # the split has images of both kinds
+    early = task.train_batch(train_split, indices, np.random.default_rng(0), step=2)
+    assert early.kinds == ["reversal"] * 80
+    assert set(early.image_index.tolist()) <= with_reversal
+    kept = [i for i in range(40) if i in with_reversal]
+    assert early.image_index[kept].tolist() == kept  # images with a reversal stay in place
+    for k in range(0, 80, 2):
+        graph = train_split.graphs[int(early.image_index[int(early.pairs[k])])]
+        assert score_caption(early.texts[k], graph).correct
+        assert not score_caption(early.texts[k + 1], graph).correct
+    late = task.train_batch(train_split, indices, np.random.default_rng(0), step=3)
+    assert late.image_index.tolist() == indices.tolist()
+    assert {"replacement", "color-swap"} <= set(late.kinds)
+    from ganfuse.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="reversal_steps"):
+        make_config("scenes-vqa", "film", ["reversal_steps=10"])
+    assert task.reversal_ended == 3
+
+
+def test_the_reversal_phase_ends_early_once_the_reversal_pairs_are_learned(train_split):
+    """The phase's running loss starts at ln 2 (chance) and follows the reversal batches' mean
+    match loss; it ends the phase at the first step it is below ``reversal_loss``, and batches of
+    the full task never move it."""
+    task = SceneMatchingTask(reversal_steps=1000, reversal_loss=0.2)
+    rng = np.random.default_rng(0)
+    batch = task.train_batch(train_split, torch.arange(40), rng, step=0)
+    assert set(batch.kinds) == {"reversal"}
+    losses = {"match": torch.full((len(batch.texts),), 0.05)}
+    steps = 0
+    while task.in_reversal_phase(steps):
+        task.observe(batch, losses)
+        steps += 1
+    # ln 2 * 0.98^n + 0.05 * (1 - 0.98^n) < 0.2 first at n = 74
+    expected = math.ceil(math.log((0.2 - 0.05) / (math.log(2.0) - 0.05)) / math.log(0.98))
+    assert steps == expected == task.reversal_ended
+    assert task.train_batch(train_split, torch.arange(40), rng, step=steps).image_index.tolist() == list(range(40))
+    before = task.running_reversal_loss
+    task.observe(batch, {"match": torch.full((len(batch.texts),), 5.0)})
+    assert task.running_reversal_loss == before
+    assert make_config("scenes-matching", "film", []).reversal_loss == 0.2
 
 
 def test_loss_sampling_draws_more_questions_of_the_families_with_high_training_loss(

@@ -236,6 +236,18 @@ class AdversarialAligner:
         return self.weight * modality_loss(self.discriminator, image_emb, text_emb, target)
 
 
+def alignment_loss(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
+    """The alignment term of Wang and Isola (2020): the mean squared distance between each image's
+    embedding and its caption's, ``(B, E)`` images and the first ``B`` of ``(T, E)`` texts (text
+    ``i`` is image ``i``'s), normalised -> scalar in ``[0, 4]`` (``2 - 2 cos`` per pair).
+
+    InfoNCE only ranks a pair above the batch's other pairs; at a temperature of 0.07 a pair at
+    cosine 0.95 already ranks first, so nothing closes the last offset between an image and its
+    caption, and that offset is what a modality probe reads."""
+    batch = len(image_emb)
+    return (image_emb - text_emb[:batch]).pow(2).sum(1).mean()
+
+
 def modality_probe_accuracy(
     fit_images: torch.Tensor,
     fit_texts: torch.Tensor,

@@ -14,6 +14,8 @@ A ``train`` split's questions and negatives never name its held-out colour-shape
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -101,9 +103,9 @@ class SceneVQATask:
         return self._batch(data, indices, rng, None)
 
     def train_batch(
-        self, data: ScenesDataset, indices: torch.Tensor, rng: np.random.Generator
+        self, data: ScenesDataset, indices: torch.Tensor, rng: np.random.Generator, step: int = 0
     ) -> Batch:
-        """A training batch: questions drawn by :meth:`family_weights`."""
+        """A training batch (of step ``step``): questions drawn by :meth:`family_weights`."""
         return self._batch(
             data, indices, rng, None if self.sampling == "uniform" else self.family_weights()
         )
@@ -145,7 +147,11 @@ class SceneMatchingTask:
     training-only one-word replacements), so scores come per kind, as ARO reports them."""
 
     def __init__(
-        self, replacement_fraction: float = 0.0, counterfactual_fraction: float = 0.0
+        self,
+        replacement_fraction: float = 0.0,
+        counterfactual_fraction: float = 0.0,
+        reversal_steps: int = 0,
+        reversal_loss: float = 0.0,
     ) -> None:
         self.name = "scenes-matching"
         self.task_sizes = {"match": 2}
@@ -157,7 +163,16 @@ class SceneMatchingTask:
         # image edited so that the negative is true and the caption false, data.scene_edits)
         # with the two labels swapped, so that no wording is true more often than its partner
         self.counterfactual_fraction = counterfactual_fraction
+        # training only: the first steps train relation reversals alone (a curriculum:
+        # reversals are learned when nothing else is, benchmarks/scenes.md), at most
+        # ``reversal_steps`` of them, ending as soon as the running loss of the reversal pairs
+        # falls below ``reversal_loss`` (0: never early); the step it ended at, once it has
+        self.reversal_steps = reversal_steps
+        self.reversal_loss = reversal_loss
+        self.reversal_ended: int | None = None
+        self.running_reversal_loss = math.log(2.0)  # a yes/no head's loss at chance
         self._banks: dict[int, tuple[ScenesDataset, BindingPairs, dict[int, list[int]]]] = {}
+        self._with_reversal: dict[int, list[int]] = {}  # per bank: the images with a reversal
 
     def bank(self, data: ScenesDataset) -> tuple[BindingPairs, dict[int, list[int]]]:
         """The split's binding pairs and, per image, the rows of its pairs (built once)."""
@@ -175,16 +190,67 @@ class SceneMatchingTask:
         return self._batch(data, indices, rng, 0.0)
 
     def train_batch(
-        self, data: ScenesDataset, indices: torch.Tensor, rng: np.random.Generator
+        self, data: ScenesDataset, indices: torch.Tensor, rng: np.random.Generator, step: int = 0
     ) -> Batch:
-        """A training batch: :meth:`make_batch` with ``replacement_fraction`` of the images
-        paired with a replacement negative instead (where one is found), and
+        """A training batch of step ``step``: :meth:`make_batch` with ``replacement_fraction`` of
+        the images paired with a replacement negative instead (where one is found), and
         ``counterfactual_fraction`` of the pairs followed by their counterfactual image (where
         one is found: :func:`~ganfuse.data.scene_edits.counterfactual`), appended after the
-        batch's images with ``image_index`` -1."""
+        batch's images with ``image_index`` -1.
+
+        In the reversal phase (:meth:`in_reversal_phase`) every pair is a relation reversal
+        instead: an image without one is replaced by an image drawn (by ``rng``) among those that
+        have one, and no replacement negatives are drawn."""
+        if self.in_reversal_phase(step):
+            indices = self._reversal_images(data, indices, rng)
+            return self._batch(
+                data, indices, rng, 0.0, self.counterfactual_fraction, only="reversal"
+            )
         return self._batch(
             data, indices, rng, self.replacement_fraction, self.counterfactual_fraction
         )
+
+    def in_reversal_phase(self, step: int) -> bool:
+        """Whether training step ``step`` belongs to the reversal phase (and, the first time it
+        does not, the step the phase ended at is kept in ``reversal_ended``)."""
+        if self.reversal_ended is None and (
+            step >= self.reversal_steps
+            or self.running_reversal_loss < self.reversal_loss
+        ):
+            self.reversal_ended = step
+        return self.reversal_ended is None
+
+    def observe(self, batch: Batch, losses: dict[str, torch.Tensor]) -> None:
+        """In the reversal phase, fold the batch's mean match loss into the running loss that
+        ends it."""
+        if self.reversal_ended is None and batch.kinds and set(batch.kinds) == {"reversal"}:
+            mean = float(losses["match"].detach().mean())
+            self.running_reversal_loss = (
+                LOSS_EMA * self.running_reversal_loss + (1 - LOSS_EMA) * mean
+            )
+
+    def _reversal_images(
+        self, data: ScenesDataset, indices: torch.Tensor, rng: np.random.Generator
+    ) -> torch.Tensor:
+        """``indices`` with every image that has no reversal pair replaced by one that has."""
+        pairs, rows = self.bank(data)
+        if id(data) not in self._with_reversal:
+            self._with_reversal[id(data)] = sorted(
+                i for i, r in rows.items() if self._kind_rows(pairs, r, "reversal")
+            )
+        choices = self._with_reversal[id(data)]
+        if not choices:
+            raise ValueError("no training image has a relation-reversal pair")
+        has = set(choices)
+        keep = [
+            i if i in has else choices[int(rng.integers(len(choices)))] for i in indices.tolist()
+        ]
+        return torch.tensor(keep, dtype=indices.dtype)
+
+    @staticmethod
+    def _kind_rows(pairs: BindingPairs, rows: list[int], kind: str | None) -> list[int]:
+        """The rows among ``rows`` whose negative is of ``kind`` (all of them for ``None``)."""
+        return rows if kind is None else [r for r in rows if pairs.negative_kinds[r] == kind]
 
     @staticmethod
     def _replacement(data: ScenesDataset, index: int, rng: np.random.Generator) -> list[str] | None:
@@ -204,6 +270,7 @@ class SceneMatchingTask:
         rng: np.random.Generator,
         replacement_fraction: float,
         counterfactual_fraction: float = 0.0,
+        only: str | None = None,
     ) -> Batch:
         pairs, rows = self.bank(data)
         texts, owners, kinds, labels = [], [], [], []
@@ -213,8 +280,8 @@ class SceneMatchingTask:
             pair, kind = None, None
             if replacement_fraction and rng.random() < replacement_fraction:
                 pair, kind = self._replacement(data, index, rng), REPLACEMENT
-            if pair is None and rows.get(index):
-                options = rows[index]
+            options = self._kind_rows(pairs, rows.get(index, []), only)
+            if pair is None and options:
                 row = options[int(rng.integers(len(options)))]
                 pair, kind = [pairs.positives[row], pairs.negatives[row]], pairs.negative_kinds[row]
             if pair is None:
@@ -294,12 +361,16 @@ def build_scene_task(
     replacement_fraction: float = 0.0,
     question_sampling: str = "uniform",
     counterfactual_fraction: float = 0.0,
+    reversal_steps: int = 0,
+    reversal_loss: float = 0.0,
 ) -> SceneTask:
     """The task object of a ``scenes`` task name (``scenes-vqa`` or ``scenes-matching``)."""
     if name == "scenes-vqa":
         return SceneVQATask(questions_per_image, question_sampling)
     if name == "scenes-matching":
-        return SceneMatchingTask(replacement_fraction, counterfactual_fraction)
+        return SceneMatchingTask(
+            replacement_fraction, counterfactual_fraction, reversal_steps, reversal_loss
+        )
     raise ValueError(f"{name!r} is not a scenes task")
 
 

@@ -94,6 +94,8 @@ def fusion_task(config: FuseConfig) -> PairTask | VQATask | SceneTask | PairMatc
             config.replacement_negatives,
             config.question_sampling,
             config.counterfactuals,
+            config.reversal_steps,
+            config.reversal_loss,
         )
     return build_task(config.task, config.questions_per_image)
 
@@ -269,8 +271,11 @@ def train_fusion(
 
     def compute_loss(step: int) -> torch.Tensor:
         # a task may train on batches other than those it is scored on (train_batch)
-        make_batch = getattr(task, "train_batch", task.make_batch)
-        batch = make_batch(train, labelled[sampler.next_indices()], rng)
+        indices = labelled[sampler.next_indices()]
+        if hasattr(task, "train_batch"):
+            batch = task.train_batch(train, indices, rng, step)
+        else:
+            batch = task.make_batch(train, indices, rng)
         encoded = model.encode(batch_inputs(batch, features["train"]))
         logits = model.fuse(encoded, batch.pairs)
         losses = {
@@ -314,6 +319,10 @@ def train_fusion(
             **stats.record(result.params, val=val_metrics, test=test_metrics),
             "loss_weights": weighting.weights(),
         }
+        if getattr(task, "reversal_steps", 0):  # scenes-matching's curriculum: when it ended
+            metrics["reversal_phase_steps"] = (
+                task.reversal_ended if task.reversal_ended is not None else stats.steps
+            )
         meta = {
             "task_sizes": task.task_sizes,
             "text_encoder": model.encoders["text"].config(),

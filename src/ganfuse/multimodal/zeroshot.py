@@ -60,6 +60,7 @@ from ganfuse.multimodal.alignment import (
     PairedSplit,
     PseudoPairs,
     UnpairedPool,
+    alignment_loss,
     cycle_loss,
     modality_accuracy,
     modality_probe_accuracy,
@@ -660,6 +661,8 @@ def train_zeroshot(
         text_emb = model.encode_text(texts)
         paired_images, paired_text_emb = image_emb[:batch], text_emb[:paired_texts]
         loss = info_nce(paired_images, paired_text_emb, model.scale(), positives)
+        if config.align_weight:
+            loss = loss + config.align_weight * alignment_loss(paired_images, paired_text_emb)
         if config.binding_weight and len(negative_of):
             binding = binding_loss(paired_images, paired_text_emb, model.scale(), negative_of)
             loss = loss + config.binding_weight * binding
