@@ -10,7 +10,8 @@ training images paired and the rest unused; ``1+grl+cycle`` adds the adversarial
 reversal) and the cycle term on the unpaired rest. Terms: ``grl``, ``alt`` and ``conf`` (the
 adversarial modality term by gradient reversal, by alternating updates against flipped labels, or
 alternating towards the discriminator's indecision), ``cycle``, ``pseudo`` (pseudo-pairs of
-unpaired images and caption descriptions) and ``all`` (``grl``, ``cycle`` and ``pseudo``). Their
+unpaired images and caption descriptions), ``align`` (the alignment term of Wang and Isola on the
+paired batch) and ``all`` (``grl``, ``cycle`` and ``pseudo``). Their
 weights are :data:`TERMS`. Each run is the world's ``zeroshot`` defaults (batch 128, 10,000
 training images, 1,000 test and held-out images) with ``--steps`` steps and one thread, trained in
 this process one after another; every result is appended to ``--results`` (JSON, one record per
@@ -38,6 +39,7 @@ TERMS: dict[str, list[str]] = {
     "conf": ["adversarial_weight=0.1", "adversarial_mode=confusion"],
     "cycle": ["cycle_weight=1"],
     "pseudo": ["pseudo_weight=1"],
+    "align": ["align_weight=1"],
 }
 TERMS["all"] = TERMS["grl"] + TERMS["cycle"] + TERMS["pseudo"]
 # Retrieval R@1 both ways on the two evaluation splits, as the run's evaluation names them.
