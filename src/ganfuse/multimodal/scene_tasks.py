@@ -172,7 +172,8 @@ class SceneMatchingTask:
         self.reversal_ended: int | None = None
         self.running_reversal_loss = math.log(2.0)  # a yes/no head's loss at chance
         self._banks: dict[int, tuple[ScenesDataset, BindingPairs, dict[int, list[int]]]] = {}
-        self._with_reversal: dict[int, list[int]] = {}  # per bank: the images with a reversal
+        # per bank: the images with a reversal pair, in order (to draw from) and as a set
+        self._with_reversal: dict[int, tuple[list[int], set[int]]] = {}
 
     def bank(self, data: ScenesDataset) -> tuple[BindingPairs, dict[int, list[int]]]:
         """The split's binding pairs and, per image, the rows of its pairs (built once)."""
@@ -221,9 +222,9 @@ class SceneMatchingTask:
         return self.reversal_ended is None
 
     def observe(self, batch: Batch, losses: dict[str, torch.Tensor]) -> None:
-        """In the reversal phase, fold the batch's mean match loss into the running loss that
-        ends it."""
-        if self.reversal_ended is None and batch.kinds and set(batch.kinds) == {"reversal"}:
+        """In the reversal phase (whose batches are all reversals), fold the batch's mean match
+        loss into the running loss that ends it."""
+        if self.reversal_ended is None:
             mean = float(losses["match"].detach().mean())
             self.running_reversal_loss = (
                 LOSS_EMA * self.running_reversal_loss + (1 - LOSS_EMA) * mean
@@ -233,15 +234,13 @@ class SceneMatchingTask:
         self, data: ScenesDataset, indices: torch.Tensor, rng: np.random.Generator
     ) -> torch.Tensor:
         """``indices`` with every image that has no reversal pair replaced by one that has."""
-        pairs, rows = self.bank(data)
         if id(data) not in self._with_reversal:
-            self._with_reversal[id(data)] = sorted(
-                i for i, r in rows.items() if self._kind_rows(pairs, r, "reversal")
-            )
-        choices = self._with_reversal[id(data)]
+            pairs, rows = self.bank(data)
+            found = sorted(i for i, r in rows.items() if self._kind_rows(pairs, r, "reversal"))
+            self._with_reversal[id(data)] = (found, set(found))
+        choices, has = self._with_reversal[id(data)]
         if not choices:
             raise ValueError("no training image has a relation-reversal pair")
-        has = set(choices)
         keep = [
             i if i in has else choices[int(rng.integers(len(choices)))] for i in indices.tolist()
         ]
