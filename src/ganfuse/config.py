@@ -99,6 +99,10 @@ class ModelConfig:
     # the noise is added (the noise then decides only places and open sizes); false: from the state
     # after arranging with the noise
     shape_from_words: bool = False
+    # t2i-words: each slot's outline is learnt from the slot supervision alone (text.slot_weight): the
+    # images D judges take the outline decoder as it is, and D's gradient moves only the slots' places,
+    # sizes, presence and colours and the background (a 1,000-step probe: no better outlines)
+    outline_supervised: bool = False
     # t2i-words: where the slots' mask logits are computed: at half the image's side and up-sampled
     # (half), all at the image's resolution (full, 4x the work), or the mask MLP at half and the
     # blob and sprite at full (mixed)
@@ -113,6 +117,10 @@ class TrainConfig:
     loss: str = "nonsaturating"  # one of LOSSES
     lr_g: float = 2e-4
     lr_d: float = 2e-4
+    # t2i-words G: the learning rate of its outline decoder (the mask MLP and sprite that shape each
+    # slot; 0: train.lr_g). Measured at 1e-3 against G's 2e-4 (benchmarks/scenes_t2i.md, "The
+    # outlines on their own"): a lower mask cost, no better binding; not in the preset
+    lr_outline: float = 0.0
     beta1: float = 0.5
     beta2: float = 0.999
     n_critic: int = 1  # discriminator updates per generator update
@@ -450,6 +458,9 @@ def validate(config: Config) -> Config:
     _check(t.loss in LOSSES, "train.loss", f"must be one of {', '.join(LOSSES)}, got {t.loss!r}")
     for key in ("lr_g", "lr_d"):  # Adam moves each weight by about lr per step: above 1 is a typo
         _check(0 < getattr(t, key) <= 1, f"train.{key}", f"must be in (0, 1], got {getattr(t, key)}")
+    _check(0 <= t.lr_outline <= 1, "train.lr_outline", f"must be in [0, 1], got {t.lr_outline}")
+    _check(t.lr_outline == 0 or m.arch == "t2i-words", "train.lr_outline",
+           f"applies to model.arch=t2i-words (the only G with an outline decoder), got {m.arch}")
     for key in ("beta1", "beta2"):
         _check(0 <= getattr(t, key) < 1, f"train.{key}", "must be in [0, 1)")
     _check(t.n_critic >= 1, "train.n_critic", "must be >= 1")
@@ -507,6 +518,8 @@ def validate(config: Config) -> Config:
         _check(0 <= x.swap_fraction <= 1, "text.swap_fraction", "must be in [0, 1]")
         _check(1 <= x.slots <= 16, "text.slots", "must be in 1..16")
         _check(m.sprite_gain > 0, "model.sprite_gain", "must be > 0")
+        _check(not m.outline_supervised or x.slot_weight > 0, "model.outline_supervised",
+               "needs text.slot_weight > 0 (the outlines are learnt from the slot supervision there)")
         _check(m.slot_reach > 0, "model.slot_reach", "must be > 0")
         _check(not m.slot_relations or x.relation_weight > 0, "model.slot_relations",
                "needs text.relation_weight > 0 (the pair head learns the relations from the captions there)")

@@ -692,3 +692,56 @@ def test_a_run_with_separated_slots_separates_them_in_its_generator(tmp_path):
         expected = g._arrange(centres, g.radius * math.sqrt(6.0) * scales, gates, None)
     torch.testing.assert_close(separated, expected)
     assert run.sample(1, seed=0, prompts=["a red circle to the left of a blue star"]).shape == (1, 3, 64, 64)
+
+
+def test_outline_supervised_keeps_the_images_gradient_off_the_outline_decoder():
+    """``model.outline_supervised``: the images are drawn exactly as without it, but a loss on the
+    images reaches no weight of the outline decoder (only the slot supervision of the windows
+    does), while it still reaches the slots' places; without the option it reaches the decoder."""
+    from ganfuse.models.t2i_words import SlotGenerator
+    from tests.t2i.test_scenes_words import SPEC, ids_of
+
+    ids = ids_of("a red circle to the left of a blue square", "two green stars")
+    torch.manual_seed(0)
+    g = SlotGenerator(SPEC, z_dim=12, image_size=64, width=16, cond_dim=32, mask="mlp+sprite", sprite_gain=1.0)
+    for part in (g.mask_out, g.sprite[1]):  # decoders start at zero: give them outlines to carve
+        torch.nn.init.normal_(part.weight, std=0.3)
+    g.slot_window = W
+    g.train()
+    z = torch.randn(2, 12)
+    decoder = {id(p) for p in g.outline_parameters()}
+    # weights and biases of the MLP's shape code (a norm and a linear), offset layer and output, and of
+    # the sprite decoder (a norm and a linear)
+    assert len(decoder) == 12
+
+    def image_grads(supervised: bool) -> tuple[torch.Tensor, set[str]]:
+        g.outline_supervised = supervised
+        g.zero_grad()
+        images = g(z, ids)
+        (images * torch.linspace(-1, 1, 64)).sum().backward()
+        return images.detach(), {n for n, p in g.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+    free, free_grads = image_grads(False)
+    fixed, fixed_grads = image_grads(True)
+    torch.testing.assert_close(fixed, free, rtol=0, atol=0)
+    outline = {n for n, p in g.named_parameters() if id(p) in decoder}
+    assert outline <= free_grads  # the images shape the outlines without the option
+    assert not outline & fixed_grads and "place.1.weight" in fixed_grads
+    g.zero_grad()
+    g(z, ids)
+    g.last_slots[0].sum().backward()  # the windows the slot supervision reads: the decoder learns
+    assert outline <= {n for n, p in g.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+def test_lr_outline_gives_the_outline_decoder_its_own_learning_rate(tmp_path):
+    with pytest.raises(ConfigError, match="train.lr_outline"):
+        load_config("digits", ["train.lr_outline=1e-3"])
+    with pytest.raises(ConfigError, match="train.lr_outline"):
+        load_config("scenes-t2i", ["train.lr_outline=-1"])
+    with pytest.raises(ConfigError, match="model.outline_supervised"):
+        load_config("scenes-t2i", ["model.outline_supervised=true", "text.slot_weight=0"])
+    out, _ = _tiny_run(tmp_path, 2, "train.lr_outline=1e-3", "train.lr_g=3e-4")
+    state = torch.load(out / "checkpoints" / "step_00000002" / "state.pt", weights_only=True)
+    groups = state["opt_g"]["param_groups"]
+    assert [group["lr"] for group in groups] == [3e-4, 1e-3]
+    assert len(groups[1]["params"]) == 12 and len(groups[0]["params"]) > 50

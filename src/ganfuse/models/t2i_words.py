@@ -142,7 +142,8 @@ class SlotGenerator(nn.Module):
                  cond_dim: int = 128, slots: int = 4, channels: int = 3, mask_hidden: int = 32,
                  mask: str = "mlp", sprite_gain: float = 0.1, mask_resolution: str = "half",
                  separate: bool = False, shape_from_words: bool = False, relations: bool = False,
-                 in_canvas: bool = False, reach: float = 1.0, presence: bool = False):
+                 in_canvas: bool = False, reach: float = 1.0, presence: bool = False,
+                 outline_supervised: bool = False):
         super().__init__()
         if mask not in SLOT_MASKS:
             raise ConfigError(f"model.slot_mask must be one of {', '.join(SLOT_MASKS)}, got {mask!r}")
@@ -169,6 +170,8 @@ class SlotGenerator(nn.Module):
         self.shape_from_words = shape_from_words  # outline and colour before the noise (model.shape_from_words)
         self.in_canvas = in_canvas  # present slots kept wholly inside the canvas (model.slot_in_canvas)
         self.presence = presence  # layout pushes at full strength for every shown slot (model.slot_presence)
+        # the outline decoder learns from the slot supervision alone (model.outline_supervised)
+        self.outline_supervised = outline_supervised
         if not reach > 0:
             raise ConfigError(f"model.slot_reach must be > 0, got {reach}")
         self.reach = reach  # a slot's drawn half-extent in blob radii, for the two above (model.slot_reach)
@@ -220,6 +223,12 @@ class SlotGenerator(nn.Module):
         self.radius = 7.0 / 64 / math.sqrt(2 * MASK_PEAK)
         self.slot_window = 0  # pixels per side of the windows ``last_slots`` keeps (0: none)
         self.last_slots: tuple[torch.Tensor, ...] | None = None
+
+    def outline_parameters(self) -> list[nn.Parameter]:
+        """The outline decoder's parameters: what turns a slot's state into the reshaping of its
+        round blob (the mask MLP and the sprite decoder), for ``train.lr_outline``."""
+        parts = [getattr(self, name, None) for name in ("shape_code", "mask_offset", "mask_out", "sprite")]
+        return [p for part in parts if part is not None for p in part.parameters()]
 
     def slot_states(self, z: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         """The slots after reading the words and arranging with the noise: ``(B, K, D)``."""
@@ -355,15 +364,18 @@ class SlotGenerator(nn.Module):
         computes everything at the image's resolution (4x the cost); ``mixed`` only the mask MLP at
         half of it (up-sampled), the blob and the sprite, where corners live, at full resolution."""
         b, n = s.shape[0], self.image_size
+        frozen = self.outline_supervised and torch.is_grad_enabled()
         m = n if self.mask_resolution == "full" else n // 2
         pixels = grid_coordinates(m, s.device, centres.dtype)  # (M*M, 2)
         if self.mask_resolution == "mixed":
-            mlp = self._reshape(self._offsets(pixels[None, None] - centres[:, :, None], scales), s, sprite=False)
+            mlp = self._reshape(self._offsets(pixels[None, None] - centres[:, :, None], scales), s, sprite=False,
+                                frozen=frozen)
             mlp = F.interpolate(mlp.view(b, -1, m, m), size=n, mode="bilinear", align_corners=False)
             pixels = grid_coordinates(n, s.device, centres.dtype)
-            logits = self._mask_logits(pixels[None, None] - centres[:, :, None], scales, gates, s, mlp.flatten(2))
+            logits = self._mask_logits(pixels[None, None] - centres[:, :, None], scales, gates, s, mlp.flatten(2),
+                                       frozen=frozen)
         else:
-            logits = self._mask_logits(pixels[None, None] - centres[:, :, None], scales, gates, s)
+            logits = self._mask_logits(pixels[None, None] - centres[:, :, None], scales, gates, s, frozen=frozen)
             if m != n:
                 logits = F.interpolate(logits.view(b, -1, m, m), size=n, mode="bilinear", align_corners=False)
         return torch.softmax(torch.cat([logits.flatten(2), logits.new_zeros(b, 1, n * n)], dim=1), dim=1)
@@ -385,16 +397,17 @@ class SlotGenerator(nn.Module):
         return from_centre / (self.radius * scales[..., None, None])
 
     def _mask_logits(self, from_centre: torch.Tensor, scales: torch.Tensor, gates: torch.Tensor,
-                     s: torch.Tensor, mlp_change: torch.Tensor | None = None) -> torch.Tensor:
+                     s: torch.Tensor, mlp_change: torch.Tensor | None = None, frozen: bool = False) -> torch.Tensor:
         """Each layer's mask logit ``(B, K, P)`` at points ``from_centre (B or 1, K or 1, P, 2)``
         away from its centre (canvas units); ``mlp_change (B, K, P)``: the mask MLP's part,
-        computed elsewhere (``mixed`` resolution)."""
+        computed elsewhere (``mixed`` resolution); ``frozen``: the outline decoder's part as a
+        constant of the graph (see :meth:`_reshape`)."""
         offsets = self._offsets(from_centre, scales)
         distance2 = offsets.square().sum(-1)  # (B, K, P)
         # bounded logits: far from its centre a layer sits at a fixed low logit, so the softmax
         # never saturates into regions with no gradient
         # the MLP or sprite reshapes the blob within bounds: a layer cannot grow into a second background
-        change = self._reshape(offsets, s, mlp=mlp_change is None)
+        change = self._reshape(offsets, s, mlp=mlp_change is None, frozen=frozen)
         if mlp_change is not None:
             change = change + mlp_change
         reshape = MASK_RESHAPE * torch.tanh(change / MASK_RESHAPE)
@@ -403,18 +416,30 @@ class SlotGenerator(nn.Module):
         return (MASK_PEAK - 0.5 * distance2.clamp(max=32) + reshape
                 + torch.logit(gates, eps=1e-4)[..., None])
 
-    def _reshape(self, offsets: torch.Tensor, s: torch.Tensor, mlp: bool = True, sprite: bool = True) -> torch.Tensor:
+    def _reshape(self, offsets: torch.Tensor, s: torch.Tensor, mlp: bool = True, sprite: bool = True,
+                 frozen: bool = False) -> torch.Tensor:
         """The unbounded change of each layer's mask logit ``(B, K, P)`` at offsets ``(B, K, P, 2)``
-        (in the layer's units): the mask MLP's part and the sprite's, those asked for that the layer has."""
+        (in the layer's units): the mask MLP's part and the sprite's, those asked for that the layer has.
+        ``frozen`` (``model.outline_supervised``, the images' masks): the slots' states and the
+        decoder's weights enter as constants, so a gradient through the change reaches only the
+        offsets (the slots' places and sizes), never the outlines."""
+        def call(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+            if not frozen:
+                return module(x)
+            fixed = {name: p.detach() for name, p in module.named_parameters()}
+            return torch.func.functional_call(module, fixed, (x,))
+
+        if frozen:
+            s = s.detach()
         change = None
         if mlp and "mlp" in self.mask_kind:
             distance2 = offsets.square().sum(-1, keepdim=True)
             local = torch.cat([offsets.clamp(-OFFSET_RANGE, OFFSET_RANGE), distance2.clamp(max=36)], dim=-1)
-            hidden = F.leaky_relu(self.mask_offset(local) + self.shape_code(s)[:, :, None], 0.2)
-            change = self.mask_out(hidden).squeeze(-1)
+            hidden = F.leaky_relu(call(self.mask_offset, local) + call(self.shape_code, s)[:, :, None], 0.2)
+            change = call(self.mask_out, hidden).squeeze(-1)
         if sprite and "sprite" in self.mask_kind:
             b, k, p = offsets.shape[:3]
-            sprites = self.sprite_gain * self.sprite(s).view(b * k, 1, SPRITE, SPRITE)
+            sprites = self.sprite_gain * call(self.sprite, s).view(b * k, 1, SPRITE, SPRITE)
             grid = (offsets / SPRITE_RANGE).view(b * k, p, 1, 2).to(sprites.dtype)  # beyond +-1 reads 0
             sampled = F.grid_sample(sprites, grid, mode="bilinear", padding_mode="zeros",
                                     align_corners=False).view(b, k, p)

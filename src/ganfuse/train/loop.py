@@ -274,8 +274,12 @@ class Trainer:
         for module, lr in (("G", t.lr_g), ("D", t.lr_d)):
             k = next((p.interval for p in self.phases if p.module == module and p.regularises), None)
             c = k / (k + 1) if k else 1.0
-            opts.append(torch.optim.Adam(self.params[module], lr=lr * c,
-                                         **{**adam, "betas": (t.beta1**c, t.beta2**c)}))
+            groups: list[dict] = [{"params": self.params[module]}]
+            if module == "G" and t.lr_outline > 0:  # t2i-words: its outline decoder at its own rate
+                outline = {id(p) for p in self.G.outline_parameters()}
+                groups = [{"params": [p for p in self.params[module] if id(p) not in outline]},
+                          {"params": [p for p in self.params[module] if id(p) in outline], "lr": t.lr_outline * c}]
+            opts.append(torch.optim.Adam(groups, lr=lr * c, **{**adam, "betas": (t.beta1**c, t.beta2**c)}))
         return opts[0], opts[1]
 
     # ------------------------------------------------------------------ one training step
