@@ -3,6 +3,8 @@ speed.
 
     python benchmarks/scenes_t2i_eval.py RUN [RUN...] [--num 500] [--seed 0] [--json out.json]
     python benchmarks/scenes_t2i_eval.py oracle RUN      # "oracle": real scenes drawn per prompt
+    python benchmarks/scenes_t2i_eval.py RUN --rerank JUDGE [--candidates 8]   # each image the best of
+                                                   # 8 by a matching run (ganfuse generate --rerank)
 
 For each run: count, binding, relation and correct on the ``seen``, ``heldout`` and ``ladder``
 prompt sets (``ganfuse.metrics.scene_t2i``), FD in the scene parser's features with n, the spread
@@ -64,7 +66,7 @@ def generation_speed(run, prompts: list[str]) -> dict[str, float]:
     return {"sample_img_per_s": sample, "generator_img_per_s": median_rate(generate, len(prompts))}
 
 
-def evaluate_one(name: str, num: int, seed: int) -> dict:
+def evaluate_one(name: str, num: int, seed: int, rerank: str | None = None, candidates: int = 8) -> dict:
     if name == "oracle":
         sampler = oracle_sampler(64)
         start = time.perf_counter()
@@ -79,12 +81,18 @@ def evaluate_one(name: str, num: int, seed: int) -> dict:
     run = load_run(name)
     if run.config.data.name != "scenes":
         raise SystemExit(f"{name} is not a text-to-image run on scenes (data.name {run.config.data.name!r})")
+    if rerank:  # sample_img_per_s then includes the candidates and the judge; generator_img_per_s is G alone
+        from ganfuse.generate import RerankedRun
+        from ganfuse.multimodal.scoring import load_scorer
+
+        run = RerankedRun(run, load_scorer(rerank), candidates)
     start = time.perf_counter()
     result = evaluate_scene_t2i_run(run, num=num, seed=seed)
     seconds = time.perf_counter() - start
     prompts = scene_t2i_prompt_sets(num, seed, run.config.data.image_size)["seen"].prompts
     prompts = (prompts * (SPEED_BATCH // len(prompts) + 1))[:SPEED_BATCH]
-    return {"run": name, "step": run.step, **result, "eval_seconds": round(seconds, 1),
+    extra = {"rerank": rerank, "candidates": candidates} if rerank else {}
+    return {"run": name, "step": run.step, **extra, **result, "eval_seconds": round(seconds, 1),
             "speed": generation_speed(run, prompts)}
 
 
@@ -133,9 +141,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--json", help="also write the records here")
+    parser.add_argument("--rerank", metavar="JUDGE", help="a matching or zeroshot run: each image the best of "
+                        "--candidates by it")
+    parser.add_argument("--candidates", type=int, default=8)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    records = [evaluate_one(name, args.num, args.seed) for name in args.runs]
+    records = [evaluate_one(name, args.num, args.seed, args.rerank, args.candidates) for name in args.runs]
     print(side_by_side(records))
     print(f"({args.num} prompts per set, seed {args.seed}, {args.threads} threads, load average "
           f"{os.getloadavg()[0]:.1f})")

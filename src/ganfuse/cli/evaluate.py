@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from ganfuse.cli import add_command
+from ganfuse.cli.generate import add_rerank_arguments, rerank_settings, reranked
 from ganfuse.config import arch_family, load_config
 from ganfuse.errors import UserError
 from ganfuse.inputs import MAX_BATCH_SIZE, MAX_EVAL_IMAGES, check_count, check_seed
@@ -115,6 +116,7 @@ def register(subparsers) -> None:
         help=f"Inception input resize, {DEFAULT_RESIZE} when not given: "
         + "; ".join(f"{name}: {what}" for name, what in RESIZE_MODES.items()),
     )
+    add_rerank_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=None, help="images per extractor batch")
     parser.add_argument(
         "--seed", type=int, default=0, help="sampling seed for runs and KID subsets"
@@ -167,6 +169,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.batch_size is not None:
         args.batch_size = check_count("--batch-size", args.batch_size, MAX_BATCH_SIZE)
     wanted = [m.strip().lower() for m in (args.metrics or "").split(",") if m.strip()]
+    args.candidates = rerank_settings(args)
+    if args.candidates is not None and (_t2i_dataset(args.source) is None
+                                        or any(m in CAS_METRICS + AUDIT_METRICS for m in wanted)):
+        raise UserError("--rerank picks the best of several candidates per prompt: it applies to the "
+                        "prompt metrics of a text-to-image run (not to cas, memorization or other runs)")
     if any(m in CAS_METRICS for m in wanted):
         if wanted != ["cas"]:
             raise UserError("--metrics cas runs on its own (it trains two classifiers); ask for the other "
@@ -224,9 +231,9 @@ def _evaluate_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
     if "rprec" in wanted and not args.rprec_model:
         raise UserError("--metrics rprec needs --rprec-model RUN, a zero-shot run "
                         "(train one with: ganfuse fuse train --task zeroshot --out RUN)")
-    run = load_run(args.source)
+    run = reranked(load_run(args.source), args, args.candidates)
     record: dict[str, object] = {"run": str(args.source), "step": run.step, "num_per_set": num,
-                                 "seed": args.seed, "rprec_model": args.rprec_model}
+                                 "seed": args.seed, "rprec_model": args.rprec_model, **_rerank_record(args)}
     if "attr" in wanted or "rprec" in wanted:
         rprec_model = load_dual_encoder(args.rprec_model) if "rprec" in wanted else None
         record["sets"] = evaluate_t2i_run(run, num=num, seed=args.seed, rprec_model=rprec_model)
@@ -235,12 +242,17 @@ def _evaluate_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
     if args.json:
         print(json.dumps(record, indent=2))
     else:
-        print(f"{args.source} (step {run.step}), {num} prompts per set, seed {args.seed}")
+        print(f"{args.source} (step {run.step}), {num} prompts per set, seed {args.seed}"
+              + (f", each image the best of {args.candidates} by {args.rerank}" if args.candidates else ""))
         if "sets" in record:
             print(format_t2i(record["sets"]))
         if "diversity" in record:
             print(format_shapes_diversity(record["diversity"]))
     return 0
+
+
+def _rerank_record(args: argparse.Namespace) -> dict[str, object]:
+    return {"rerank": args.rerank, "candidates": args.candidates} if args.candidates else {}
 
 
 def _evaluate_scene_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
@@ -259,14 +271,15 @@ def _evaluate_scene_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
     from ganfuse.metrics.scene_t2i import evaluate_scene_t2i_run, format_scene_t2i
     from ganfuse.run import load_run
 
-    run = load_run(args.source)
+    run = reranked(load_run(args.source), args, args.candidates)
     result = evaluate_scene_t2i_run(run, num=num, seed=args.seed,
                                     diversity_prompts=min(num, DIVERSITY_PROMPTS), metrics=wanted)
     if args.json:
-        print(json.dumps({"run": str(args.source), "step": run.step, "dataset": "scenes", **result},
-                         indent=2))
+        print(json.dumps({"run": str(args.source), "step": run.step, "dataset": "scenes",
+                          **_rerank_record(args), **result}, indent=2))
     else:
-        print(f"{args.source} (step {run.step}), {num} prompts per set, seed {args.seed}")
+        print(f"{args.source} (step {run.step}), {num} prompts per set, seed {args.seed}"
+              + (f", each image the best of {args.candidates} by {args.rerank}" if args.candidates else ""))
         print(format_scene_t2i(result))
     return 0
 

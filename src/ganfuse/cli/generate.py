@@ -20,6 +20,8 @@ from ganfuse.inputs import (
 )
 
 GRID_LIMIT = 1024  # a grid beyond 32x32 images is unreadable
+DEFAULT_CANDIDATES = 8  # --rerank: candidates per image
+MAX_CANDIDATES = 64
 
 
 def register(subparsers) -> None:
@@ -39,8 +41,37 @@ def register(subparsers) -> None:
     p.add_argument("--truncation", type=float, help="clamp latents to [-t, t], t > 0")
     p.add_argument("--psi", type=float, help="truncation psi from 0 (the mean image of each prompt) "
                    "to 1 (no truncation): latents are pulled towards the mean latent, z' = psi * z")
+    add_rerank_arguments(p)
     p.add_argument("--device", default="cpu", help="auto, cpu, mps, cuda or cuda:N")
     p.set_defaults(func=run)
+
+
+def add_rerank_arguments(p: argparse.ArgumentParser) -> None:
+    """``--rerank JUDGE --candidates K`` (generate and evaluate)."""
+    p.add_argument("--rerank", metavar="JUDGE", help="a matching or zeroshot run (ganfuse fuse train) on the "
+                   "generator's data: each image is the best of --candidates drawn for it, as the judge reads them")
+    p.add_argument("--candidates", type=int, help=f"candidates per image with --rerank (default "
+                   f"{DEFAULT_CANDIDATES}, at most {MAX_CANDIDATES})")
+
+
+def rerank_settings(args: argparse.Namespace) -> int | None:
+    """The candidates per image asked for, or None without --rerank (checked before any loading)."""
+    if args.rerank is None:
+        if args.candidates is not None:
+            raise UserError("--candidates needs --rerank JUDGE (the run that picks the best candidate)")
+        return None
+    return check_count("--candidates", DEFAULT_CANDIDATES if args.candidates is None else args.candidates,
+                       MAX_CANDIDATES)
+
+
+def reranked(gan, args: argparse.Namespace, candidates: int | None):
+    """The run as it samples with ``--rerank``: each image the best of its candidates."""
+    if candidates is None:
+        return gan
+    from ganfuse.generate import RerankedRun
+    from ganfuse.multimodal.scoring import load_scorer
+
+    return RerankedRun(gan, load_scorer(args.rerank), candidates)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out)
     grid = check_output_file(args.grid, overwrite=args.overwrite) if args.grid else None
     device = check_device(args.device)
+    candidates = rerank_settings(args)
 
     import torch
     from torchvision.utils import save_image
@@ -67,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
     gan = load_run(args.run, device=device)
     if not isinstance(gan, TextToImageRun):
         generate(gan, prompts, num)  # refuses the run, saying which command samples it
+    gan = reranked(gan, args, candidates)
     width = max(5, len(str(num * len(prompts) - 1)))
     grid_images, i = [], 0
     try:
@@ -78,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
                     file = f"{i:0{width}d}.png"
                     save_image(image, out / file, normalize=True, value_range=(-1, 1))
                     record = {"file": file, "prompt": prompts[i // num], "sample": i % num, "seed": seed}
+                    if candidates:
+                        record.update(rerank=args.rerank, candidates=candidates)
                     index.write(json.dumps(record, ensure_ascii=False) + "\n")
                     i += 1
                 if grid and sum(len(b) for b in grid_images) < GRID_LIMIT:
@@ -88,5 +123,6 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:  # the disk filled up or went away while writing
         raise UserError(f"cannot write {exc.filename or out}: {exc.strerror or exc}") from None
     print(f"wrote {i} images for {len(prompts)} prompt(s) to {out} (step {gan.step})"
-          + (f" and a grid to {grid}" if grid else ""))
+          + (f" and a grid to {grid}" if grid else "")
+          + (f", each the best of {candidates} by {args.rerank}" if candidates else ""))
     return 0
