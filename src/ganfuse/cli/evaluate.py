@@ -243,7 +243,7 @@ def _evaluate_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
         print(json.dumps(record, indent=2))
     else:
         print(f"{args.source} (step {run.step}), {num} prompts per set, seed {args.seed}"
-              + (f", each image the best of {args.candidates} by {args.rerank}" if args.candidates else ""))
+              + _rerank_note(args))
         if "sets" in record:
             print(format_t2i(record["sets"]))
         if "diversity" in record:
@@ -253,6 +253,10 @@ def _evaluate_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
 
 def _rerank_record(args: argparse.Namespace) -> dict[str, object]:
     return {"rerank": args.rerank, "candidates": args.candidates} if args.candidates else {}
+
+
+def _rerank_note(args: argparse.Namespace) -> str:
+    return f", each image the best of {args.candidates} by {args.rerank}" if args.candidates else ""
 
 
 def _evaluate_scene_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
@@ -279,7 +283,7 @@ def _evaluate_scene_t2i(args: argparse.Namespace, wanted: list[str]) -> int:
                           **_rerank_record(args), **result}, indent=2))
     else:
         print(f"{args.source} (step {run.step}), {num} prompts per set, seed {args.seed}"
-              + (f", each image the best of {args.candidates} by {args.rerank}" if args.candidates else ""))
+              + _rerank_note(args))
         print(format_scene_t2i(result))
     return 0
 
