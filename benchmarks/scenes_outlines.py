@@ -77,10 +77,6 @@ def read_outlines(g, objective, open_noise: bool, seed: int = 0) -> dict[str, fl
     return out
 
 
-def _objective(config) -> TextToImageObjective:
-    return TextToImageObjective(config, torch.device("cpu"), progress=False)
-
-
 def measure_run(path: str) -> dict[str, float]:
     """A trained run's EMA generator, with the run's own config."""
     from ganfuse.run import load_run
@@ -91,13 +87,13 @@ def measure_run(path: str) -> dict[str, float]:
     config.train.precision = "fp32"
     g = run.generator
     g.slot_window = SLOT_WINDOW
-    return read_outlines(g, _objective(config), config.text.open_size_noise)
+    return read_outlines(g, TextToImageObjective(config, torch.device("cpu"), progress=False), config.text.open_size_noise)
 
 
 def fit(steps: int, lr: float | None, lr_outline: float | None) -> dict[str, float]:
     """The preset's G trained by the slot supervision alone, Adam with the preset's betas."""
     config = load_config("scenes-t2i", ["train.precision=fp32"])
-    objective = _objective(config)
+    objective = TextToImageObjective(config, torch.device("cpu"), progress=False)
     g, _ = objective.build_models(3)
     open_noise = config.text.open_size_noise
     t = config.train

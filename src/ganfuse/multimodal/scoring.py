@@ -38,15 +38,16 @@ class ImageTextScorer:
         record = read_run(Path(run_dir))
         self.path, self.kind, self.world = record.path, record.kind, record.config.world
         self.image_size = record.config.image_size
+        # the models are built from this one reading of the checkpoint (its hashes checked once)
         if record.kind == "zeroshot":
-            from ganfuse.multimodal.zeroshot import load_dual_encoder
+            from ganfuse.multimodal.zeroshot import dual_encoder_of
 
-            self.model = load_dual_encoder(record.path)
+            self.model = dual_encoder_of(record)
             self.measure = "cosine similarity"
         elif record.kind == "fusion" and "match" in record.meta.get("task_sizes", {}):
-            from ganfuse.multimodal.train import load_fusion_run
+            from ganfuse.multimodal.train import fusion_model_of
 
-            self.model, _, _ = load_fusion_run(record.path)
+            self.model = fusion_model_of(record)
             self.measure = "log P(match)"
         else:
             task = record.config.task if record.kind == "fusion" else record.kind

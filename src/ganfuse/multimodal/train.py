@@ -22,6 +22,7 @@ from ganfuse.data.sampler import EpochBatchSampler
 from ganfuse.errors import CheckpointError, ConfigError
 from ganfuse.models.fusion import ModalityFeatures
 from ganfuse.multimodal.checkpoint import (
+    RunRecord,
     count_parameters,
     load_weights,
     prepare_run_folder,
@@ -336,8 +337,13 @@ def train_fusion(
 def load_fusion_run(run_dir: Path | str) -> tuple[FusionModel, FuseConfig, dict]:
     """The trained model of a fusion run (in eval mode), its config and its manifest."""
     record = read_run(Path(run_dir), kind="fusion")
+    return fusion_model_of(record), record.config, record.meta
+
+
+def fusion_model_of(record: RunRecord) -> FusionModel:
+    """The trained model of an already read fusion run's checkpoint, in eval mode."""
     model = build_fusion_model(
         record.config, record.meta["task_sizes"], text_encoder=saved_text_encoder(record)
     )
     load_weights(model, record)
-    return model.eval(), record.config, record.meta
+    return model.eval()

@@ -68,6 +68,7 @@ from ganfuse.multimodal.alignment import (
     text_keys,
 )
 from ganfuse.multimodal.checkpoint import (
+    RunRecord,
     RunResult,
     count_parameters,
     load_weights,
@@ -738,7 +739,11 @@ def evaluate_config(model: DualEncoder, config: FuseConfig) -> dict[str, float]:
 
 def load_dual_encoder(run_dir: Path | str) -> DualEncoder:
     """The trained dual encoder of a ``zeroshot`` run, in eval mode."""
-    record = read_run(Path(run_dir), kind="zeroshot")
+    return dual_encoder_of(read_run(Path(run_dir), kind="zeroshot"))
+
+
+def dual_encoder_of(record: RunRecord) -> DualEncoder:
+    """The trained dual encoder of an already read ``zeroshot`` run's checkpoint, in eval mode."""
     model = build_dual_encoder(record.config, saved_text_encoder(record))
     load_weights(model, record)
     return model.eval()
