@@ -11,7 +11,8 @@ reversal) and the cycle term on the unpaired rest. Terms: ``grl``, ``alt`` and `
 adversarial modality term by gradient reversal, by alternating updates against flipped labels, or
 alternating towards the discriminator's indecision), ``cycle``, ``pseudo`` (pseudo-pairs of
 unpaired images and caption descriptions), ``align`` (the alignment term of Wang and Isola on the
-paired batch) and ``all`` (``grl``, ``cycle`` and ``pseudo``). Their
+paired batch), ``ssl`` (SimCLR's loss between each image, unpaired ones included, and a shifted
+copy of it) and ``all`` (``grl``, ``cycle`` and ``pseudo``). Their
 weights are :data:`TERMS`. Each run is the world's ``zeroshot`` defaults (batch 128, 10,000
 training images, 1,000 test and held-out images) with ``--steps`` steps and one thread, trained in
 this process one after another; every result is appended to ``--results`` (JSON, one record per
@@ -40,6 +41,7 @@ TERMS: dict[str, list[str]] = {
     "cycle": ["cycle_weight=1"],
     "pseudo": ["pseudo_weight=1"],
     "align": ["align_weight=1"],
+    "ssl": ["ssl_weight=1"],
 }
 TERMS["all"] = TERMS["grl"] + TERMS["cycle"] + TERMS["pseudo"]
 # Retrieval R@1 both ways on the two evaluation splits, as the run's evaluation names them.

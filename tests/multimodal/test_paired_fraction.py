@@ -183,3 +183,25 @@ def test_paired_fraction_is_checked_and_zeroshot_and_caption_only(capsys):
     assert "--paired-fraction applies to --task zeroshot or caption only" in capsys.readouterr().err
     assert main([*train, "1.5", "--task", "zeroshot"]) == 2
     assert "paired_fraction must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_the_view_term_trains_a_projection_head_on_every_image_and_is_checked(monkeypatch):
+    calls = []
+    view_loss = zeroshot.view_loss
+
+    def spy(first, second, scale):
+        calls.append((len(first), len(second), scale))
+        return view_loss(first, second, scale)
+
+    monkeypatch.setattr(zeroshot, "view_loss", spy)
+    config = make_config("zeroshot", None, [*TINY, "paired_fraction=0.1", "ssl_weight=1"])
+    result = zeroshot.train_zeroshot(config, progress=False)
+    # every step: the paired batch (16 of the 20 pairs, 10% of 200) and 16 unpaired images,
+    # each against its shifted view, at temperature 0.1
+    assert calls == [(32, 32, 10.0)] * result.steps == [(32, 32, 10.0)] * 6
+    # the projection head is training-only: the saved model is the plain dual encoder
+    assert not any("ssl" in name for name in result.model.state_dict())
+    with pytest.raises(ConfigError, match="ssl_weight applies to task zeroshot only"):
+        make_config("color", None, ["ssl_weight=1"])
+    with pytest.raises(ConfigError, match="ssl_shift must be at least 1"):
+        make_config("zeroshot", None, ["ssl_shift=0"])

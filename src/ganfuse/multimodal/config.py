@@ -158,6 +158,12 @@ class FuseConfig:
     pseudo_threshold: float = 0.5
     pseudo_neighbours: int = 5
     pseudo_every: int = 50
+    # self-supervised views (SimCLR's NT-Xent, Chen et al. 2020) on every image of the step,
+    # unpaired ones included: each image's embedding against that of a copy moved by up to
+    # ssl_shift pixels, at temperature ssl_temperature; needs no caption; 0: off
+    ssl_weight: float = 0.0
+    ssl_shift: int = 4
+    ssl_temperature: float = 0.1
     # task=caption with paired_fraction < 1 (multimodal.semi_captioning): the decoder learns
     # unpaired captions with a learned "no image" input (lm_weight); cycle_weight and
     # pseudo_weight there are caption -> image -> caption and cycle-filtered pseudo-captions
@@ -333,7 +339,7 @@ def validate(config: FuseConfig) -> FuseConfig:
             f"does not run on world={config.world}; on image-caption pairs use task "
             f"{', '.join(PAIR_WORLD_TASKS[:-1])} or {PAIR_WORLD_TASKS[-1]}",
         )
-        for key in ("adversarial_weight", "cycle_weight", "pseudo_weight"):
+        for key in ("adversarial_weight", "cycle_weight", "pseudo_weight", "ssl_weight"):
             check(getattr(config, key) == 0, key, f"must be 0 on world={config.world}")
         check(
             config.paired_fraction == 1.0,
@@ -470,6 +476,14 @@ def validate(config: FuseConfig) -> FuseConfig:
     )
     for key in ("adversarial_weight", "cycle_weight", "pseudo_weight", "align_weight"):
         check(getattr(config, key) >= 0, key, "must not be negative")
+    check(config.ssl_weight >= 0, "ssl_weight", "must not be negative")
+    check(
+        config.ssl_weight == 0 or config.task == "zeroshot",
+        "ssl_weight",
+        "applies to task zeroshot only (leave it at 0)",
+    )
+    check(config.ssl_shift >= 1, "ssl_shift", "must be at least 1 pixel")
+    check(config.ssl_temperature > 0, "ssl_temperature", "must be positive")
     check(
         config.adversarial_mode in ADVERSARIAL_MODES,
         "adversarial_mode",

@@ -65,7 +65,9 @@ from ganfuse.multimodal.alignment import (
     modality_accuracy,
     modality_probe_accuracy,
     paired_split,
+    shifted_views,
     text_keys,
+    view_loss,
 )
 from ganfuse.multimodal.checkpoint import (
     RunRecord,
@@ -461,15 +463,29 @@ class ExtraBatch:
 
 class UnpairedLearning:
     """The terms of a zero-shot run beyond the paired InfoNCE (:mod:`ganfuse.multimodal.alignment`):
-    the adversarial modality term (``adversarial_weight``), cycle consistency (``cycle_weight``)
-    and pseudo-pairs (``pseudo_weight``). The adversarial and cycle terms see every image and
-    every true caption of the step: the paired batch and, with ``paired_fraction < 1``, a batch of
-    unpaired images and captions; pseudo-pairs exist only with unpaired data."""
+    the adversarial modality term (``adversarial_weight``), cycle consistency (``cycle_weight``),
+    pseudo-pairs (``pseudo_weight``) and self-supervised views of the images (``ssl_weight``).
+    The adversarial and cycle terms see every image and every true caption of the step, the view
+    term every image: the paired batch and, with ``paired_fraction < 1``, a batch of unpaired
+    images and captions; pseudo-pairs exist only with unpaired data."""
 
     def __init__(
-        self, config: FuseConfig, train: ShapesDataset | ScenesDataset, split: PairedSplit
+        self,
+        config: FuseConfig,
+        train: ShapesDataset | ScenesDataset,
+        split: PairedSplit,
+        image_dim: int,
     ):
         self.config, self.train, self.split = config, train, split
+        # SimCLR's projection head: the view term shapes its output, so the common space need
+        # not spread images uniformly (which would pull them off their captions).
+        self.ssl_head = (
+            nn.Sequential(
+                nn.Linear(image_dim, image_dim), nn.ReLU(), nn.Linear(image_dim, image_dim)
+            )
+            if config.ssl_weight > 0
+            else None
+        )
         self.aligner = (
             AdversarialAligner(
                 config.embed_dim,
@@ -482,7 +498,12 @@ class UnpairedLearning:
             if config.adversarial_weight > 0
             else None
         )
-        wants_unpaired = config.adversarial_weight or config.cycle_weight or config.pseudo_weight
+        wants_unpaired = (
+            config.adversarial_weight
+            or config.cycle_weight
+            or config.pseudo_weight
+            or config.ssl_weight
+        )
         self.pool = unpaired_pool(train, split) if split.has_unpaired and wants_unpaired else None
         self.pseudo = (
             PseudoPairs(
@@ -498,12 +519,17 @@ class UnpairedLearning:
     @property
     def active(self) -> bool:
         return (
-            self.aligner is not None or self.config.cycle_weight > 0 or self.pseudo is not None
+            self.aligner is not None
+            or self.config.cycle_weight > 0
+            or self.config.ssl_weight > 0
+            or self.pseudo is not None
         )
 
     def parameters(self) -> list[nn.Parameter]:
-        """Parameters the encoders' optimiser also updates (the discriminator's under ``grl``)."""
-        return self.aligner.shared_parameters() if self.aligner is not None else []
+        """Parameters the encoders' optimiser also updates (the discriminator's under ``grl``,
+        the view term's projection head)."""
+        out = self.aligner.shared_parameters() if self.aligner is not None else []
+        return out + (list(self.ssl_head.parameters()) if self.ssl_head is not None else [])
 
     def draw(self, step: int, model: DualEncoder) -> ExtraBatch:
         """The unpaired and pseudo-paired part of step ``step``'s batch; mines pseudo-pairs
@@ -555,6 +581,20 @@ class UnpairedLearning:
             cycle = cycle_loss(image_emb, captions, float(scale.detach()))
             loss = loss + self.config.cycle_weight * cycle
         return loss
+
+    def self_supervised_loss(
+        self, model: DualEncoder, images: torch.Tensor, pooled: torch.Tensor
+    ) -> torch.Tensor:
+        """The self-supervised term on every image of the step (``images``, whose image
+        encoder features are ``pooled``): each against a shifted copy of itself
+        (:func:`view_loss`), both through the projection head."""
+        views = shifted_views(images, self.config.ssl_shift, self.generator)
+        view_pooled = model.image_encoder(views).pooled
+        head = self.ssl_head
+        first = F.normalize(head(pooled), dim=-1)
+        second = F.normalize(head(view_pooled), dim=-1)
+        scale = 1.0 / self.config.ssl_temperature
+        return self.config.ssl_weight * view_loss(first, second, scale)
 
     @torch.no_grad()
     def summary(self, model: DualEncoder, test: ShapesDataset | ScenesDataset) -> dict[str, float]:
@@ -644,7 +684,7 @@ def train_zeroshot(
         draw = pairs_draw(config, train, split.paired)
     else:
         draw = _shapes_draw(config, model, frozen_text, split.paired)
-    unpaired = UnpairedLearning(config, train, split)
+    unpaired = UnpairedLearning(config, train, split, model.image_encoder.dim)
     probe, objects = None, None
     if config.object_weight:  # dense object supervision of the image encoder (training only)
         probe = ObjectProbe(model.image_encoder.token_dim)
@@ -671,6 +711,8 @@ def train_zeroshot(
             loss = loss + unpaired.loss(
                 image_emb, text_emb, batch, paired_texts, extra, model.scale()
             )
+            if config.ssl_weight:
+                loss = loss + unpaired.self_supervised_loss(model, images, image_features.pooled)
         if probe is not None:
             tokens = image_features.tokens[:batch]
             loss = loss + config.object_weight * probe.loss(tokens, objects[index])
