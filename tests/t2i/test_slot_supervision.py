@@ -287,7 +287,14 @@ def test_named_objects_take_their_real_centres_in_the_captions_order():
 def test_a_tiny_generator_overfits_a_handful_of_two_object_scenes_and_the_judge_reads_them():
     """Four two-object training scenes, one fixed noise vector each: slot supervision (shapes and
     colours), L1 to the real image and the slots' centres pulled to the named objects' teach a
-    tiny G to draw them, and the shipped scene parser reads every object of every image right."""
+    tiny G to draw them, and the shipped scene parser reads every object of every image right.
+
+    The fit is to the scenes, so the slot supervision takes each named object's size from its scene
+    where the caption leaves it open (else it may settle on the other size while L1 pulls toward the
+    real one, and a shape drawn between the two reads as a circle), the masks are computed as the
+    preset computes them (``mixed``), and the learning rate decays to zero. It passes for seeds 0-7
+    on an AMX machine; with a constant rate, half-resolution masks and open sizes it read 3 of 4
+    images right there in two of four seeds."""
     from ganfuse.data.scenes import CAPTION_KINDS, ScenesDataset
     from ganfuse.metrics.scenes import parse_scenes, score_pairs
     from ganfuse.models.t2i_words import SlotGenerator
@@ -304,10 +311,18 @@ def test_a_tiny_generator_overfits_a_handful_of_two_object_scenes_and_the_judge_
     spec = TextSpec("small", 0, scenes_vocabulary(), 32)
     ids = WordTokenizer(spec.vocab).encode(captions, 32)[0]
     targets = SceneObjectTargets([data.graphs[i] for i in rows], captions, 64, torch.device("cpu"))
-    g = SlotGenerator(spec, z_dim=8, image_size=64, width=32, cond_dim=32, mask="mlp+sprite", sprite_gain=1.0)
+    for b, row in enumerate(rows):  # open sizes: the scene's own
+        for m, (colour, shape, size) in enumerate(targets.stated[b].tolist()):
+            if colour >= 0 and size == UNSTATED:
+                (obj,) = [o for o in data.graphs[row].objects
+                          if (list(COLORS).index(o.color), SHAPES.index(o.shape)) == (colour, shape)]
+                targets.stated[b, m, 2] = SIZES.index(obj.size)
+    g = SlotGenerator(spec, z_dim=8, image_size=64, width=32, cond_dim=32, mask="mlp+sprite", sprite_gain=1.0,
+                      mask_resolution="mixed")
     g.slot_window = SLOT_WINDOW
     z = torch.randn(len(rows), 8)
     opt = torch.optim.Adam(g.parameters(), lr=3e-3, betas=(0.5, 0.999))
+    decay = torch.optim.lr_scheduler.CosineAnnealingLR(opt, 800)
     g.train()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one summation order whatever threads the suite runs with
@@ -322,6 +337,7 @@ def test_a_tiny_generator_overfits_a_handful_of_two_object_scenes_and_the_judge_
             opt.zero_grad()
             (loss + (fake - real).abs().mean() + place).backward()
             opt.step()
+            decay.step()
     finally:
         torch.set_num_threads(threads)
     g.eval()
