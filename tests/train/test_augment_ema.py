@@ -22,6 +22,33 @@ def test_translation_shifts_by_whole_pixels_with_zero_fill():
     assert len(seen) >= 6  # several distinct shifts are drawn
 
 
+def test_translation_by_pixels_with_border_padding_moves_each_image_by_whole_pixels():
+    images = torch.randn(16, 3, 8, 8)
+    views = translate(images, torch.Generator().manual_seed(0), pixels=2, padding="border")
+    moves = set()
+    for image, view in zip(images, views, strict=True):
+        found = [
+            (dx, dy)
+            for dx in range(-2, 3)
+            for dy in range(-2, 3)
+            if torch.allclose(
+                view,
+                image[:, (torch.arange(8) - dy).clamp(0, 7)][:, :, (torch.arange(8) - dx).clamp(0, 7)],
+                atol=1e-6,
+            )
+        ]
+        assert len(found) == 1  # exactly one whole-pixel shift within the range explains it
+        moves.add(found[0])
+    assert len(moves) > 5  # each image draws its own offset
+    again = translate(images, torch.Generator().manual_seed(0), pixels=2, padding="border")
+    assert torch.equal(views, again)
+
+
+def test_translation_rejects_an_unknown_padding():
+    with pytest.raises(ValueError, match="padding"):
+        translate(torch.zeros(1, 1, 4, 4), padding="reflect")
+
+
 def test_cutout_zeroes_a_square_of_half_the_side():
     x = torch.ones(4, 2, 16, 16)
     y = cutout(x, torch.Generator().manual_seed(0))

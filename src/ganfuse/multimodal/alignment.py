@@ -297,23 +297,6 @@ def cycle_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, scale: float) ->
     return 0.5 * (round_trip(image_emb, text_emb) + round_trip(text_emb, image_emb))
 
 
-def shifted_views(images: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
-    """Each image moved by its own whole-pixel offset, ``dx, dy`` uniform in ``[-shift, shift]``,
-    the border pixels repeated into the gap: ``(B, C, S, S)`` -> the same shape. A small shift
-    keeps what a caption can say (colours, shapes, sizes, counts and the relations between the
-    objects), so it is a view of the same image for :func:`view_loss`."""
-    batch, _, height, width = images.shape
-    offsets = torch.randint(-shift, shift + 1, (batch, 2), generator=generator)
-    theta = torch.zeros(batch, 2, 3, dtype=images.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    # A translation by d pixels is 2 d / size in normalised coordinates; with align_corners=False
-    # every sample falls on a pixel centre, so bilinear sampling copies pixels exactly.
-    theta[:, 0, 2] = -2.0 * offsets[:, 0].to(images.dtype) / width
-    theta[:, 1, 2] = -2.0 * offsets[:, 1].to(images.dtype) / height
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, padding_mode="border", align_corners=False)
-
-
 def view_loss(embeddings: torch.Tensor, view_embeddings: torch.Tensor, scale: float) -> torch.Tensor:
     """SimCLR's NT-Xent between two views of the same images (Chen et al. 2020): row ``i`` of
     ``view_embeddings`` is the positive of row ``i`` of ``embeddings`` and every other row of

@@ -65,7 +65,6 @@ from ganfuse.multimodal.alignment import (
     modality_accuracy,
     modality_probe_accuracy,
     paired_split,
-    shifted_views,
     text_keys,
     view_loss,
 )
@@ -100,6 +99,7 @@ from ganfuse.multimodal.scene_zeroshot import (
 from ganfuse.multimodal.splits import config_split
 from ganfuse.text import SentenceEncoder, TextEncoder
 from ganfuse.text.encoders import WordTokenizer, scenes_vocabulary, shapes_vocabulary
+from ganfuse.train.augment import translate
 
 MAX_LOGIT_SCALE = math.log(100.0)  # temperature no lower than 0.01, as in CLIP
 
@@ -588,7 +588,9 @@ class UnpairedLearning:
         """The self-supervised term on every image of the step (``images``, whose image
         encoder features are ``pooled``): each against a shifted copy of itself
         (:func:`view_loss`), both through the projection head."""
-        views = shifted_views(images, self.config.ssl_shift, self.generator)
+        # a small shift keeps what a caption can say (colours, shapes, sizes, counts and the
+        # relations between the objects), so the copy is a view of the same image for view_loss
+        views = translate(images, self.generator, pixels=self.config.ssl_shift, padding="border")
         view_pooled = model.image_encoder(views).pooled
         head = self.ssl_head
         first = F.normalize(head(pooled), dim=-1)
