@@ -84,6 +84,10 @@ class ModelConfig:
     # ..., or nothing), and G's layout pushes each such pair apart along the relation's axis until
     # it holds (learnt from the training captions with text.relation_weight)
     slot_relations: bool = False
+    # t2i-words with slot_relations: the pair head's loss also trains the word encoder and the
+    # words' projection (never the slots' states, whose outlines a strong pair term distorted);
+    # false: it trains the head alone
+    relation_reads_words: bool = False
     # t2i-words: a slot whose drawn square pokes out of the canvas is moved back inside (real
     # objects are always wholly visible); places inside are left as the noise put them
     slot_in_canvas: bool = False
@@ -521,6 +525,8 @@ def validate(config: Config) -> Config:
         _check(not m.outline_supervised or x.slot_weight > 0, "model.outline_supervised",
                "needs text.slot_weight > 0 (the outlines are learnt from the slot supervision there)")
         _check(m.slot_reach > 0, "model.slot_reach", "must be > 0")
+        _check(not m.relation_reads_words or m.slot_relations, "model.relation_reads_words",
+               "needs model.slot_relations (it is how the pair head learns)")
         _check(not m.slot_relations or x.relation_weight > 0, "model.slot_relations",
                "needs text.relation_weight > 0 (the pair head learns the relations from the captions there)")
         _check(m.mask_resolution in MASK_RESOLUTIONS, "model.mask_resolution",

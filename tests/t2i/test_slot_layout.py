@@ -157,11 +157,11 @@ def test_slot_relations_need_the_relation_weight_and_a_run_reports_the_pair_term
     assert last["relation_pairs"] > 0 and 0.0 <= last["relation_read"] <= 1.0
 
 
-def test_the_pair_heads_loss_trains_the_head_alone():
-    """The pair term's gradient reaches the head's own attention and MLP, and nothing of G's word
-    reading, slots or layout (a strong pair term there distorted the objects' outlines)."""
+def _pair_term_trains(reads_words: bool) -> set[str]:
+    """The parameters of a tiny G that the pair term alone gives a gradient."""
     _, targets, ids, _ = _tiny_slot_generator(["a red circle to the left of a blue square", "a green star"])
-    g = SlotGenerator(SPEC, z_dim=12, width=16, cond_dim=32, mask="mlp", relations=True)
+    g = SlotGenerator(SPEC, z_dim=12, width=16, cond_dim=32, mask="mlp", relations=True,
+                      relation_reads_words=reads_words)
     g.slot_window = SHAPE_TABLE.shape[-1]
     g.train()
     g(torch.randn(2, 12), ids)
@@ -169,6 +169,22 @@ def test_the_pair_heads_loss_trains_the_head_alone():
     _, _, matching = slot_loss(windows, colours, targets.stated, SHAPE_TABLE, PALETTE)
     loss, _ = pair_relation_loss(g.last_relations, matching, targets.relation_axis, targets.relation_sign)
     loss.backward()
-    trained = {name for name, p in g.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    return {name for name, p in g.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+def test_the_pair_heads_loss_trains_the_head_alone():
+    """The pair term's gradient reaches the head's own attention and MLP, and nothing of G's word
+    reading, slots or layout (a strong pair term there distorted the objects' outlines)."""
+    trained = _pair_term_trains(reads_words=False)
     assert trained and all(name.startswith(("relate.", "relate_read.")) for name in trained), trained
     assert any(name.startswith("relate_read.") for name in trained)
+
+
+def test_with_relation_reads_words_the_pair_term_also_trains_the_words_but_not_the_slots():
+    trained = _pair_term_trains(reads_words=True)
+    words = {name for name in trained if name.startswith(("text.", "token_proj."))}
+    assert "token_proj.weight" in words and any(name.startswith("text.") for name in words), trained
+    # the slots' queries, their reading of the words, the noise, the layout and the painters: none
+    assert trained - words == {name for name in trained if name.startswith(("relate.", "relate_read."))}
+    with pytest.raises(ConfigError, match="model.relation_reads_words"):
+        load_config("scenes-t2i", ["model.relation_reads_words=true"])

@@ -52,7 +52,8 @@ def build_t2i(config, spec: TextSpec, channels: int = 3) -> tuple[nn.Module, nn.
                           mask=m.slot_mask, sprite_gain=m.sprite_gain, mask_resolution=m.mask_resolution,
                           separate=m.slot_separation, shape_from_words=m.shape_from_words,
                           relations=m.slot_relations, in_canvas=m.slot_in_canvas, reach=m.slot_reach,
-                          presence=m.slot_presence, outline_supervised=m.outline_supervised)
+                          presence=m.slot_presence, outline_supervised=m.outline_supervised,
+                          relation_reads_words=m.relation_reads_words)
         # scenes with text.object_weight: an object head over colours, shapes and sizes
         classes = tuple(len(values) for _, values in ATTRIBUTE_VALUES) if t.object_weight > 0 else ()
         # with text.layout_weight: a layout head over colours and shapes (and centres)

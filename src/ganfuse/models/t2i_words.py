@@ -143,7 +143,7 @@ class SlotGenerator(nn.Module):
                  mask: str = "mlp", sprite_gain: float = 0.1, mask_resolution: str = "half",
                  separate: bool = False, shape_from_words: bool = False, relations: bool = False,
                  in_canvas: bool = False, reach: float = 1.0, presence: bool = False,
-                 outline_supervised: bool = False):
+                 outline_supervised: bool = False, relation_reads_words: bool = False):
         super().__init__()
         if mask not in SLOT_MASKS:
             raise ConfigError(f"model.slot_mask must be one of {', '.join(SLOT_MASKS)}, got {mask!r}")
@@ -176,6 +176,7 @@ class SlotGenerator(nn.Module):
             raise ConfigError(f"model.slot_reach must be > 0, got {reach}")
         self.reach = reach  # a slot's drawn half-extent in blob radii, for the two above (model.slot_reach)
         self.relate = None  # model.slot_relations: the pair head (see pair_relations)
+        self.relation_reads_words = relation_reads_words  # its loss reaches the words (model.relation_reads_words)
         if relations:
             # its own reading of the words, from the slots' read states; nothing of it flows back
             # into the words or the slots, whose outlines and colours a strong pair term distorted
@@ -258,10 +259,13 @@ class SlotGenerator(nn.Module):
         what slot i is of slot j ("none", or i left of / right of / above / below j), from the two
         slots' states after reading the words (``read (B, K, D)``) and the words again by its own
         attention (the words of the latest ``_states`` call), so from the caption alone; its loss
-        trains only the head."""
+        trains only the head, or the head and the words with ``model.relation_reads_words`` (never
+        the slots' states)."""
         k = read.shape[1]
         tokens, mask = self._words
-        read = self.relate_read(read.detach(), tokens.detach(), mask)
+        if not self.relation_reads_words:
+            tokens = tokens.detach()
+        read = self.relate_read(read.detach(), tokens, mask)
         pairs = torch.cat([read[:, :, None].expand(-1, -1, k, -1), read[:, None].expand(-1, k, -1, -1)], dim=-1)
         return self.relate(pairs)
 
