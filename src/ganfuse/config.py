@@ -232,6 +232,11 @@ class TextConfig:
     # apart until that holds (hinges on the slots' centres, zero once it holds): this weight
     # (0 disables)
     placement_weight: float = 0.0
+    # t2i-words: mode seeking on the layout (MSGAN, Mao et al. 2019). Each fake's slots are placed
+    # a second time with the next fake's noise (same words), and G is asked to move them with the
+    # noise: this weight times 1 / (the slots' mean L1 move / the noises' mean L1 distance + 1e-5).
+    # Against layouts that stop following the noise as training goes on (0 disables)
+    spread_weight: float = 0.0
 
 
 @dataclass
@@ -543,6 +548,9 @@ def validate(config: Config) -> Config:
         _check(x.relation_weight == 0 or x.slot_weight > 0, "text.relation_weight",
                "needs text.slot_weight > 0 (the relation's objects are the slots matched to them)")
         _check(x.placement_weight >= 0, "text.placement_weight", "must be >= 0")
+        _check(x.spread_weight >= 0, "text.spread_weight", "must be >= 0")
+        _check(x.spread_weight == 0 or m.arch == "t2i-words", "text.spread_weight",
+               "needs model.arch=t2i-words (it moves the object slots' places)")
         _check(x.placement_weight == 0 or x.slot_weight > 0, "text.placement_weight",
                "needs text.slot_weight > 0 (the placed objects are the slots matched to them)")
         _check(x.layout_weight == 0 or x.slot_weight > 0, "text.layout_weight",

@@ -11,7 +11,7 @@ from ganfuse.errors import ConfigError
 from ganfuse.models.t2i_words import PAIR_RELATIONS, RELATION_KEEP, SlotGenerator
 from ganfuse.text.encoders import scenes_vocabulary
 from ganfuse.text.prompts import TextSpec
-from ganfuse.train.objects import pair_relation_loss, relation_loss, slot_loss
+from ganfuse.train.objects import mode_seeking_loss, pair_relation_loss, relation_loss, slot_loss
 from tests.t2i.test_scenes_words import ids_of
 from tests.t2i.test_slot_supervision import PALETTE, SHAPE_TABLE, _tiny_run, _tiny_slot_generator
 
@@ -188,3 +188,61 @@ def test_with_relation_reads_words_the_pair_term_also_trains_the_words_but_not_t
     assert trained - words == {name for name in trained if name.startswith(("relate.", "relate_read."))}
     with pytest.raises(ConfigError, match="model.relation_reads_words"):
         load_config("scenes-t2i", ["model.relation_reads_words=true"])
+
+
+def test_mode_seeking_loss_is_one_over_the_gate_weighted_move_per_unit_of_noise():
+    centres = torch.tensor([[[0.2, 0.2], [0.5, 0.5]], [[0.1, 0.9], [0.3, 0.3]]])
+    moved = torch.tensor([[[0.3, 0.1], [0.9, 0.9]], [[0.1, 0.5], [0.3, 0.3]]])
+    gates = torch.tensor([[1.0, 0.0], [0.5, 0.5]])  # the first image's second slot is absent
+    noise, other = torch.zeros(2, 4), torch.full((2, 4), 0.5)
+    loss, ratio = mode_seeking_loss(centres, moved, gates, noise, other)
+    move = (1.0 * 0.2 + 0.5 * 0.4 + 0.5 * 0.0) / 2.0  # L1 moves, weighted by the gates
+    torch.testing.assert_close(ratio, torch.tensor(move / 0.5))
+    torch.testing.assert_close(loss, torch.tensor(1 / (move / 0.5 + 1e-5)))
+
+
+def test_spread_places_the_slots_again_with_the_next_images_noise_and_training_on_it_spreads_them():
+    torch.manual_seed(0)  # the tiny G's initial weights
+    g, _, ids, opt = _tiny_slot_generator(["a red circle to the left of a blue square", "a green star",
+                                           "a large white triangle", "two objects: a cyan star and a red square"])
+    z = torch.randn(4, 12, generator=torch.Generator().manual_seed(0))
+    g.train()
+    g(z, ids)
+    assert g.last_spread is None  # off unless text.spread_weight asks for it
+    g.spread = True
+    g(z, ids)
+    centres, moved, gates, noise, other = g.last_spread
+    torch.testing.assert_close(moved, g.layout(z.roll(1, 0), ids)[0])
+    torch.testing.assert_close(centres, g.layout(z, ids)[0])
+    assert torch.equal(other, z.roll(1, 0)[:, :8]) and torch.equal(noise, z[:, :8])
+    g.eval()
+    g(z, ids)
+    assert g.last_spread is None  # sampling draws once
+    g.train()
+    gen = torch.Generator().manual_seed(1)
+    many, words = torch.randn(256, 12, generator=gen), ids.repeat(64, 1)
+
+    def spread() -> float:  # the ratio over 256 fixed noises, each against the next
+        with torch.no_grad():
+            g(many, words)
+        return float(mode_seeking_loss(*g.last_spread)[1])
+
+    before = spread()
+    for _ in range(150):
+        g(torch.randn(16, 12, generator=gen), ids.repeat(4, 1))
+        loss, _ = mode_seeking_loss(*g.last_spread)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = spread()
+    assert after > 1.25 * before, (before, after)
+
+
+def test_spread_weight_is_for_slot_generators_and_a_run_reports_the_ratio(tmp_path):
+    with pytest.raises(ConfigError, match="text.spread_weight"):
+        load_config("shapes-t2i", ["text.spread_weight=1"])
+    with pytest.raises(ConfigError, match="text.spread_weight"):
+        load_config("scenes-t2i", ["text.spread_weight=-1"])
+    _, rows = _tiny_run(tmp_path, 3, "text.slot_weight=1.0", "text.spread_weight=1.0")
+    spread = [r["spread_g"] for r in rows if "spread_g" in r]
+    assert len(spread) == 3 and all(value > 0 for value in spread)

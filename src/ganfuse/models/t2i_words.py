@@ -188,6 +188,9 @@ class SlotGenerator(nn.Module):
                 self.relate[-1].weight.mul_(0.1)
                 self.relate[-1].bias.copy_(torch.tensor([4.0] + [0.0] * len(RELATION_AXES)))
         self.last_relations: torch.Tensor | None = None
+        # text.spread_weight: training forwards also place the slots with the next image's noise
+        self.spread = False
+        self.last_spread: tuple[torch.Tensor, ...] | None = None
         self._words: tuple[torch.Tensor, torch.Tensor] | None = None  # the latest words read (_states)
         self.sprite_gain = sprite_gain  # the sprite decoder's output scale (model.sprite_gain)
         if mask_resolution not in MASK_RESOLUTIONS:
@@ -244,11 +247,14 @@ class SlotGenerator(nn.Module):
         s = self.queries.expand(z.shape[0], -1, -1)
         for cross, self_attn, mlp in zip(self.read[0::3], self.read[1::3], self.read[2::3], strict=True):
             s = mlp(self_attn(cross(s, tokens, words.mask)))
-        read = s
-        s = s + self.slot_noise(z).view(z.shape[0], self.slots, -1)
+        return s, self._with_noise(s, z)
+
+    def _with_noise(self, read: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """The slots after reading the words (``read``), arranged with the noise ``z``."""
+        s = read + self.slot_noise(z).view(z.shape[0], self.slots, -1)
         for layer in self.arrange:
             s = layer(s)
-        return read, s
+        return s
 
     def layout(self, z: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         read, s = self._states(z, ids)
@@ -456,6 +462,12 @@ class SlotGenerator(nn.Module):
         b, n = z.shape[0], self.image_size
         read, s = self._states(z, cond)
         centres, scales, gates, s = self._layout(s, z, read)
+        self.last_spread = None
+        if self.training and self.spread:  # text.spread_weight: the same words, the next image's noise
+            relations, other = self.last_relations, z.roll(1, 0)
+            moved = self._layout(self._with_noise(read, other), other, read)[0]
+            self.last_relations = relations
+            self.last_spread = (centres, moved, gates, z[:, : 2 * self.slots], other[:, : 2 * self.slots])
         # what each slot looks like (its outline and colour): from its arranged state, or with
         # model.shape_from_words from the words alone, before the noise (which then only places it)
         look = read if self.shape_from_words else s

@@ -337,7 +337,9 @@ class Trainer:
         centres = getattr(self.G, "last_centres", None)  # an object-slot G's layout of these fakes
         slots = getattr(self.G, "last_slots", None)  # with G's graph where it is kept
         relations = getattr(self.G, "last_relations", None)
-        return Batch(real, cond, fake.float(), fake_cond, index, centres, slots, fake_relations=relations)
+        spread = getattr(self.G, "last_spread", None)
+        return Batch(real, cond, fake.float(), fake_cond, index, centres, slots, fake_relations=relations,
+                     fake_spread=spread)
 
     def _run_phase(self, phase: Phase, batch: Batch) -> None:
         """One optimiser step of ``phase``'s network on the objective's loss."""

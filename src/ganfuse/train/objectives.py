@@ -67,6 +67,7 @@ from ganfuse.train.objects import (
     layout_d_loss,
     matched_layout,
     mean_where,
+    mode_seeking_loss,
     object_d_loss,
     object_g_loss,
     pair_relation_loss,
@@ -159,6 +160,9 @@ class Batch:
     # (b, K, K, 5) logits of G's pair head over what each slot is of another, with G's graph
     # (model.slot_relations)
     fake_relations: torch.Tensor | None = None
+    # G's slots placed twice, with the batch's noise and the next image's (text.spread_weight):
+    # (centres, moved centres, gates, noise, other noise), with G's graph
+    fake_spread: tuple[torch.Tensor, ...] | None = None
     # which slot shows which named object, once per batch: D's layout term and G's slot term share it
     slot_matching: tuple[torch.Tensor, ...] | None = None
 
@@ -559,6 +563,8 @@ class TextToImageObjective(Objective):
         g, d = build_t2i(self.config, self.text_spec, channels)
         if self.config.text.slot_weight > 0:  # G keeps its slots' windows for the supervision
             g.slot_window = SLOT_WINDOW
+        if self.config.text.spread_weight > 0:  # G places its slots a second time (mode seeking)
+            g.spread = True
         if self.text_spec.kind == "embedding":
             for net in (g, d):
                 net.text.set_statistics(self.conditions.cpu())
@@ -727,6 +733,10 @@ class TextToImageObjective(Objective):
                     loss = loss + x.placement_weight * place
                     nets.report("placement_g", place)
                     nets.report("placement_held", held)
+            if x.spread_weight > 0 and batch.fake_spread is not None:
+                spread, ratio = mode_seeking_loss(*batch.fake_spread)
+                loss = loss + x.spread_weight * spread
+                nets.report("spread_g", ratio)
             if layouts:
                 lay = -out.layout_logits.float().mean()
                 loss = loss + x.layout_weight * lay

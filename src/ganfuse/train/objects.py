@@ -312,6 +312,20 @@ def swap_places(places: torch.Tensor, swap: torch.Tensor) -> torch.Tensor:
     return torch.where(swap[:, None, None], swapped, places)
 
 
+def mode_seeking_loss(centres: torch.Tensor, moved: torch.Tensor, gates: torch.Tensor, noise: torch.Tensor,
+                      other: torch.Tensor, eps: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mode seeking on a layout (MSGAN, Mao et al. 2019, ``text.spread_weight``): G placed each
+    image's slots at ``centres (B, K, 2)`` from the noise ``noise (B, N)`` and at ``moved`` from
+    ``other``, the words the same. The ratio is the slots' mean L1 move, each slot weighted by its
+    gate (``gates (B, K)``, as given: an absent slot's move counts for nothing), over the noises'
+    mean L1 distance; the loss is ``1 / (ratio + eps)``, large where the layout ignores the noise
+    and flat once it follows it. Returns the loss and the ratio (detached)."""
+    weights = gates.detach().float()
+    move = ((centres.float() - moved.float()).abs().sum(-1) * weights).sum() / weights.sum().clamp(min=1e-6)
+    ratio = move / (noise.float() - other.float()).abs().mean().clamp(min=1e-6)
+    return 1.0 / (ratio + eps), ratio.detach()
+
+
 def relation_loss(centres: torch.Tensor, matching: tuple[torch.Tensor, ...], axis: torch.Tensor,
                   sign: torch.Tensor, margin: float) -> tuple[torch.Tensor, torch.Tensor]:
     """G's relation term (``text.relation_weight``): where a caption states "A <relation> B", the
