@@ -215,6 +215,9 @@ def test_spread_places_the_slots_again_with_the_next_images_noise_and_training_o
     torch.testing.assert_close(moved, g.layout(z.roll(1, 0), ids)[0])
     torch.testing.assert_close(centres, g.layout(z, ids)[0])
     assert torch.equal(other, z.roll(1, 0)[:, :8]) and torch.equal(noise, z[:, :8])
+    with torch.no_grad():
+        g(z, ids)
+    assert g.last_spread is None  # the D step's fakes: no graph, no second placement
     g.eval()
     g(z, ids)
     assert g.last_spread is None  # sampling draws once
@@ -223,8 +226,7 @@ def test_spread_places_the_slots_again_with_the_next_images_noise_and_training_o
     many, words = torch.randn(256, 12, generator=gen), ids.repeat(64, 1)
 
     def spread() -> float:  # the ratio over 256 fixed noises, each against the next
-        with torch.no_grad():
-            g(many, words)
+        g(many, words)
         return float(mode_seeking_loss(*g.last_spread)[1])
 
     before = spread()

@@ -463,7 +463,9 @@ class SlotGenerator(nn.Module):
         read, s = self._states(z, cond)
         centres, scales, gates, s = self._layout(s, z, read)
         self.last_spread = None
-        if self.training and self.spread:  # text.spread_weight: the same words, the next image's noise
+        # text.spread_weight: the same words, the next image's noise; only where the G step's graph
+        # is kept (the D step's fakes are drawn without one and never read it)
+        if self.training and self.spread and torch.is_grad_enabled():
             relations, other = self.last_relations, z.roll(1, 0)
             moved = self._layout(self._with_noise(read, other), other, read)[0]
             self.last_relations = relations
